@@ -1,0 +1,50 @@
+"""The colabkit exception hierarchy.
+
+Every error a user can act on is a :class:`ColabkitError` whose message is one line: what is wrong,
+the value received, and what to do. Some subclasses also derive from a built-in exception so that
+callers who already catch ``ValueError`` or ``OSError`` keep working.
+"""
+
+from __future__ import annotations
+
+
+class ColabkitError(Exception):
+    """Base class of every error colabkit raises on purpose."""
+
+
+class ConfigError(ColabkitError, ValueError):
+    """An argument or option has a value colabkit cannot use."""
+
+
+class AcceleratorError(ColabkitError, RuntimeError):
+    """The accelerator the user asked for is missing or unusable."""
+
+
+class DriveError(ColabkitError, OSError):
+    """Google Drive could not be mounted, reached or written."""
+
+
+class StoreError(ColabkitError, OSError):
+    """A checkpoint store could not complete an operation (not the same as "absent")."""
+
+
+class CheckpointError(ColabkitError):
+    """A checkpoint cannot be written, read or used."""
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    """A checkpoint file is truncated, garbled or fails its checksums."""
+
+
+class ResumeMismatchError(CheckpointError, ValueError):
+    """The checkpoint to resume from was made by a different model, optimizer, data or seed."""
+
+
+def invalid_argument(name: str, value: object, expected: str) -> ConfigError:
+    """Builds the keras-style one-line error for a bad argument value.
+
+    Example: ``Invalid value for argument `keep`. Received: keep=0. Expected an integer >= 1.``
+    """
+    return ConfigError(
+        f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected {expected}."
+    )

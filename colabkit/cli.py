@@ -7,6 +7,7 @@ and exit code 1; usage errors exit 2 (argparse).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,84 @@ def _cmd_ckpt_verify(args: argparse.Namespace) -> int:
 
 def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
     raise NotImplementedError("ckpt prune")
+
+
+def _cmd_train_mnist(args: argparse.Namespace) -> int:
+    from colabkit import mnist
+
+    config = mnist.MnistConfig(
+        run_dir=args.run_dir or mnist.default_run_dir(),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        dataset=args.dataset,
+        save_every=args.save_every,
+        keep=args.keep,
+        deterministic=args.deterministic,
+        session_limit=args.session_limit,
+        fresh=args.fresh,
+        store=args.store,
+        limit=args.limit,
+    )
+    if not logging.getLogger("colabkit").handlers:  # one line per checkpoint/resume event
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("colabkit: %(message)s"))
+        logging.getLogger("colabkit").addHandler(handler)
+        logging.getLogger("colabkit").setLevel(logging.INFO)
+    result = mnist.train(config)
+    print(mnist.results_text(result.test_loss, result.test_accuracy), end="")
+    print(f"Outputs: {result.outputs_dir}")
+    return 0
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="Train a built-in model resumably (re-run the same command to continue).",
+        description="Train a built-in model with verified checkpoints; re-running the same "
+        "command continues from the newest verified checkpoint.",
+    )
+    actions = train.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+    mnist = actions.add_parser(
+        "mnist",
+        help="The Keras MNIST convnet tutorial (15 epochs, batch 128, Adam).",
+        description="Train the Keras MNIST convnet tutorial resumably. Writes checkpoints/ and "
+        "outputs/ (results.txt, predictions.npy, mnist_model.keras, history.json, "
+        "learning_curve.png) under the run directory. Re-run the same command to continue; a "
+        "finished run prints its results.",
+    )
+    mnist.add_argument("--run-dir", metavar="DIR", help="run directory (default: ./runs/mnist)")
+    mnist.add_argument("--epochs", type=int, default=15, metavar="N", help="epochs (default 15)")
+    mnist.add_argument(
+        "--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)"
+    )
+    mnist.add_argument("--seed", type=int, metavar="N", help="random seed (default: chosen once)")
+    mnist.add_argument(
+        "--dataset",
+        default="auto",
+        metavar="auto|mnist|mnist-5k|FILE.npz",
+        help="auto: full MNIST if cached or downloadable, else the 5,000-image sample "
+        "(default auto)",
+    )
+    mnist.add_argument(
+        "--save-every",
+        default="epoch",
+        metavar="10m|500steps|epoch",
+        help="checkpoint interval (default epoch)",
+    )
+    mnist.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints to keep")
+    mnist.add_argument(
+        "--deterministic", action="store_true", help="deterministic ops: bitwise-exact resume"
+    )
+    mnist.add_argument(
+        "--session-limit", metavar="12h", help="save and stop cleanly before this much time"
+    )
+    mnist.add_argument(
+        "--fresh", action="store_true", help="archive old checkpoints and start over"
+    )
+    mnist.add_argument("--store", metavar="URL", help="where checkpoints go (default: run dir)")
+    mnist.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # tests: first N images
+    mnist.set_defaults(func=_cmd_train_mnist)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many to keep")
     prune.add_argument("--json", action="store_true", help="print what was deleted as JSON")
     prune.set_defaults(func=_cmd_ckpt_prune)
+    _add_train_parser(commands)
     return parser
 
 

@@ -1,0 +1,106 @@
+"""``LocalStore``: checkpoints in a folder (a local disk, or the Google Drive mount).
+
+It commits by rename: ``put`` copies into a hidden temporary sibling, fsyncs it, reads it back to
+check size and md5 against the source, and only then ``os.replace``s it onto the final name and
+fsyncs the folder. A process killed at any point leaves either the old object or the new one,
+plus at worst a hidden temporary file that ``list`` never shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from colabkit.errors import StoreError
+from colabkit.storage import atomic
+from colabkit.storage.base import CHUNK, ObjectInfo, md5_file, validate_name
+
+
+class LocalStore:
+    """A :class:`~colabkit.storage.base.Store` backed by a folder.
+
+    Args:
+        root: The folder. It is created on the first ``put``; a folder that does not exist yet is
+            an empty store (a dropped mount raises ``OSError`` instead, never "empty").
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, name: str) -> Path:
+        """The file that holds object ``name`` (validated, inside ``root``)."""
+        return self.root / validate_name(name)
+
+    def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
+        final = self.path(name)
+        with open(local_path, "rb") as src:  # FileNotFoundError before anything is created
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.atomic_output(final) as out:
+                size, md5 = copy_stream(src, out)
+                out.flush()
+                written = md5_file(out.path)
+                if os.path.getsize(out.path) != size or written != md5:
+                    raise StoreError(
+                        f"Copy of {os.fspath(local_path)!r} to {str(final)!r} came back different "
+                        "(size or md5); the previous object is kept. Check the disk or mount."
+                    )
+        return ObjectInfo(name=name, size=size, md5=md5, modified=final.stat().st_mtime)
+
+    def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:
+        source = self.path(name)
+        with open(source, "rb") as src:  # FileNotFoundError before the destination is touched
+            modified = os.fstat(src.fileno()).st_mtime
+            with atomic.atomic_output(local_path) as out:
+                size, md5 = copy_stream(src, out)
+        return ObjectInfo(name=name, size=size, md5=md5, modified=modified)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        try:
+            os.stat(self.root)
+        except FileNotFoundError:  # not created yet: empty. A dropped mount (ENOTCONN) raises.
+            return []
+        found = []
+        for folder, subfolders, files in os.walk(self.root, onerror=_raise):
+            subfolders.sort()
+            relative = Path(folder).relative_to(self.root).as_posix()
+            for file in files:
+                name = file if relative == "." else f"{relative}/{file}"
+                if atomic.is_temporary_name(file) or not name.startswith(prefix):
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # deleted while listing
+                    st = os.stat(os.path.join(folder, file))
+                    found.append(ObjectInfo(name, st.st_size, None, st.st_mtime))
+        return sorted(found, key=lambda info: info.name)
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self.path(name)
+        st = os.stat(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(2, "Not a stored object", str(path))
+        return ObjectInfo(name=name, size=st.st_size, md5=md5_file(path), modified=st.st_mtime)
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        os.unlink(path)
+        atomic.fsync_dir(path.parent)
+
+
+def copy_stream(src, dst) -> tuple[int, str]:
+    """Copies ``src`` to ``dst`` in chunks; returns (bytes copied, hex md5 of them)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _raise(error: OSError) -> None:
+    raise error

@@ -1,0 +1,261 @@
+"""Where colabkit runs (Colab, Kaggle, a local machine) and how much session time is left.
+
+Detection only reads: environment variables, the existence of a few marker files, ``/proc`` and
+the clock, all injected through :class:`SystemView` so tests can describe any machine.
+
+Session start, and how far to trust it:
+
+1. ``/proc/1/stat`` start time (+ ``btime`` from ``/proc/stat``) -- when the runtime's first
+   process started, i.e. when this Colab/Kaggle runtime (VM or container) came up. "Restart
+   session" keeps it (Colab's limit keeps counting too); "Disconnect and delete runtime" starts a
+   new runtime and a new clock. Accurate to the second. Colab does not publish how it enforces
+   its limit (it can also end a session earlier when resources are short), so the time left is a
+   best estimate, never a promise.
+2. ``btime`` alone (kernel boot) when PID 1 cannot be read: the VM may predate the runtime, so
+   the time left is underestimated (errs on the safe side: colabkit saves early, never late).
+3. On a local machine the "session" is the Python process (``/proc/self/stat``): boot time says
+   nothing about how long a laptop or a workstation stays up.
+4. When ``/proc`` is unreadable (macOS, Windows): the moment of detection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.duration import parse_duration
+from colabkit.errors import invalid_argument
+
+Kind = Literal["colab", "kaggle", "local"]
+
+COLAB_MARKER = "/var/colab/hostname"
+KAGGLE_ROOT = "/kaggle"
+COLAB_DRIVE_MOUNTPOINT = Path("/content/drive")
+COLAB_STAGING_ROOT = Path("/content/colabkit-cache")
+KAGGLE_DURABLE_ROOT = Path("/kaggle/working/colabkit")
+DEFAULT_SESSION_LIMIT = "12h"
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+@dataclass(frozen=True)
+class SystemView:
+    """The parts of the machine that detection reads; tests replace them.
+
+    Attributes:
+        environ: Environment variables.
+        exists: Whether a path exists (marker files, the Drive mount).
+        read_text: Reads a small text file such as ``/proc/stat``; raises ``OSError``.
+        clock: Current time.
+        cwd: Base of the local run directory (``./runs``).
+        home: Base of the local cache directory (``~/.cache``).
+        clock_ticks: ``SC_CLK_TCK``, the unit of start times in ``/proc/<pid>/stat``.
+    """
+
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    exists: Callable[[str], bool] = os.path.exists
+    read_text: Callable[[str], str] = _read_text
+    clock: Clock = SYSTEM_CLOCK
+    cwd: Callable[[], Path] = Path.cwd
+    home: Callable[[], Path] = Path.home
+    clock_ticks: int = field(default_factory=lambda: _clock_ticks())
+
+
+def _clock_ticks() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 100
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where this runs and the session clock, as detected once.
+
+    Attributes:
+        kind: ``"colab"``, ``"kaggle"`` or ``"local"``.
+        evidence: The facts that decided ``kind`` (human-readable).
+        session_start: Seconds since the epoch when the session started (see module docstring).
+        session_start_source: Where ``session_start`` came from.
+        session_limit_s: The session limit in seconds, or None for no limit.
+        detected_at: Seconds since the epoch at detection.
+        drive_mounted: Whether Google Drive is mounted at ``drive_mountpoint``.
+        drive_mountpoint: Where Colab mounts Drive.
+        durable_root: Default parent of run directories (survives the VM where possible).
+        staging_root: Default parent of local staging directories (fast, lost with the VM).
+    """
+
+    kind: Kind
+    evidence: tuple[str, ...]
+    session_start: float
+    session_start_source: str
+    session_limit_s: float | None
+    detected_at: float
+    drive_mounted: bool
+    drive_mountpoint: Path
+    durable_root: Path
+    staging_root: Path
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds since the epoch when the session limit is reached, or None without a limit."""
+        if self.session_limit_s is None:
+            return None
+        return self.session_start + self.session_limit_s
+
+    def time_left(self, now: float) -> float | None:
+        """Seconds left before the session limit at ``now`` (negative once past it)."""
+        deadline = self.deadline
+        return None if deadline is None else deadline - now
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the session started."""
+        return now - self.session_start
+
+
+def detect(
+    *, session_limit: str | float | None = DEFAULT_SESSION_LIMIT, system: SystemView | None = None
+) -> Environment:
+    """Detects where this runs and when the session started.
+
+    Args:
+        session_limit: How long a session may run (``"12h"`` for free Colab, ``"24h"`` for paid
+            plans), or None for no limit.
+        system: What to read; the real machine by default.
+
+    Raises:
+        ConfigError: ``session_limit`` is not a duration.
+    """
+    limit = None if session_limit is None else parse_duration(session_limit, "session_limit")
+    system = system or SystemView()
+    kind, evidence = _detect_kind(system)
+    now = system.clock.time()
+    start, source = _session_start(kind, system, now)
+    mounted = kind == "colab" and system.exists(str(COLAB_DRIVE_MOUNTPOINT / "MyDrive"))
+    return Environment(
+        kind=kind,
+        evidence=evidence,
+        session_start=start,
+        session_start_source=source,
+        session_limit_s=limit,
+        detected_at=now,
+        drive_mounted=mounted,
+        drive_mountpoint=COLAB_DRIVE_MOUNTPOINT,
+        durable_root=_durable_root(kind, mounted, system),
+        staging_root=_staging_root(kind, system),
+    )
+
+
+def _detect_kind(system: SystemView) -> tuple[Kind, tuple[str, ...]]:
+    """Kaggle first: it runs Colab's base image, so it also sets ``COLAB_RELEASE_TAG``."""
+    env = system.environ
+    kaggle = []
+    if env.get("KAGGLE_KERNEL_RUN_TYPE"):
+        kaggle.append(f"KAGGLE_KERNEL_RUN_TYPE={env['KAGGLE_KERNEL_RUN_TYPE']}")
+    if system.exists(KAGGLE_ROOT):
+        kaggle.append(f"{KAGGLE_ROOT} exists")
+    if kaggle:
+        return "kaggle", tuple(kaggle)
+    colab = []
+    if system.exists(COLAB_MARKER):
+        colab.append(f"{COLAB_MARKER} exists")
+    if env.get("COLAB_RELEASE_TAG"):
+        colab.append(f"COLAB_RELEASE_TAG={env['COLAB_RELEASE_TAG']}")
+    if colab:
+        return "colab", tuple(colab)
+    return "local", ("no Colab or Kaggle marker",)
+
+
+def _session_start(kind: Kind, system: SystemView, now: float) -> tuple[float, str]:
+    try:
+        boot = _boot_time(system.read_text("/proc/stat"))
+    except (OSError, ValueError):
+        return now, "time of detection (/proc unreadable)"
+    pid, what = ("1", "runtime start") if kind != "local" else ("self", "process start")
+    try:
+        ticks = _start_ticks(system.read_text(f"/proc/{pid}/stat"))
+    except (OSError, ValueError):
+        if kind == "local":
+            return now, "time of detection (/proc/self/stat unreadable)"
+        return boot, "boot time (/proc/stat btime)"
+    return boot + ticks / system.clock_ticks, f"{what} (/proc/{pid}/stat)"
+
+
+def _boot_time(proc_stat: str) -> float:
+    """Parses ``btime`` (boot time, seconds since the epoch) from ``/proc/stat``."""
+    for line in proc_stat.splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise ValueError("no btime line in /proc/stat")
+
+
+def _start_ticks(pid_stat: str) -> int:
+    """Parses field 22 (start time, clock ticks after boot) of ``/proc/<pid>/stat``.
+
+    The command name (field 2) is in parentheses and may itself hold spaces or parentheses, so
+    fields are counted from the last ``)``.
+    """
+    fields = pid_stat[pid_stat.rindex(")") + 1 :].split()
+    return int(fields[19])
+
+
+def _durable_root(kind: Kind, drive_mounted: bool, system: SystemView) -> Path:
+    if kind == "colab" and drive_mounted:
+        return COLAB_DRIVE_MOUNTPOINT / "MyDrive" / "colabkit"
+    if kind == "kaggle":
+        return KAGGLE_DURABLE_ROOT
+    return system.cwd() / "runs"
+
+
+def _staging_root(kind: Kind, system: SystemView) -> Path:
+    if kind == "colab":
+        return COLAB_STAGING_ROOT
+    xdg = system.environ.get("XDG_CACHE_HOME")
+    cache = Path(xdg) if xdg else system.home() / ".cache"
+    return cache / "colabkit"
+
+
+def check_run_name(run_name: object) -> str:
+    """Returns ``run_name`` if it can be one folder name everywhere (Drive, Linux, Windows).
+
+    Raises:
+        ConfigError: It is empty, has a path separator, starts with a dot, or is too long.
+    """
+    if not isinstance(run_name, str) or not _RUN_NAME.fullmatch(run_name):
+        raise invalid_argument(
+            "run_name",
+            run_name,
+            "a folder name of letters, digits, '.', '_' or '-' (at most 128, not starting "
+            "with '.' or '-'), e.g. 'mnist-baseline'",
+        )
+    return run_name
+
+
+def default_run_dir(run_name: str, env: Environment | None = None) -> Path:
+    """The durable run directory for ``run_name`` (DESIGN.md, "Where things live").
+
+    Colab with Drive mounted: ``/content/drive/MyDrive/colabkit/<run>``; Kaggle:
+    ``/kaggle/working/colabkit/<run>``; elsewhere (including Colab without Drive, which is not
+    durable): ``./runs/<run>``.
+    """
+    run_name = check_run_name(run_name)
+    return (env or detect()).durable_root / run_name
+
+
+def default_staging_dir(run_name: str, env: Environment | None = None) -> Path:
+    """The fast local staging directory for ``run_name``: never the only copy of anything.
+
+    Colab: ``/content/colabkit-cache/<run>``; elsewhere ``$XDG_CACHE_HOME/colabkit/<run>``,
+    defaulting to ``~/.cache/colabkit/<run>``.
+    """
+    run_name = check_run_name(run_name)
+    return (env or detect()).staging_root / run_name

@@ -28,7 +28,26 @@ def learning_curve_png(
     steps_per_epoch: int | None = None,
     title: str = "Learning curve",
 ) -> bytes | None:
-    """Renders loss and accuracy per epoch (train and validation) as PNG bytes.
+    """The learning curve as PNG bytes, or None when matplotlib is not installed (logged once).
+
+    Args are those of :func:`learning_curve_figure`.
+    """
+    figure = learning_curve_figure(history, resumes, steps_per_epoch=steps_per_epoch, title=title)
+    if figure is None:
+        return None
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def learning_curve_figure(
+    history: Mapping[str, Sequence[float]],
+    resumes: Sequence[Mapping[str, Any]] = (),
+    *,
+    steps_per_epoch: int | None = None,
+    title: str = "Learning curve",
+) -> Any:
+    """Draws loss and accuracy per epoch (train and validation), each resume a dotted line.
 
     Args:
         history: Per-epoch metrics, e.g. ``History.history`` from ``colabkit.fit``
@@ -40,7 +59,8 @@ def learning_curve_png(
         title: The figure title.
 
     Returns:
-        The PNG, or None when matplotlib is not installed (logged once).
+        A ``matplotlib.figure.Figure`` (not registered with pyplot, so it never leaks into a
+        notebook's state), or None when matplotlib is not installed.
     """
     if importlib.util.find_spec("matplotlib") is None:
         logger.info(
@@ -57,9 +77,7 @@ def learning_curve_png(
     for axes, (metric, label) in zip(figure.subplots(1, 2), _PANELS, strict=True):
         _draw_panel(axes, history, metric, label, positions)
     figure.suptitle(title)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return figure
 
 
 def resume_positions(

@@ -1,0 +1,389 @@
+"""``DriveApiStore``: checkpoints in a Google Drive folder through the Drive v3 API.
+
+Unlike the Drive mount, whose writes sit in a VM-local cache until some later upload, the API
+answers with the server's md5 of what it holds, so a ``put`` that returns has been verified on
+Drive. How it commits: the bytes go up under a temporary name tagged in ``appProperties`` (small
+files in one multipart request, large ones in resumable chunks), the server's md5 and size are
+checked against the local file, the file is renamed to its final name, and the superseded copy is
+deleted. Readers never see the temporary files.
+
+Names map to Drive like paths on the mount: ``checkpoints/ckpt-1.zip`` is the file
+``ckpt-1.zip`` in the subfolder ``checkpoints`` of the store's folder, so the same run looks the
+same through the mount and through the API. Drive allows duplicate names; colabkit resolves them
+deterministically: among folders the oldest (createdTime, then id) wins, among files the newest
+(a put renames its upload before deleting the copy it replaces).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from datetime import datetime
+from typing import IO, Any
+
+from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.errors import StoreError, invalid_argument
+from colabkit.storage.base import ObjectInfo, md5_file, validate_name
+from colabkit.storage.drive_auth import find_credentials, from_pydrive2
+from colabkit.storage.drive_transfer import download, upload
+from colabkit.storage.drive_transport import RequestsHttp, RetryPolicy, call_with_retry
+
+logger = logging.getLogger(__name__)
+
+FOLDER_MIME = "application/vnd.google-apps.folder"
+TEMP_KEY = "colabkit_temporary"
+TEMP_PREFIX = ".colabkit-upload-"
+UPLOAD_QUANTUM = 256 * 1024
+DEFAULT_CHUNK = 8 * 1024 * 1024
+FILE_FIELDS = "id,name,mimeType,size,md5Checksum,createdTime,modifiedTime,appProperties"
+
+
+def quote(value: str) -> str:
+    """A string literal for Drive's query language (``\\`` and ``'`` escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def is_safe_part(name: str) -> bool:
+    """Whether a Drive file name can be one part of a store name (no ``/``, ``..``, NUL...)."""
+    if "/" in name:
+        return False
+    try:
+        validate_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+class DriveApiStore:
+    """A :class:`~colabkit.storage.base.Store` in a Drive folder, via Drive v3.
+
+    Args:
+        folder: Path of the store's folder below ``root``, e.g. ``"colabkit/mnist"``; found, or
+            created folder by folder, when the store opens.
+        credentials: google-auth credentials; None finds them (see ``find_credentials``), which
+            in Colab asks the user to sign in, here and not later.
+        service: A ready googleapiclient Drive v3 resource (then nothing else is built).
+        http: An ``httplib2.Http``-like transport to build the client on.
+        chunk_size: Bytes per resumable-upload chunk and per download request, a multiple of
+            256 KiB; files up to this size go up in one multipart request. At most about one
+            chunk is held in memory.
+        root: ID of the folder or shared drive that ``folder`` starts from (``"root"`` is My
+            Drive; use a shared drive with service accounts, which have no storage of their own).
+        clock: Where retry backoff sleeps.
+        retry: Backoff settings for transient failures.
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        *,
+        credentials: Any = None,
+        service: Any = None,
+        http: Any = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        root: str = "root",
+        clock: Clock = SYSTEM_CLOCK,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        try:
+            self.folder = validate_name(folder)
+        except ValueError:
+            raise invalid_argument(
+                "folder", folder, "a Drive folder path like 'colabkit/run'"
+            ) from None
+        if (
+            not isinstance(chunk_size, int)
+            or chunk_size < UPLOAD_QUANTUM
+            or chunk_size % UPLOAD_QUANTUM
+        ):
+            raise invalid_argument(
+                "chunk_size", chunk_size, "a positive multiple of 262144 (256 KiB)"
+            )
+        self.url = f"gdrive://{self.folder}"
+        self.chunk_size = chunk_size
+        self.root = root
+        self._clock = clock
+        self._retry = retry or RetryPolicy()
+        self._lock = threading.RLock()
+        self._service = service or _build_service(
+            http or RequestsHttp(find_credentials(credentials))
+        )
+        self._folder_ids: dict[str, str] = {"": self._open_folder()}
+        logger.info("Drive store %s opened (folder id %s)", self.url, self._folder_ids[""])
+
+    @classmethod
+    def from_pydrive2(cls, gauth: Any, folder: str, **kwargs: Any) -> DriveApiStore:
+        """Opens a store with the credentials of a signed-in PyDrive2 ``GoogleAuth``."""
+        return cls(folder, credentials=from_pydrive2(gauth), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"DriveApiStore({self.folder!r}, root={self.root!r})"
+
+    # -- the Store protocol ------------------------------------------------------------------
+
+    def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
+        """Uploads ``local_path`` as ``name``; returns once Drive's md5 matches the local file."""
+        validate_name(name)
+        with open(local_path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            return self.put_stream(source, name, size=size, md5=md5_file(local_path))
+
+    def put_stream(self, source: IO[bytes], name: str, *, size: int, md5: str) -> ObjectInfo:
+        """Uploads a seekable binary stream whose size and md5 the caller knows.
+
+        For callers that already hashed the bytes (and for huge sources that never touch disk);
+        the stream is read one chunk at a time.
+        """
+        validate_name(name)
+        with self._lock:
+            parent, base = self._parent_of(name, create=True)
+            upload = self._upload(source, parent or "", name, size)
+            try:
+                self._check_upload(upload, name, size, md5)
+                return self._commit(upload["id"], parent, base, name)
+            except BaseException:
+                self._discard(upload["id"], name)
+                raise
+
+    def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:
+        """Downloads ``name`` to a temporary file beside ``local_path``, checks md5, renames."""
+        validate_name(name)
+        with self._lock:
+            info, file_id = self._resolve(name)
+            download(
+                self._service,
+                file_id,
+                local_path,
+                info,
+                chunk_size=self.chunk_size,
+                clock=self._clock,
+                policy=self._retry,
+            )
+            return info
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Committed objects whose names start with ``prefix``, sorted by name."""
+        with self._lock:
+            found: dict[str, tuple[tuple[str, str], ObjectInfo]] = {}
+            self._walk(self._folder_ids[""], "", prefix, found)
+            return [found[key][1] for key in sorted(found)]
+
+    def stat(self, name: str) -> ObjectInfo:
+        validate_name(name)
+        with self._lock:
+            return self._resolve(name)[0]
+
+    def delete(self, name: str) -> None:
+        """Deletes ``name`` (every copy, should Drive hold duplicates); permanent, not to trash."""
+        validate_name(name)
+        with self._lock:
+            parent, base = self._parent_of(name, create=False)
+            copies = self._files_named(parent, base) if parent else []
+            if not copies:
+                raise FileNotFoundError(f"No object {name!r} in {self.url}.")
+            for copy in copies:
+                self._execute(
+                    self._service.files().delete(fileId=copy["id"], supportsAllDrives=True),
+                    f"delete of {name!r}",
+                )
+            logger.info("Deleted %s from %s", name, self.url)
+
+    # -- folders and names ---------------------------------------------------------------------
+
+    def _open_folder(self) -> str:
+        """Finds or creates the store's folder, part by part, below ``root``."""
+        folder_id = self.root
+        for part in self.folder.split("/"):
+            folder_id = self._child_folder(folder_id, part, create=True) or ""
+        return folder_id
+
+    def _folder_id(self, path: str, *, create: bool) -> str | None:
+        """ID of the subfolder at store-relative ``path`` ("" is the store's folder)."""
+        if path in self._folder_ids:
+            return self._folder_ids[path]
+        parent_path, _, part = path.rpartition("/")
+        parent = self._folder_id(parent_path, create=create)
+        found = self._child_folder(parent, part, create=create) if parent else None
+        if found is not None:
+            self._folder_ids[path] = found
+        return found
+
+    def _child_folder(self, parent: str, part: str, *, create: bool) -> str | None:
+        """Finds (or creates) a subfolder; of duplicates the oldest wins, so racers agree."""
+        query = (
+            f"name = {quote(part)} and {quote(parent)} in parents and "
+            f"mimeType = '{FOLDER_MIME}' and trashed = false"
+        )
+        folders = self._query(query, "id,name,createdTime")
+        if not folders and create:
+            body = {"name": part, "mimeType": FOLDER_MIME, "parents": [parent]}
+            self._execute(
+                self._service.files().create(body=body, fields="id", supportsAllDrives=True),
+                f"creation of folder {part!r}",
+            )
+            logger.info("Created Drive folder %s", part)
+            folders = self._query(query, "id,name,createdTime")
+        if not folders:
+            return None
+        return min(folders, key=lambda f: (f.get("createdTime", ""), f["id"]))["id"]
+
+    def _parent_of(self, name: str, *, create: bool) -> tuple[str | None, str]:
+        directory, _, base = name.rpartition("/")
+        return self._folder_id(directory, create=create), base
+
+    def _files_named(self, parent: str, base: str) -> list[dict[str, Any]]:
+        """Committed copies of ``base`` in ``parent``, newest first."""
+        query = f"name = {quote(base)} and {quote(parent)} in parents and trashed = false"
+        files = [f for f in self._query(query, FILE_FIELDS) if _is_committed_file(f)]
+        return sorted(files, key=_age_key, reverse=True)
+
+    def _resolve(self, name: str) -> tuple[ObjectInfo, str]:
+        parent, base = self._parent_of(name, create=False)
+        copies = self._files_named(parent, base) if parent else []
+        if not copies:
+            raise FileNotFoundError(f"No object {name!r} in {self.url}.")
+        return _info(name, copies[0]), copies[0]["id"]
+
+    def _walk(
+        self,
+        folder_id: str,
+        path: str,
+        prefix: str,
+        found: dict[str, tuple[tuple[str, str], ObjectInfo]],
+    ) -> None:
+        """Collects the committed files under a folder, descending where ``prefix`` can match."""
+        subfolders: dict[str, dict[str, Any]] = {}
+        for child in self._query(f"{quote(folder_id)} in parents and trashed = false", FILE_FIELDS):
+            if not is_safe_part(child.get("name", "")):
+                logger.warning("Ignoring Drive file with an unsafe name: %r", child.get("name"))
+                continue
+            name = path + child["name"]
+            if child.get("mimeType") == FOLDER_MIME:
+                older = subfolders.get(name)
+                if older is None or _age_key(child) < _age_key(older):
+                    subfolders[name] = child
+            elif (
+                _is_committed_file(child)
+                and name.startswith(prefix)
+                and (name not in found or _age_key(child) > found[name][0])
+            ):
+                found[name] = (_age_key(child), _info(name, child))
+        for name, child in sorted(subfolders.items()):
+            self._folder_ids.setdefault(name, child["id"])
+            if prefix.startswith(name + "/") or (name + "/").startswith(prefix):
+                self._walk(child["id"], name + "/", prefix, found)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _execute(self, request: Any, what: str) -> Any:
+        return call_with_retry(
+            lambda: request.execute(num_retries=0), what, clock=self._clock, policy=self._retry
+        )
+
+    def _query(self, query: str, fields: str) -> list[dict[str, Any]]:
+        """All pages of a ``files.list`` query."""
+        files: list[dict[str, Any]] = []
+        token = None
+        extra = {"corpora": "allDrives"} if self.root != "root" else {}
+        while True:
+            request = self._service.files().list(
+                q=query,
+                fields=f"nextPageToken, files({fields})",
+                pageSize=1000,
+                pageToken=token,
+                supportsAllDrives=True,
+                includeItemsFromAllDrives=True,
+                **extra,
+            )
+            page = self._execute(request, f"listing of {self.url}")
+            files.extend(page.get("files", []))
+            token = page.get("nextPageToken")
+            if not token:
+                return files
+
+    def _upload(self, source: IO[bytes], parent: str, name: str, size: int) -> dict[str, Any]:
+        """Uploads under a temporary tagged name; returns Drive's id, size and md5Checksum."""
+        metadata = {
+            "name": f"{TEMP_PREFIX}{uuid.uuid4().hex}",
+            "parents": [parent],
+            "appProperties": {TEMP_KEY: "1"},
+        }
+        return upload(
+            self._service,
+            source,
+            metadata,
+            size=size,
+            chunk_size=self.chunk_size,
+            what=f"upload of {name!r}",
+            clock=self._clock,
+            policy=self._retry,
+        )
+
+    def _check_upload(self, upload: dict[str, Any], name: str, size: int, md5: str) -> None:
+        got_size, got_md5 = int(upload.get("size", -1)), upload.get("md5Checksum")
+        if (got_size, got_md5) != (size, md5):
+            raise StoreError(
+                f"Drive holds different bytes than were sent for {name!r} (size {got_size}, md5 "
+                f"{got_md5}; expected {size}, {md5}); the upload was discarded. Retry the save."
+            )
+
+    def _commit(self, upload_id: str, parent: str, base: str, name: str) -> ObjectInfo:
+        """Renames the verified upload into place, then deletes the copies it supersedes."""
+        superseded = self._files_named(parent, base)
+        body = {"name": base, "appProperties": {TEMP_KEY: None}}
+        renamed = self._execute(
+            self._service.files().update(
+                fileId=upload_id, body=body, fields=FILE_FIELDS, supportsAllDrives=True
+            ),
+            f"rename of the upload of {name!r}",
+        )
+        for old in superseded:
+            try:
+                self._execute(
+                    self._service.files().delete(fileId=old["id"], supportsAllDrives=True),
+                    f"delete of the superseded {name!r}",
+                )
+            except OSError as exc:  # the newest copy wins anyway; the next put retries
+                logger.warning("Could not delete a superseded %s on Drive: %s", name, exc)
+        info = _info(name, renamed)
+        logger.info("Uploaded %s to %s (%d bytes, md5 verified)", name, self.url, info.size)
+        return info
+
+    def _discard(self, upload_id: str, name: str) -> None:
+        try:
+            self._execute(
+                self._service.files().delete(fileId=upload_id, supportsAllDrives=True),
+                f"removal of the failed upload of {name!r}",
+            )
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            logger.warning("Could not remove the failed upload of %s: %s", name, exc)
+
+
+def _build_service(http: Any) -> Any:
+    """The Drive v3 client from the discovery document shipped in the wheel (no network)."""
+    from googleapiclient.discovery import build
+
+    return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
+
+
+def _is_committed_file(file: dict[str, Any]) -> bool:
+    """Regular content files only: not folders, Google Docs, or temporary uploads."""
+    return (
+        not str(file.get("mimeType", "")).startswith("application/vnd.google-apps.")
+        and TEMP_KEY not in (file.get("appProperties") or {})
+        and not str(file.get("name", "")).startswith(TEMP_PREFIX)
+    )
+
+
+def _age_key(file: dict[str, Any]) -> tuple[str, str]:
+    return (file.get("createdTime", ""), file.get("id", ""))
+
+
+def _info(name: str, file: dict[str, Any]) -> ObjectInfo:
+    modified = file.get("modifiedTime")
+    when = datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp() if modified else 0.0
+    return ObjectInfo(
+        name=name, size=int(file.get("size", 0)), md5=file.get("md5Checksum"), modified=when
+    )

@@ -1,0 +1,156 @@
+"""Credentials for the Drive API store, found once when the store is opened.
+
+Authentication happens in ``DriveApiStore(...)`` (that is, at ``open_store`` time), never lazily
+on the first upload: in Colab the sign-in needs a click, and a prompt that appears inside a
+training callback hours into a run would block it. Tokens are handed to google-auth and never
+formatted into a message or a log line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from colabkit.errors import ColabkitError, DriveError, invalid_argument
+
+logger = logging.getLogger(__name__)
+
+DRIVE_SCOPE = "https://www.googleapis.com/auth/drive"
+CREDENTIALS_ENV = "COLABKIT_DRIVE_CREDENTIALS"
+GOOGLE_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+
+_KEY_EXPECTED = "a service-account or authorized-user JSON key file"
+
+
+def running_in_colab(environ: Mapping[str, str] | None = None) -> bool:
+    """True in a Colab VM (Kaggle shares Colab's image, so it is told apart)."""
+    environ = os.environ if environ is None else environ
+    return os.path.exists("/var/colab/hostname") and "KAGGLE_KERNEL_RUN_TYPE" not in environ
+
+
+def find_credentials(
+    credentials: Any = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    in_colab: Callable[[], bool] | None = None,
+) -> Any:
+    """Returns google-auth credentials for Drive, from the first source that has them.
+
+    Order: explicit ``credentials``; a JSON key named by ``COLABKIT_DRIVE_CREDENTIALS`` (a path,
+    or the JSON itself, e.g. a Kaggle secret); a JSON key named by
+    ``GOOGLE_APPLICATION_CREDENTIALS``; in Colab, the notebook user's sign-in
+    (``google.colab.auth.authenticate_user()`` then ``google.auth.default()``).
+
+    Raises:
+        ConfigError: A named key file is missing or is not a usable key.
+        DriveError: No source has credentials.
+    """
+    if credentials is not None:
+        return credentials
+    environ = os.environ if environ is None else environ
+    for variable in (CREDENTIALS_ENV, GOOGLE_ENV):
+        value = environ.get(variable, "").strip()
+        if value:
+            logger.info("Drive credentials from $%s", variable)
+            if value.startswith("{"):
+                return credentials_from_info(_parse_key(value, variable), variable)
+            return credentials_from_file(value, variable)
+    if (in_colab or running_in_colab)():
+        return _colab_user_credentials()
+    raise DriveError(
+        "No Google credentials for the Drive API. Received: credentials=None and neither "
+        f"${CREDENTIALS_ENV} nor ${GOOGLE_ENV} set, outside Colab. Pass credentials=..., set "
+        f"${CREDENTIALS_ENV} to {_KEY_EXPECTED}, or use the Drive mount."
+    )
+
+
+def credentials_from_file(path: str | os.PathLike[str], name: str = "path") -> Any:
+    """Loads a service-account or authorized-user JSON key with the Drive scope."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        raise invalid_argument(
+            name, os.fspath(path), f"a readable path to {_KEY_EXPECTED}"
+        ) from None
+    return credentials_from_info(_parse_key(text, name, shown=os.fspath(path)), name)
+
+
+def credentials_from_info(info: Mapping[str, Any], name: str = "info") -> Any:
+    """Builds credentials from a parsed key (``"type"``: service_account or authorized_user)."""
+    kind = info.get("type")
+    if kind == "service_account":
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(info, scopes=[DRIVE_SCOPE])
+    if kind == "authorized_user":
+        from google.oauth2.credentials import Credentials
+
+        return Credentials.from_authorized_user_info(info, scopes=[DRIVE_SCOPE])
+    raise invalid_argument(
+        f"{name}[type]", kind, f"'service_account' or 'authorized_user' in {_KEY_EXPECTED}"
+    )
+
+
+def _parse_key(text: str, name: str, shown: str = "<JSON text>") -> dict[str, Any]:
+    """Parses a JSON key; the message shows the path, never the (secret) content."""
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise invalid_argument(name, shown, _KEY_EXPECTED)
+    return info
+
+
+def _colab_user_credentials() -> Any:
+    """The notebook user's sign-in (asks for a click on a fresh VM, so only ever at open time)."""
+    import google.auth
+    from google.colab import auth  # type: ignore[import-not-found]
+
+    auth.authenticate_user()
+    credentials, _project = google.auth.default(scopes=[DRIVE_SCOPE])
+    logger.info("Drive credentials from the Colab sign-in")
+    return credentials
+
+
+def from_pydrive2(gauth: Any) -> Any:
+    """Converts a PyDrive2 ``GoogleAuth`` (oauth2client) into google-auth credentials.
+
+    For people who already sign in with PyDrive2; colabkit talks to Drive v3 itself (PyDrive2
+    uses v2 and 100 MiB chunks without retries), so only the credentials are taken.
+
+    Raises:
+        ColabkitError: PyDrive2 is not installed.
+        ConfigError: ``gauth`` is not a signed-in ``GoogleAuth``.
+    """
+    try:
+        pydrive_auth = importlib.import_module("pydrive2.auth")
+    except ImportError:
+        raise ColabkitError(
+            "from_pydrive2() needs PyDrive2, which is not installed. Install it with "
+            "`pip install colabkit[pydrive2]`, or pass google-auth credentials instead."
+        ) from None
+    source = getattr(gauth, "credentials", None)
+    if not isinstance(gauth, pydrive_auth.GoogleAuth) or source is None:
+        raise invalid_argument(
+            "gauth", type(gauth).__name__, "a pydrive2.auth.GoogleAuth that has signed in"
+        )
+    serialized = getattr(source, "serialization_data", None)
+    if isinstance(serialized, dict) and serialized.get("type") == "service_account":
+        return credentials_from_info(serialized, "gauth.credentials")
+    from google.oauth2.credentials import Credentials
+
+    scopes = getattr(source, "scopes", None)
+    return Credentials(
+        token=source.access_token,
+        refresh_token=source.refresh_token,
+        client_id=source.client_id,
+        client_secret=source.client_secret,
+        token_uri=source.token_uri,
+        scopes=sorted(scopes) if scopes else None,
+    )

@@ -1,0 +1,407 @@
+"""A fake Google Drive v3 behind ``responses``: files, folders, paging, uploads, faults, tokens.
+
+It answers the wire shapes listed in /work/shared/research/drive-api.md (queries, ``fields``,
+multipart and resumable uploads with the 308/Range protocol, ranged downloads, 401 for stale
+tokens), records every request as a :class:`Seen`, and injects faults by request kind. It is
+strict: a request shape it does not know answers 400, so a test fails instead of passing by luck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+import responses
+
+BASE = "https://www.googleapis.com"
+TOKEN_URI = "https://oauth2.googleapis.com/token"
+FOLDER = "application/vnd.google-apps.folder"
+QUANTUM = 256 * 1024
+DEFAULT_FIELDS = ("kind", "id", "name", "mimeType")
+
+
+@dataclass
+class Seen:
+    """One request as the fake saw it (bodies of upload chunks are not kept, only their size)."""
+
+    kind: str
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: Any
+    json: Any = None
+    body_size: int = 0
+
+
+@dataclass
+class FakeFile:
+    id: str
+    name: str
+    parents: list[str]
+    mime: str = "application/octet-stream"
+    data: bytes = b""
+    size: int = 0
+    md5: str = hashlib.md5(b"").hexdigest()
+    created: str = ""
+    app_properties: dict[str, str] = field(default_factory=dict)
+    trashed: bool = False
+
+    def resource(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": "drive#file",
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mime,
+            "parents": list(self.parents),
+            "createdTime": self.created,
+            "modifiedTime": self.created,
+            "trashed": self.trashed,
+        }
+        if self.mime != FOLDER:
+            out.update(size=str(self.size), md5Checksum=self.md5)
+        if self.app_properties:
+            out["appProperties"] = dict(self.app_properties)
+        return out
+
+
+@dataclass
+class Fault:
+    """What to do to ``times`` requests of ``kind`` after ``skip``: an HTTP error or a drop."""
+
+    kind: str
+    status: int = 0
+    reason: str = ""
+    times: int = 1
+    drop: bool = False
+    keep_bytes: int = 0
+    retry_after: str | None = None
+    skip: int = 0
+
+
+@dataclass
+class Session:
+    metadata: dict[str, Any]
+    total: int
+    fields: str
+    received: int = 0
+    parts: list[bytes] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.md5)
+    result: str | None = None
+
+
+class FakeDrive:
+    """Fake Drive v3 state plus the ``responses`` callbacks that serve it.
+
+    Args:
+        mock: An active ``responses.RequestsMock``.
+        page_size: Largest page ``files.list`` returns (small values exercise paging).
+        keep_content: False makes uploads count and hash bytes without keeping them (for huge
+            uploads); downloads then fail.
+    """
+
+    def __init__(
+        self, mock: responses.RequestsMock, *, page_size: int = 1000, keep_content: bool = True
+    ) -> None:
+        self.files: dict[str, FakeFile] = {}
+        self.sessions: dict[str, Session] = {}
+        self.seen: list[Seen] = []
+        self.faults: list[Fault] = []
+        self.page_size = page_size
+        self.keep_content = keep_content
+        self.tokens = {"token-0"}
+        self.issued = 0
+        self.max_chunk_body = 0
+        self._ids = itertools.count(1)
+        self._clock = itertools.count(1)
+        pattern = re.compile(re.escape(BASE) + r"/.*")
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            mock.add_callback(method, pattern, callback=self._serve)
+        mock.add_callback("POST", TOKEN_URI, callback=self._token)
+
+    # -- test helpers --------------------------------------------------------------------------
+
+    def add(self, name: str, parent: str = "root", data: bytes = b"", **kw: Any) -> FakeFile:
+        file = FakeFile(
+            id=f"id{next(self._ids)}",
+            name=name,
+            parents=[parent],
+            data=data,
+            size=len(data),
+            md5=hashlib.md5(data).hexdigest(),
+            created=self._now(),
+            **kw,
+        )
+        self.files[file.id] = file
+        return file
+
+    def add_folder(self, name: str, parent: str = "root") -> FakeFile:
+        return self.add(name, parent, mime=FOLDER)
+
+    def fail(self, kind: str, status: int = 0, reason: str = "", **kw: Any) -> None:
+        self.faults.append(Fault(kind, status, reason, **kw))
+
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
+
+    def kinds(self) -> list[str]:
+        return [s.kind for s in self.seen]
+
+    def named(self, name: str, parent: str | None = None) -> list[FakeFile]:
+        return [
+            f
+            for f in self.files.values()
+            if f.name == name and (parent is None or parent in f.parents)
+        ]
+
+    def path(self, path: str) -> FakeFile:
+        """The (single) file or folder at a path below My Drive."""
+        parent = "root"
+        for part in path.split("/"):
+            (found,) = self.named(part, parent)
+            parent = found.id
+        return self.files[parent]
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        tick = next(self._clock)
+        return f"2026-01-01T{tick // 3600:02d}:{tick // 60 % 60:02d}:{tick % 60:02d}.000Z"
+
+    def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.issued += 1
+        token = f"token-{self.issued}"
+        self.tokens.add(token)
+        self.seen.append(Seen("token", "POST", TOKEN_URI, {}, {}))
+        body = {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+        return 200, {}, json.dumps(body)
+
+    def _serve(self, request: Any) -> Any:
+        url = urlsplit(request.url)
+        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        kind = _kind(request.method, url.path, params, request.headers)
+        body = request.body or b""
+        body = body.encode() if isinstance(body, str) else body
+        headers = requests.structures.CaseInsensitiveDict(request.headers)
+        seen = Seen(kind, request.method, url.path, params, headers, None, len(body))
+        if request.headers.get("Content-Type", "").startswith("application/json") and body:
+            seen.json = json.loads(body)
+        self.seen.append(seen)
+        request.body = None  # do not let responses keep chunk bytes alive
+        if request.headers.get("Authorization") not in {f"Bearer {t}" for t in self.tokens}:
+            return _error(401, "authError")
+        fault = self._take_fault(kind)
+        if fault is not None and not fault.drop:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return _error(fault.status, fault.reason, headers)
+        answer = self._handle(kind, url.path, params, request.headers, body, fault)
+        if fault is not None:
+            raise requests.ConnectionError("connection reset by peer (injected)")
+        return answer
+
+    def _take_fault(self, kind: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.kind == kind and fault.times > 0:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                fault.times -= 1
+                return fault
+        return None
+
+    def _handle(self, kind, path, params, headers, body, fault) -> Any:
+        handler: Callable[..., Any] = getattr(self, f"_{kind}", None) or _bad_request
+        return handler(path=path, params=params, headers=headers, body=body, fault=fault)
+
+    def _list(self, params, **_: Any) -> Any:
+        matches = [f for f in self.files.values() if _matches(params.get("q", ""), f)]
+        matches.sort(key=lambda f: f.name)
+        start = int(params.get("pageToken", "0"))
+        size = min(int(params.get("pageSize", "100")), self.page_size)
+        page = matches[start : start + size]
+        fields = params.get("fields", "files(kind,id,name,mimeType)")
+        inner = re.search(r"files\(([^)]*)\)", fields)
+        wanted = inner.group(1).split(",") if inner else list(DEFAULT_FIELDS)
+        out: dict[str, Any] = {"files": [_pick(f.resource(), wanted) for f in page]}
+        if start + size < len(matches) and "nextPageToken" in fields:
+            out["nextPageToken"] = str(start + size)
+        return 200, {}, json.dumps(out)
+
+    def _get(self, path, params, **_: Any) -> Any:
+        file = self._file(path)
+        if file is None:
+            return _error(404, "notFound")
+        return _json(file, params.get("fields"))
+
+    def _create_folder(self, body, params, **_: Any) -> Any:
+        meta = json.loads(body)
+        file = self.add(meta["name"], meta["parents"][0], mime=meta.get("mimeType", FOLDER))
+        return _json(file, params.get("fields"))
+
+    def _patch(self, path, params, body, **_: Any) -> Any:
+        file = self._file(path)
+        if file is None:
+            return _error(404, "notFound")
+        meta = json.loads(body)
+        file.name = meta.get("name", file.name)
+        for key, value in (meta.get("appProperties") or {}).items():
+            if value is None:
+                file.app_properties.pop(key, None)
+            else:
+                file.app_properties[key] = value
+        return _json(file, params.get("fields"))
+
+    def _delete(self, path, **_: Any) -> Any:
+        file = self._file(path)
+        if file is None:
+            return _error(404, "notFound")
+        del self.files[file.id]
+        return 204, {}, b""
+
+    def _download(self, path, headers, **_: Any) -> Any:
+        file = self._file(path)
+        if file is None:
+            return _error(404, "notFound")
+        wanted = headers.get("range") or headers.get("Range")
+        if not wanted:
+            return 200, {}, file.data
+        first, last = (int(x) for x in wanted.removeprefix("bytes=").split("-"))
+        if file.size == 0 or first >= file.size:
+            return 416, {"Content-Range": f"bytes */{file.size}"}, b""
+        last = min(last, file.size - 1)
+        piece = file.data[first : last + 1]
+        return 206, {"Content-Range": f"bytes {first}-{last}/{file.size}"}, piece
+
+    def _multipart(self, headers, body, params, **_: Any) -> Any:
+        boundary = re.search(r'boundary="?([^";]+)"?', headers["Content-Type"]).group(1)
+        parts = body.split(b"--" + boundary.encode())
+        meta = json.loads(_payload(parts[1]))
+        return self._store(meta, _payload(parts[2]), params.get("fields"))
+
+    def _resumable_start(self, headers, body, params, **_: Any) -> Any:
+        session_id = f"s{next(self._ids)}"
+        total = int(headers["X-Upload-Content-Length"])
+        self.sessions[session_id] = Session(json.loads(body), total, params.get("fields", ""))
+        location = f"{BASE}/upload/drive/v3/files?uploadType=resumable&upload_id={session_id}"
+        return 200, {"Location": location}, b""
+
+    def _chunk(self, params, headers, body, fault, **_: Any) -> Any:
+        session = self.sessions.get(params.get("upload_id", ""))
+        if session is None:
+            return _error(404, "notFound")
+        first, last, total = map(int, re.findall(r"\d+", headers["Content-Range"]))
+        if first != session.received or last - first + 1 != len(body) or total != session.total:
+            return _error(400, "badContentRange")
+        if fault is not None:  # the line drops after the server kept some whole quanta
+            body = body[: (fault.keep_bytes // QUANTUM) * QUANTUM]
+        self.max_chunk_body = max(self.max_chunk_body, len(body))
+        session.received += len(body)
+        session.digest.update(body)
+        if self.keep_content:
+            session.parts.append(body)
+        if session.received == session.total:
+            return self._finish(session)
+        return _incomplete(session)
+
+    def _status_query(self, params, **_: Any) -> Any:
+        session = self.sessions.get(params.get("upload_id", ""))
+        if session is None:
+            return _error(404, "notFound")
+        if session.result is not None:
+            return _json(self.files[session.result], session.fields)
+        return _incomplete(session)
+
+    def _finish(self, session: Session) -> Any:
+        file = self._store(session.metadata, b"".join(session.parts), session.fields, session)
+        session.result = json.loads(file[2])["id"]
+        return file
+
+    def _store(self, meta, data: bytes, fields, session: Session | None = None) -> Any:
+        file = self.add(
+            meta["name"], meta["parents"][0], data, app_properties=meta.get("appProperties", {})
+        )
+        if session is not None and not self.keep_content:
+            file.size, file.md5 = session.received, session.digest.hexdigest()
+        return _json(file, fields)
+
+    def _file(self, path: str) -> FakeFile | None:
+        return self.files.get(path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _kind(method: str, path: str, params: dict[str, str], headers: Any) -> str:
+    upload = params.get("uploadType")
+    if path == "/upload/drive/v3/files":
+        if method == "POST" and upload in ("multipart", "resumable"):
+            return "multipart" if upload == "multipart" else "resumable_start"
+        if method == "PUT" and upload == "resumable":
+            return "status_query" if "*" in headers.get("Content-Range", "*") else "chunk"
+    if path == "/drive/v3/files":
+        return {"GET": "list", "POST": "create_folder"}.get(method, "unknown")
+    if path.startswith("/drive/v3/files/"):
+        if method == "GET":
+            return "download" if params.get("alt") == "media" else "get"
+        return {"PATCH": "patch", "DELETE": "delete"}.get(method, "unknown")
+    return "unknown"
+
+
+def _payload(part: bytes) -> bytes:
+    """The content of one multipart part: after its headers, before the line break that ends it."""
+    payload = re.split(rb"\r?\n\r?\n", part, maxsplit=1)[1]
+    return payload[:-2] if payload.endswith(b"\r\n") else payload[:-1]
+
+
+def _bad_request(**_: Any) -> Any:
+    return _error(400, "unknownRequestShape")
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Any:
+    body = {"error": {"code": status, "message": reason, "errors": [{"reason": reason}]}}
+    return status, dict(headers or {}), json.dumps(body)
+
+
+def _incomplete(session: Session) -> Any:
+    headers = {"Range": f"bytes=0-{session.received - 1}"} if session.received else {}
+    return 308, headers, b""
+
+
+def _pick(resource: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    return {k.strip(): resource[k.strip()] for k in wanted if k.strip() in resource}
+
+
+def _json(file: FakeFile, fields: str | None) -> Any:
+    wanted = fields.split(",") if fields else list(DEFAULT_FIELDS)
+    return 200, {"Content-Type": "application/json"}, json.dumps(_pick(file.resource(), wanted))
+
+
+_CLAUSE = re.compile(
+    r"""^(?:'(?P<parent>(?:\\.|[^'])*)' in parents"""
+    r"""|(?P<field>name|mimeType) (?P<op>=|!=) '(?P<value>(?:\\.|[^'])*)'"""
+    r"""|trashed = (?P<trashed>true|false))$"""
+)
+
+
+def _matches(query: str, file: FakeFile) -> bool:
+    """Evaluates the subset of Drive's query language that colabkit uses (else: AssertionError)."""
+    for clause in re.split(r" and (?=(?:[^']*'[^']*')*[^']*$)", query):
+        m = _CLAUSE.match(clause.strip())
+        assert m is not None, f"fake Drive does not understand query clause {clause!r}"
+        if m["parent"] is not None:
+            ok = _unescape(m["parent"]) in file.parents
+        elif m["trashed"] is not None:
+            ok = file.trashed == (m["trashed"] == "true")
+        else:
+            actual = file.name if m["field"] == "name" else file.mime
+            ok = (actual == _unescape(m["value"])) == (m["op"] == "=")
+        if not ok:
+            return False
+    return True
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)

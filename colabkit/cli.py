@@ -16,7 +16,19 @@ from colabkit.errors import ColabkitError
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    raise NotImplementedError("doctor")  # filled in by the environment work (issue 2)
+    import json
+
+    from colabkit.doctor import diagnose
+    from colabkit.gpu import require_gpu
+
+    report = diagnose(session_limit=args.session_limit)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(report.text())
+    if args.require_gpu:
+        require_gpu(report.accelerator)  # AcceleratorError: "Error: ... Fix: ..." and exit 1
+    return 0
 
 
 def _cmd_ckpt_ls(args: argparse.Namespace) -> int:
@@ -126,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument(
         "--require-gpu", action="store_true", help="exit 1 with the fix when no GPU is usable"
+    )
+    doctor.add_argument(
+        "--session-limit",
+        default="12h",
+        metavar="DURATION",
+        help="session limit to count time left against (default 12h; 24h on paid plans)",
     )
     doctor.set_defaults(func=_cmd_doctor)
 

@@ -112,7 +112,7 @@ def mount_drive(
             colab_drive = _import_colab_drive()
         except ImportError as e:
             return _not_colab(mountpoint, f"google.colab is not importable ({e})")
-    state = _mount_state(mountpoint, listdir)
+    state = mount_state(mountpoint, listdir)
     if state == "mounted":
         return MountResult("already-mounted", mountpoint, mountpoint / "MyDrive", 0, "")
     args = (mountpoint, timeout_ms, readonly, state == "stale")
@@ -142,7 +142,7 @@ def _not_colab(mountpoint: Path, why: str) -> MountResult:
     return MountResult("not-colab", mountpoint, None, 0, message)
 
 
-def _mount_state(mountpoint: Path, listdir: Callable[[str], list[str]]) -> str:
+def mount_state(mountpoint: Path, listdir: Callable[[str], list[str]]) -> str:
     """``"mounted"``, ``"absent"``, or ``"stale"`` (the mount exists but does not answer)."""
     try:
         listdir(str(mountpoint / "MyDrive"))
@@ -186,7 +186,7 @@ def _mount_with_retries(
             logger.warning("Drive mount attempt %d/%d failed: %s", attempt, attempts, e)
             last = e
             continue
-        if _mount_state(mountpoint, listdir) == "mounted":
+        if mount_state(mountpoint, listdir) == "mounted":
             status: MountStatus = "remounted" if stale else "mounted"
             logger.info("Google Drive %s at %s", status, mountpoint)
             return MountResult(status, mountpoint, mountpoint / "MyDrive", attempt, "")

@@ -1,0 +1,186 @@
+"""``colabkit doctor``: the environment, accelerator, Drive and session-time report.
+
+The JSON form is a documented interface (docs/doctor.md) checked against :data:`DOCTOR_SCHEMA`
+by :func:`validate`, a small dependency-free validator for the JSON Schema subset used here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from colabkit import __version__
+from colabkit.drive import DriveHealth, drive_health, mount_state
+from colabkit.duration import format_duration
+from colabkit.env import DEFAULT_SESSION_LIMIT, Environment, detect
+from colabkit.findings import Finding
+from colabkit.frameworks import FrameworkView
+from colabkit.gpu import AcceleratorReport, accelerator_report
+from colabkit.schema import DOCTOR_SCHEMA, SCHEMA_VERSION, validate
+from colabkit.summary import render_html, render_text, summary_rows
+
+__all__ = ["DOCTOR_SCHEMA", "DoctorReport", "DriveStatus", "diagnose", "validate"]
+
+LOW_TIME_LEFT_S = 3600.0
+DriveState = Literal["not-colab", "not-mounted", "healthy", "stale", "unhealthy"]
+
+
+@dataclass(frozen=True)
+class DriveStatus:
+    """The Drive mount as doctor found it (doctor never mounts)."""
+
+    mountpoint: Path
+    status: DriveState
+    finding: Finding | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Everything ``colabkit doctor`` reports."""
+
+    environment: Environment
+    accelerator: AcceleratorReport
+    drive: DriveStatus
+    checked_at: float
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """All findings, most severe first."""
+        extra = [f for f in (self.drive.finding, _time_finding(self)) if f is not None]
+        order = {"error": 0, "warning": 1, "info": 2}
+        return tuple(sorted([*self.accelerator.findings, *extra], key=lambda f: order[f.severity]))
+
+    @property
+    def ok(self) -> bool:
+        """No error findings (a missing GPU alone is a warning: training still works)."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON form (docs/doctor.md); validates against DOCTOR_SCHEMA."""
+        env = self.environment
+        environment = {
+            "kind": env.kind,
+            "evidence": list(env.evidence),
+            "session_start": env.session_start,
+            "session_start_source": env.session_start_source,
+            "session_limit_s": env.session_limit_s,
+            "time_left_s": env.time_left(self.checked_at),
+            "drive_mounted": env.drive_mounted,
+            "durable_root": str(env.durable_root),
+            "staging_root": str(env.staging_root),
+        }
+        accel = self.accelerator
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "colabkit_version": __version__,
+            "checked_at": self.checked_at,
+            "ok": self.ok,
+            "environment": environment,
+            "accelerator": {
+                "gpu_source": accel.gpu_source,
+                "keras_backend": accel.keras_backend,
+                "gpus": [dataclasses.asdict(g) for g in accel.gpus],
+                "frameworks": [_framework_json(v) for v in accel.frameworks],
+                "tpu": {
+                    "present": accel.tpu.present,
+                    "runtime": accel.tpu.runtime,
+                    "evidence": list(accel.tpu.evidence),
+                },
+            },
+            "drive": {"mountpoint": str(self.drive.mountpoint), "status": self.drive.status},
+            "findings": [dataclasses.asdict(f) for f in self.findings],
+        }
+
+    def text(self) -> str:
+        """The report as plain text for a terminal."""
+        return render_text(self._rows(), self.findings)
+
+    def html(self) -> str:
+        """The report as an HTML table for a notebook."""
+        return render_html(self._rows(), self.findings)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = summary_rows(self.environment, self.accelerator, self.checked_at)
+        rows.append(("Drive", f"{self.drive.status} ({self.drive.mountpoint})"))
+        return rows
+
+
+def _framework_json(view: FrameworkView) -> dict[str, Any]:
+    data = dataclasses.asdict(view)
+    data["devices"] = list(view.devices)
+    return data
+
+
+def _time_finding(report: DoctorReport) -> Finding | None:
+    left = report.environment.time_left(report.checked_at)
+    if left is None or left >= LOW_TIME_LEFT_S:
+        return None
+    return Finding(
+        "warning",
+        "session-ending",
+        f"About {format_duration(left)} left before the session limit (estimate)",
+        "Let colabkit save and stop now; after the disconnect, run the notebook again to resume.",
+    )
+
+
+def check_drive(
+    env: Environment,
+    *,
+    listdir: Callable[[str], list[str]] = os.listdir,
+    health: Callable[[Path], DriveHealth] = drive_health,
+) -> DriveStatus:
+    """Looks at the Drive mount without mounting it; probes a write where it is mounted."""
+    mountpoint = env.drive_mountpoint
+    if env.kind != "colab":
+        return DriveStatus(mountpoint, "not-colab")
+    state = mount_state(mountpoint, listdir)
+    if state == "absent":
+        fix = "colabkit.setup() mounts it (it asks for consent once per VM)."
+        note = Finding("info", "drive-not-mounted", f"Drive is not mounted at {mountpoint}", fix)
+        return DriveStatus(mountpoint, "not-mounted", note)
+    if state == "stale":
+        return DriveStatus(mountpoint, "stale", _drive_error("drive-stale", mountpoint, None))
+    result = health(mountpoint / "MyDrive")
+    if result.ok:
+        return DriveStatus(mountpoint, "healthy")
+    return DriveStatus(mountpoint, "unhealthy", _drive_error("drive-unhealthy", mountpoint, result))
+
+
+def _drive_error(code: str, mountpoint: Path, result: DriveHealth | None) -> Finding:
+    if result is None:
+        message = f"The Drive mount at {mountpoint} is stale (Transport endpoint is not connected)"
+        fix = "colabkit.setup() or colabkit.drive.mount_drive() remounts it."
+        return Finding("error", code, message, fix)
+    return Finding("error", code, result.message, result.fix)
+
+
+def diagnose(
+    *,
+    session_limit: str | float | None = DEFAULT_SESSION_LIMIT,
+    environment: Environment | None = None,
+    accelerator: AcceleratorReport | None = None,
+    drive: DriveStatus | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> DoctorReport:
+    """Runs every check (frameworks in subprocesses) and returns the report.
+
+    Args:
+        session_limit: The session limit to count time left against.
+        environment: A detected environment (detected when None).
+        accelerator: An accelerator report (built when None; this asks every framework).
+        drive: A Drive status (checked when None).
+        environ: Environment variables for the accelerator report.
+    """
+    env = environment or detect(session_limit=session_limit)
+    accel = accelerator or accelerator_report(environ=environ)
+    status = drive or check_drive(env)
+    return DoctorReport(env, accel, status, env.detected_at)
+
+
+def schema_errors(document: Any) -> list[str]:
+    """Where ``document`` breaks :data:`DOCTOR_SCHEMA` (empty when it is valid)."""
+    return validate(document, DOCTOR_SCHEMA)

@@ -46,7 +46,7 @@ __all__ = [
     "default_run_dir",
     "load_data",
     "train",
-    "write_outputs",
+    "save_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,11 +167,9 @@ def check_run_dir(run_dir: str | os.PathLike[str]) -> None:
 
 
 def default_run_dir() -> str:
-    """``./runs/mnist`` outside Colab; the environment module knows better where it exists."""
-    try:
-        from colabkit.env import default_run_dir as env_default_run_dir
-    except ImportError:
-        return os.path.join("runs", "mnist")
+    """Where the run lives by default: on Drive in Colab when mounted, else ``./runs/mnist``."""
+    from colabkit.env import default_run_dir as env_default_run_dir
+
     return str(env_default_run_dir("mnist"))
 
 
@@ -224,19 +222,8 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         session_limit=config.session_limit,
         fresh=config.fresh,
     )
-    test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
-    predictions = model.predict(data.x_test, verbose=0)
-    result = MnistResult(
-        test_loss=float(test_loss),
-        test_accuracy=float(test_accuracy),
-        epochs_done=len(next(iter(history.history.values()), [])),
-        resumes=tuple(dict(r) for r in getattr(history, "resumes", [])),
-        outputs_dir=Path(config.run_dir).expanduser() / "outputs",
-        source=data.source,
-    )
     steps = _steps_per_epoch(len(data.x_train), config)
-    write_outputs(result, model, predictions, history.history, steps)
-    return result
+    return save_outputs(config.run_dir, model, data, history, steps_per_epoch=steps)
 
 
 def _steps_per_epoch(n_train: int, config: MnistConfig) -> int:
@@ -257,37 +244,60 @@ def _write(final: Path, writer: Callable[[Path], object]) -> None:
         writer(tmp)
 
 
-def write_outputs(
-    result: MnistResult,
+def save_outputs(
+    run_dir: str | os.PathLike[str],
     model: Any,
-    predictions: np.ndarray,
-    history: dict[str, list[float]],
-    steps_per_epoch: int,
-) -> None:
-    """Writes results.txt, predictions.npy, mnist_model.keras, history.json, learning_curve.png."""
+    data: MnistData,
+    history: Any,
+    *,
+    steps_per_epoch: int | None = None,
+) -> MnistResult:
+    """Evaluates the trained model on the test set and writes ``run_dir/outputs``.
+
+    Writes results.txt, predictions.npy, mnist_model.keras, history.json and (with matplotlib)
+    learning_curve.png, each atomically: a kill mid-write leaves the previous file, never half a
+    file, so re-running after a disconnect always finds consistent outputs.
+
+    Args:
+        run_dir: The run directory; outputs go to its ``outputs`` folder.
+        model: The trained, compiled model.
+        data: The data it was trained on (its test part is evaluated).
+        history: What ``colabkit.fit`` returned (``.history`` and ``.resumes``) or a plain
+            Keras ``History``.
+        steps_per_epoch: Places mid-epoch resumes on the plot.
+    """
     from colabkit.plot import learning_curve_png
 
+    test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
+    metrics = {name: [float(v) for v in values] for name, values in history.history.items()}
+    result = MnistResult(
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        epochs_done=len(next(iter(metrics.values()), [])),
+        resumes=tuple(dict(r) for r in getattr(history, "resumes", [])),
+        outputs_dir=Path(run_dir).expanduser() / "outputs",
+        source=data.source,
+    )
     out = result.outputs_dir
     out.mkdir(parents=True, exist_ok=True)
-    _write(
-        out / "results.txt",
-        lambda p: p.write_text(results_text(result.test_loss, result.test_accuracy)),
-    )
+    _write(out / "results.txt", lambda p: p.write_text(results_text(test_loss, test_accuracy)))
+    predictions = model.predict(data.x_test, verbose=0)
     _write(out / "predictions.npy", lambda p: np.save(p, predictions))
     _write(out / "mnist_model.keras", lambda p: model.save(p))
-    record = history_record(history, result.resumes, steps_per_epoch, result.source)
+    record = history_record(metrics, result.resumes, steps_per_epoch, result.source)
     _write(out / "history.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
     title = f"MNIST convnet: {result.epochs_done} epochs, {len(result.resumes)} resume(s)"
-    png = learning_curve_png(history, result.resumes, steps_per_epoch=steps_per_epoch, title=title)
+    png = learning_curve_png(metrics, result.resumes, steps_per_epoch=steps_per_epoch, title=title)
     if png is not None:
         _write(out / "learning_curve.png", lambda p: p.write_bytes(png))
     logger.info("Outputs written to %s.", out)
+    return result
 
 
 def history_record(
     history: dict[str, list[float]],
     resumes: tuple[dict[str, Any], ...] | list[dict[str, Any]],
-    steps_per_epoch: int,
+    steps_per_epoch: int | None,
     source: str,
 ) -> dict[str, Any]:
     """The content of ``history.json``: per-epoch metrics across resumes, and where each resumed."""

@@ -1,0 +1,157 @@
+"""Finding checkpoints in local staging and in a store, and saying why a store failed.
+
+The manager's read side: which checkpoint names exist where, which one is the newest that
+verifies, and what is known about each (step, epoch, creation time, metrics). "Could not ask the
+store" is always an error here, never "no checkpoint": reading it as absent would silently
+restart a 10-hour run from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from colabkit.checkpoint.format import read_state, step_of, verify
+from colabkit.checkpoint.policy import CheckpointRecord
+from colabkit.errors import CorruptCheckpointError, StoreError
+from colabkit.storage.atomic import is_temporary_name
+from colabkit.storage.base import ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+
+DRIVE_DROPPED = (
+    "the Drive mount dropped: remount with colabkit.setup() or drive.mount(..., force_remount=True)"
+)
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line saying why a store or disk operation failed, with the fix where there is one."""
+    code = getattr(error, "errno", None)
+    if code == errno.ENOTCONN:
+        return f"[Errno {code}] {DRIVE_DROPPED}"
+    if code == errno.ENOSPC:
+        return f"[Errno {code}] no space left (Drive quota or local disk full): free some space"
+    if code == errno.EIO:
+        return f"[Errno {code}] I/O error (on the Drive mount usually the quota or a rate limit)"
+    return f"{type(error).__name__}: {error}"
+
+
+def record_from_state(name: str, state: dict, size: int | None) -> CheckpointRecord:
+    """The catalogue entry for a checkpoint whose ``state.json`` has been read."""
+    step = step_of(name)
+    epoch = state.get("epoch")
+    return CheckpointRecord(
+        name=name,
+        step=step if step is not None else int(state.get("step", -1)),
+        created=float(state.get("created", 0.0)),
+        metrics=dict(state.get("checkpoint_metrics") or {}),
+        epoch=epoch if isinstance(epoch, int) else None,
+        size=size,
+    )
+
+
+def staging_names(staging: Path) -> list[str]:
+    """Checkpoint files in the staging folder (temporary leftovers excluded)."""
+    try:
+        return [n for n in os.listdir(staging) if step_of(n) is not None]
+    except FileNotFoundError:
+        return []
+
+
+def remove_temporary_files(folder: Path) -> None:
+    """Deletes leftovers of writes that a crash interrupted (only called before any write)."""
+    for name in os.listdir(folder):
+        if is_temporary_name(name):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+
+
+def store_checkpoints(store: Store) -> dict[str, ObjectInfo]:
+    """The store's checkpoint objects by name.
+
+    Raises:
+        StoreError: the store could not be listed (never read as "no checkpoint").
+    """
+    try:
+        infos = store.list()
+    except OSError as e:
+        raise StoreError(
+            f"Could not list the checkpoints in {store.url}: {describe_failure(e)}. Not treating "
+            "this as 'no checkpoint' (that would restart from scratch); fix it and run again."
+        ) from e
+    return {info.name: info for info in infos if step_of(info.name) is not None}
+
+
+@dataclass
+class Verifier:
+    """Verifies checkpoints by name, downloading from the store into staging when needed.
+
+    Each corrupt checkpoint is reported with one warning, however often it is looked at.
+    """
+
+    store: Store
+    staging: Path
+
+    def __post_init__(self) -> None:
+        self._warned: set[tuple[str, int]] = set()
+
+    def verified(self, name: str, in_store: ObjectInfo | None) -> CheckpointRecord | None:
+        """The record of ``name`` if a copy of it verifies (staging first), else None.
+
+        Raises:
+            StoreError: the store holds ``name`` but could not hand it over.
+        """
+        local = self.staging / name
+        if local.exists():
+            try:
+                return record_from_state(name, verify(local), local.stat().st_size)
+            except CorruptCheckpointError as e:
+                if in_store is None:
+                    self.warn(name, local.stat().st_size, e)
+                    return None
+                log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
+        if in_store is None:
+            return None
+        if not self.fetch(name):
+            return None
+        try:
+            return record_from_state(name, verify(local), local.stat().st_size)
+        except CorruptCheckpointError as e:
+            self.warn(name, in_store.size, e)
+            with contextlib.suppress(OSError):
+                local.unlink()
+            return None
+
+    def describe(self, name: str, in_store: ObjectInfo | None) -> CheckpointRecord:
+        """A record from the checkpoint's state alone (no full verification; for listings)."""
+        local = self.staging / name
+        if not local.exists() and in_store is not None:
+            self.fetch(name)
+        try:
+            return record_from_state(name, read_state(local), local.stat().st_size)
+        except (CorruptCheckpointError, FileNotFoundError):
+            size = in_store.size if in_store else None
+            created = in_store.modified if in_store else 0.0
+            return CheckpointRecord(name=name, step=step_of(name) or 0, created=created, size=size)
+
+    def fetch(self, name: str) -> bool:
+        """Copies ``name`` from the store into staging; False if it vanished meanwhile."""
+        try:
+            self.store.get(name, self.staging / name)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise StoreError(
+                f"Could not read checkpoint {name} from {self.store.url}: {describe_failure(e)}. "
+                "Not skipping it (an older checkpoint would lose work); fix it and run again."
+            ) from e
+        return True
+
+    def warn(self, name: str, size: int, error: Exception) -> None:
+        if (name, size) not in self._warned:
+            self._warned.add((name, size))
+            log.warning("Skipping checkpoint %s: %s", name, error)

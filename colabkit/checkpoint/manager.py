@@ -1,0 +1,501 @@
+"""``CheckpointManager``: save without stopping training, mirror to a store, resume from the best.
+
+``save()`` only registers a snapshot (arrays the caller already copied) and returns. A writer
+thread writes it into the local staging folder (atomic, fsynced); a mirror thread copies it into
+the store (the Drive mount, the Drive API, ...), retrying with backoff on the injected clock. When
+the store is slower than training, a snapshot or upload that has not started yet is replaced by
+the newer one, so memory and disk stay bounded and the newest state is what reaches the store.
+A failing store never stops training: it is logged once per change, shown by ``status``, and
+raised by ``wait()``/``close()``. Old checkpoints are deleted only after a newer one is committed
+in the store, and the newest one never is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from colabkit.checkpoint import catalog
+from colabkit.checkpoint.format import (
+    CheckpointContents,
+    check_arrays,
+    checkpoint_name,
+    prepare_state,
+    read_checkpoint,
+    step_of,
+    write_checkpoint,
+)
+from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
+from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.errors import CheckpointError, CorruptCheckpointError, StoreError, invalid_argument
+from colabkit.storage import open_store
+from colabkit.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    record: CheckpointRecord
+    arrays: Mapping[str, np.ndarray]
+    state: dict
+
+
+class CheckpointManager:
+    """Saves, mirrors, prunes and restores the checkpoints of one run.
+
+    Args:
+        store: Where checkpoints live durably: a Store, or a path/URL for ``open_store``.
+        staging_dir: A fast local folder for snapshots before they reach the store.
+        save_policy: When ``should_save`` says yes (see ``parse_save_every``).
+        keep_policy: What survives pruning (see ``parse_keep``).
+        clock: Time source for policies and retry backoff.
+        retry_delays: Seconds between retries of a failed upload; after the last one the
+            failure is "lasting" (``wait()`` raises) and each later save or ``wait()`` tries
+            once more.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str],
+        *,
+        staging_dir: str | os.PathLike[str],
+        save_policy: object = "epoch",
+        keep_policy: object = 3,
+        clock: Clock | None = None,
+        retry_delays: Sequence[float] = (1, 2, 4, 8, 16, 32, 60),
+    ) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.staging = Path(staging_dir)
+        self._save_policy = parse_save_every(save_policy, "save_policy")
+        self._keep_policy = parse_keep(keep_policy, "keep_policy")
+        self._clock = clock or SYSTEM_CLOCK
+        self._delays = _check_delays(retry_delays)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        catalog.remove_temporary_files(self.staging)
+        self._verifier = catalog.Verifier(self.store, self.staging)
+        self._cond = threading.Condition()
+        self._prune_lock = threading.Lock()
+        self._pending: _Snapshot | None = None
+        self._writing: str | None = None
+        self._to_upload: str | None = None
+        self._uploading: str | None = None
+        self._records: dict[str, CheckpointRecord] = {}
+        self._write_failure: str | None = None
+        self._store_failure: str | None = None
+        self._logged_failure: str | None = None
+        self._exhausted = False
+        self._poked = False
+        self._attempts = 0
+        self._last_save_step: int | None = None
+        self._last_save_time = self._clock.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._stop = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.store.url!r}, staging={str(self.staging)!r})"
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- saving
+
+    def should_save(self, *, step: int, epoch_end: bool) -> bool:
+        """Whether the save policy wants a checkpoint after ``step`` (never twice per step)."""
+        with self._cond:
+            last_step, last_time = self._last_save_step, self._last_save_time
+        if step == last_step:
+            return False
+        return self._save_policy.should_save(
+            step=step,
+            epoch_end=epoch_end,
+            now=self._clock.monotonic(),
+            last_save_step=last_step,
+            last_save_time=last_time,
+        )
+
+    def save(
+        self,
+        step: int,
+        arrays: Mapping[str, np.ndarray],
+        state: dict,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Registers a snapshot and returns its checkpoint name; writing happens in background.
+
+        Takes ownership of ``arrays``: pass fresh copies and do not change them afterwards.
+        ``state`` is stored as JSON with ``step`` and ``checkpoint_metrics`` added.
+
+        Raises:
+            ConfigError: bad step, array name/type, state (naming the key) or metric.
+            CheckpointError: the manager is closed.
+        """
+        name = checkpoint_name(step)
+        check_arrays(arrays)
+        clean_metrics = _check_metrics(metrics)
+        if "step" in state and state["step"] != step:
+            raise invalid_argument("state['step']", state["step"], f"{step} (the `step` argument)")
+        full_state = prepare_state(
+            {**state, "step": int(step), "checkpoint_metrics": clean_metrics},
+            created=self._clock.time(),
+        )
+        record = catalog.record_from_state(name, full_state, None)
+        with self._cond:
+            if self._closed:
+                raise CheckpointError(f"save({step}) after close(): create a new CheckpointManager")
+            if self._pending is not None:
+                log.debug("Snapshot %s superseded by %s", self._pending.record.name, name)
+            self._pending = _Snapshot(record, arrays, full_state)
+            self._last_save_step, self._last_save_time = int(step), self._clock.monotonic()
+            self._poked = True
+            self._cond.notify_all()
+        self._start_threads()
+        return name
+
+    def wait_staged(self, timeout: float | None = None) -> None:
+        """Waits until every registered snapshot is written (or failed) in local staging."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: not (self._pending or self._writing), timeout):
+                raise TimeoutError(f"Snapshots not yet written to {self.staging} after {timeout} s")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits until everything saved is durable in the store.
+
+        Raises:
+            StoreError: the store keeps failing (the reason says why and how to fix it).
+            CheckpointError: the newest snapshot could not be written to staging.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        with self._cond:
+            self._poked = True
+            self._cond.notify_all()
+            start = self._attempts
+            done = self._cond.wait_for(
+                lambda: self._idle() or (self._exhausted and self._attempts > start), timeout
+            )
+            if not done:
+                raise TimeoutError(
+                    f"Checkpoints not yet durable in {self.store.url} after {timeout} s "
+                    f"(status: {self._status()})"
+                )
+            if self._exhausted and self._store_failure:
+                raise StoreError(
+                    f"{self._store_failure}. Training goes on; the newest checkpoint waits in "
+                    f"{self.staging} and is retried at the next save or wait()."
+                )
+            if self._write_failure:
+                raise CheckpointError(self._write_failure)
+
+    def close(self) -> None:
+        """Waits for pending work, stops the background threads, then raises any failure."""
+        if self._closed:
+            return
+        error: Exception | None = None
+        if self._threads:
+            try:
+                self.wait()
+            except (StoreError, CheckpointError) as e:
+                error = e
+        with self._cond:
+            self._stop = self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        if error is not None:
+            raise error
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"pending"`` (not yet durable) or ``"failing: <reason>"``."""
+        with self._cond:
+            return self._status()
+
+    def _status(self) -> str:
+        failure = self._store_failure or self._write_failure
+        if failure:
+            return f"failing: {failure}"
+        return "ok" if self._idle() else "pending"
+
+    def _idle(self) -> bool:
+        return not (self._pending or self._writing or self._to_upload or self._uploading)
+
+    # ----------------------------------------------------------------------------- reading
+
+    def latest(self) -> CheckpointRecord | None:
+        """The newest checkpoint that verifies, in staging or in the store (by step, never mtime).
+
+        Raises:
+            StoreError: the store could not be asked (that is not "no checkpoint").
+        """
+        in_store = catalog.store_checkpoints(self.store)
+        for name in self._candidates(in_store):
+            record = self._verifier.verified(name, in_store.get(name))
+            if record is not None:
+                return record
+        return None
+
+    def restore(self, record: CheckpointRecord | None = None) -> CheckpointContents | None:
+        """Loads ``record`` (default: the latest), falling back to older ones that verify.
+
+        A checkpoint found only in staging (its upload never finished) is queued for upload.
+        """
+        in_store = catalog.store_checkpoints(self.store)
+        for name in self._candidates(in_store):
+            if record is not None and step_of(name) > record.step:
+                continue
+            found = self._verifier.verified(name, in_store.get(name))
+            if found is None:
+                continue
+            try:
+                contents = read_checkpoint(self.staging / name)
+            except CorruptCheckpointError as e:
+                self._verifier.warn(name, found.size or 0, e)
+                continue
+            self._resumed_from(found, name in in_store)
+            return contents
+        return None
+
+    def list(self) -> list[CheckpointRecord]:
+        """Every checkpoint in staging or the store, oldest first (read, not verified)."""
+        in_store = catalog.store_checkpoints(self.store)
+        names = reversed(self._candidates(in_store))
+        return [self._describe(name, in_store.get(name)) for name in names]
+
+    def _candidates(self, in_store: Mapping[str, object]) -> list[str]:
+        names = set(in_store) | set(catalog.staging_names(self.staging))
+        return sorted(names, key=step_of, reverse=True)
+
+    def _describe(self, name: str, info) -> CheckpointRecord:
+        with self._cond:
+            known = self._records.get(name)
+        if known is None:
+            known = self._verifier.describe(name, info)
+            with self._cond:
+                self._records[name] = known
+        return known
+
+    def _resumed_from(self, record: CheckpointRecord, in_store: bool) -> None:
+        with self._cond:
+            self._records[record.name] = record
+            self._last_save_step, self._last_save_time = record.step, self._clock.monotonic()
+            if not in_store and (self._to_upload is None or step_of(self._to_upload) < record.step):
+                self._to_upload = record.name
+                self._poked = True
+                self._cond.notify_all()
+        log.info("Resuming from checkpoint %s (step %d)", record.name, record.step)
+        if not in_store:
+            self._start_threads()
+
+    # ----------------------------------------------------------------------------- archive
+
+    def archive(self) -> str:
+        """Moves every checkpoint into ``archive/<UTC stamp>/`` in the store; never deletes one.
+
+        Each is copied (and verified by the store) before the original is removed; checkpoints
+        only in staging are archived too. Returns the prefix, e.g. ``archive/20260101T120000Z``.
+        """
+        self.wait()
+        with self._prune_lock:
+            in_store = catalog.store_checkpoints(self.store)
+            prefix = self._free_archive_prefix()
+            names = self._candidates(in_store)
+            for name in names:
+                local = self.staging / name
+                if not local.exists():
+                    self._verifier.fetch(name)
+                _store_call(self.store.put, local, f"{prefix}/{name}")
+                if name in in_store:
+                    _store_call(self.store.delete, name)
+                local.unlink()
+            with self._cond:
+                self._records.clear()
+                self._last_save_step, self._last_save_time = None, self._clock.monotonic()
+        log.info("Archived %d checkpoint(s) to %s/%s", len(names), self.store.url, prefix)
+        return prefix
+
+    def _free_archive_prefix(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.time()))
+        prefix, n = f"archive/{stamp}", 1
+        while _store_call(self.store.list, prefix + "/"):
+            n += 1
+            prefix = f"archive/{stamp}-{n}"
+        return prefix
+
+    # ----------------------------------------------------------------------------- background
+
+    def _start_threads(self) -> None:
+        with self._cond:
+            if self._threads:
+                return
+            for target, label in ((self._write_loop, "writer"), (self._mirror_loop, "mirror")):
+                thread = threading.Thread(
+                    target=target, name=f"colabkit-checkpoint-{label}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._stop)
+                if self._pending is None:
+                    return
+                snapshot, self._pending = self._pending, None
+                name = self._writing = snapshot.record.name
+            path = self.staging / name
+            try:
+                write_checkpoint(
+                    path, snapshot.arrays, snapshot.state, created=snapshot.record.created
+                )
+                written = replace(snapshot.record, size=path.stat().st_size)
+            except Exception as e:  # noqa: BLE001 -- reported by status/wait, never kills training
+                reason = catalog.describe_failure(e)
+                self._written(name, None, f"Could not write {name} to {self.staging}: {reason}")
+                continue
+            del snapshot  # the arrays can go as soon as they are on disk
+            self._written(name, written, None)
+            self._prune_staging()
+
+    def _written(self, name: str, record: CheckpointRecord | None, failure: str | None) -> None:
+        with self._cond:
+            self._writing = None
+            self._write_failure = failure
+            if record is not None:
+                self._records[name] = record
+                self._to_upload, self._poked = name, True
+            self._cond.notify_all()
+        if failure is not None:
+            log.warning("%s; training continues", failure)
+        else:
+            log.debug("Checkpoint %s written to staging (%s bytes)", name, record.size)
+
+    def _mirror_loop(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._upload_due)
+                if self._stop:
+                    return
+                name, self._to_upload, self._poked = self._to_upload, None, False
+                self._uploading = name
+            try:
+                self.store.put(self.staging / name, name)
+            except Exception as e:  # noqa: BLE001 -- reported by status/wait, retried
+                failures += 1
+                if self._upload_failed(name, e, lasting=failures > len(self._delays)):
+                    continue
+                self._clock.sleep(self._delays[failures - 1])
+                continue
+            failures = 0
+            self._uploaded(name)
+            self._prune(name)
+            with self._cond:  # only now, so that wait() also waits for the pruning
+                self._uploading = None
+                self._cond.notify_all()
+
+    def _upload_due(self) -> bool:
+        ready = self._to_upload is not None and (self._poked or not self._exhausted)
+        return self._stop or ready
+
+    def _upload_failed(self, name: str, error: Exception, *, lasting: bool) -> bool:
+        reason = catalog.describe_failure(error)
+        with self._cond:
+            self._uploading = None
+            if self._to_upload is None:  # else a newer checkpoint replaces this one
+                self._to_upload = name
+            self._store_failure = f"Could not copy {name} to {self.store.url}: {reason}"
+            self._exhausted = lasting
+            self._attempts += 1
+            self._cond.notify_all()
+            changed, self._logged_failure = reason != self._logged_failure, reason
+        if changed:
+            log.warning(
+                "Checkpoints are not reaching %s: %s; training continues, retrying in background",
+                self.store.url,
+                reason,
+            )
+        return lasting
+
+    def _uploaded(self, name: str) -> None:
+        with self._cond:
+            recovered = self._logged_failure is not None
+            self._store_failure = self._logged_failure = None
+            self._exhausted = False
+            self._attempts += 1
+            self._cond.notify_all()
+        if recovered:
+            log.warning("Checkpoints reach %s again", self.store.url)
+        log.info("Checkpoint %s is durable in %s", name, self.store.url)
+
+    # ----------------------------------------------------------------------------- pruning
+
+    def _prune(self, committed: str) -> None:
+        """Deletes what the keep policy drops, only older than ``committed`` (just committed)."""
+        try:
+            with self._prune_lock:
+                in_store = catalog.store_checkpoints(self.store)
+                records = [self._describe(name, info) for name, info in in_store.items()]
+                keep = self._keep_policy.select(records, self._clock.time()) | {committed}
+                for record in records:
+                    if record.name not in keep and record.step < step_of(committed):
+                        self.store.delete(record.name)
+                        with self._cond:
+                            self._records.pop(record.name, None)
+                        log.info("Deleted old checkpoint %s from %s", record.name, self.store.url)
+        except (OSError, CheckpointError) as e:
+            log.warning("Could not prune old checkpoints: %s", catalog.describe_failure(e))
+        self._prune_staging()
+
+    def _prune_staging(self) -> None:
+        """Keeps in staging what is not yet in the store, plus the newest (for a quick resume)."""
+        with self._prune_lock:
+            names = catalog.staging_names(self.staging)
+            with self._cond:
+                busy = {self._writing, self._to_upload, self._uploading}
+            newest = max(names, key=step_of, default=None)
+            for name in names:
+                if name != newest and name not in busy:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.staging / name).unlink()
+
+
+def _store_call(method, *args):
+    """Calls a store method; any OSError other than FileNotFoundError becomes a StoreError."""
+    try:
+        return method(*args)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StoreError(f"{catalog.describe_failure(e)}") from e
+
+
+def _check_delays(delays: Sequence[float]) -> tuple[float, ...]:
+    try:
+        result = tuple(float(d) for d in delays)
+    except (TypeError, ValueError):
+        result = ()
+    if not result or any(not math.isfinite(d) or d < 0 for d in result):
+        raise invalid_argument("retry_delays", delays, "a non-empty sequence of seconds >= 0")
+    return result
+
+
+def _check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
+    if metrics is None:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in metrics.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise invalid_argument("metrics", metrics, "a dict of metric name -> number") from None

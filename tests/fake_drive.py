@@ -102,8 +102,8 @@ class FakeDrive:
     Args:
         mock: An active ``responses.RequestsMock``.
         page_size: Largest page ``files.list`` returns (small values exercise paging).
-        keep_content: False makes uploads count and hash bytes without keeping them (for huge
-            uploads); downloads then fail.
+        keep_content: False makes upload chunks counted and hashed, not kept nor recorded (for
+            huge uploads); downloads then answer empty.
     """
 
     def __init__(
@@ -118,6 +118,8 @@ class FakeDrive:
         self.tokens = {"token-0"}
         self.issued = 0
         self.max_chunk_body = 0
+        self.chunks = 0
+        self._mock = mock
         self._ids = itertools.count(1)
         self._clock = itertools.count(1)
         pattern = re.compile(re.escape(BASE) + r"/.*")
@@ -192,11 +194,17 @@ class FakeDrive:
         seen = Seen(kind, request.method, url.path, params, headers, None, len(body))
         if request.headers.get("Content-Type", "").startswith("application/json") and body:
             seen.json = json.loads(body)
-        self.seen.append(seen)
         request.body = None  # do not let responses keep chunk bytes alive
+        self.chunks += kind == "chunk"
+        if kind == "chunk" and not self.keep_content:
+            self._forget_calls()  # a huge upload's bookkeeping would swamp what is measured
+        else:
+            self.seen.append(seen)
         if request.headers.get("Authorization") not in {f"Bearer {t}" for t in self.tokens}:
             return _error(401, "authError")
         fault = self._take_fault(kind)
+        if fault is not None and fault.status == 401:
+            self.tokens.clear()  # the access token expires now
         if fault is not None and not fault.drop:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             return _error(fault.status, fault.reason, headers)
@@ -204,6 +212,11 @@ class FakeDrive:
         if fault is not None:
             raise requests.ConnectionError("connection reset by peer (injected)")
         return answer
+
+    def _forget_calls(self) -> None:
+        self._mock.calls.reset()
+        for registered in self._mock.registered():
+            registered.calls.reset()
 
     def _take_fault(self, kind: str) -> Fault | None:
         for fault in self.faults:
@@ -405,3 +418,27 @@ def _matches(query: str, file: FakeFile) -> bool:
 
 def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
+
+
+def fake_credentials() -> Any:
+    """User credentials whose refresh goes to the fake token endpoint."""
+    from google.oauth2.credentials import Credentials
+
+    return Credentials(
+        token="token-0",
+        refresh_token="refresh-secret-1234",
+        client_id="client-id",
+        client_secret="client-secret-5678",
+        token_uri=TOKEN_URI,
+    )
+
+
+def open_store(drive: FakeDrive, **kwargs: Any) -> Any:
+    """A DriveApiStore on the fake, for folder ``colabkit/run``, with 1 MiB chunks."""
+    from colabkit.clock import FakeClock
+    from colabkit.storage.drive_api import DriveApiStore
+
+    del drive  # the fake answers through responses; taking it orders the fixtures
+    kwargs.setdefault("chunk_size", 1024 * 1024)
+    kwargs.setdefault("clock", FakeClock())
+    return DriveApiStore("colabkit/run", credentials=fake_credentials(), **kwargs)

@@ -10,32 +10,14 @@ import os
 
 import pytest
 import responses
-from fake_drive import TOKEN_URI, FakeDrive
-from google.oauth2.credentials import Credentials
+from fake_drive import FakeDrive, fake_credentials, open_store
 from store_contract import StoreContract
 
-from colabkit.clock import FakeClock
 from colabkit.errors import ConfigError
 from colabkit.storage.base import Store
 from colabkit.storage.drive_api import FOLDER_MIME, DriveApiStore, quote
 
 MiB = 1024 * 1024
-
-
-def fake_credentials() -> Credentials:
-    return Credentials(
-        token="token-0",
-        refresh_token="refresh-secret-1234",
-        client_id="client-id",
-        client_secret="client-secret-5678",
-        token_uri=TOKEN_URI,
-    )
-
-
-def open_store(drive: FakeDrive, **kwargs) -> DriveApiStore:
-    kwargs.setdefault("chunk_size", MiB)
-    kwargs.setdefault("clock", FakeClock())
-    return DriveApiStore("colabkit/run", credentials=fake_credentials(), **kwargs)
 
 
 @pytest.fixture

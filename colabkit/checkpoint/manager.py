@@ -160,7 +160,6 @@ class CheckpointManager:
                 log.debug("Snapshot %s superseded by %s", self._pending.record.name, name)
             self._pending = _Snapshot(record, arrays, full_state)
             self._last_save_step, self._last_save_time = int(step), self._clock.monotonic()
-            self._poked = True
             self._cond.notify_all()
         self._start_threads()
         return name
@@ -180,8 +179,9 @@ class CheckpointManager:
             TimeoutError: ``timeout`` seconds passed first.
         """
         with self._cond:
-            self._poked = True
-            self._cond.notify_all()
+            if self._exhausted and not (self._pending or self._writing):
+                self._poked = True  # a lasting failure: try once more (else the writer pokes)
+                self._cond.notify_all()
             start = self._attempts
             done = self._cond.wait_for(
                 lambda: self._idle() or (self._exhausted and self._attempts > start), timeout
@@ -375,7 +375,8 @@ class CheckpointManager:
             self._write_failure = failure
             if record is not None:
                 self._records[name] = record
-                self._to_upload, self._poked = name, True
+                self._to_upload = name
+            self._poked = True
             self._cond.notify_all()
         if failure is not None:
             log.warning("%s; training continues", failure)

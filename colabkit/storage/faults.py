@@ -36,6 +36,7 @@ class FaultyStore:
         self._errors: dict[str, tuple[int, int | None]] = {}
         self._gate = threading.Event()
         self._gate.set()
+        self.put_waiting = threading.Event()
         self._lock = threading.Lock()
 
     def fail(self, code: int, *, ops: tuple[str, ...] = ("put",), times: int | None = None) -> None:
@@ -52,16 +53,23 @@ class FaultyStore:
         with self._lock:
             self._errors.clear()
 
-    def hold_puts(self) -> None:
-        """Makes every ``put`` wait until :meth:`release_puts` (a store slower than saving)."""
+    def hold_puts(self) -> threading.Event:
+        """Makes every ``put`` wait until :meth:`release_puts` (a store slower than saving).
+
+        Returns an event that is set once a ``put`` is waiting.
+        """
+        self.put_waiting.clear()
         self._gate.clear()
+        return self.put_waiting
 
     def release_puts(self) -> None:
         self._gate.set()
 
     def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
         self._enter("put")
-        self._gate.wait()
+        if not self._gate.is_set():
+            self.put_waiting.set()
+            self._gate.wait()
         return self.inner.put(local_path, name)
 
     def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:

@@ -1,0 +1,19 @@
+"""Test doubles for the environment work: a fake ``google.colab`` and a fake ``nvidia-smi``.
+
+``tests/fakes`` is put on ``sys.path`` (or ``PATH`` for ``bin/``) by the tests that need them;
+``google`` has no ``__init__.py`` here so it merges with the installed ``google`` namespace
+(google-auth, googleapiclient) instead of hiding it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FAKES = Path(__file__).resolve().parent
+BIN = FAKES / "bin"
+NVIDIA_SMI = FAKES / "nvidia_smi"
+
+
+def nvidia_smi_output(name: str) -> str:
+    """The captured ``nvidia-smi --query-gpu=...`` output called ``name`` (e.g. ``"t4"``)."""
+    return (NVIDIA_SMI / f"{name}.csv").read_text()

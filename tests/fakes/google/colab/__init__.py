@@ -1,0 +1,1 @@
+"""A fake ``google.colab`` package for tests: only ``drive`` is provided."""

@@ -1,0 +1,107 @@
+"""A fake ``google.colab.drive`` that behaves like the real one, on a folder the test chooses.
+
+Like colabtools' ``drive.py``: ``mount()`` returns at once (printing a note) when ``MyDrive``
+already exists and ``force_remount`` is False; otherwise it first unmounts whatever is there
+(which clears a stale mount), refuses a mountpoint that already holds files, and on success
+creates ``<mountpoint>/MyDrive``. ``flush_and_unmount()`` unmounts: the mountpoint is left
+empty and the files come back on the next mount, as they would from Drive.
+
+Test controls: ``fail_next(error, times)`` makes the next mounts raise (the real timeout is
+``ValueError('mount failed: timeout during initial read of root folder; ...')``),
+``make_stale(mountpoint)`` leaves a mount whose every access raises ``OSError(errno 107)``
+through ``listdir``, ``calls`` records every ``mount()``, ``reset()`` starts over.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+TIMEOUT = ValueError(
+    "mount failed: timeout during initial read of root folder; for more info: "
+    "https://research.google.com/colaboratory/faq.html#drive-timeout"
+)
+
+calls: list[dict] = []
+flushes: list[int] = []
+_failures: list[BaseException] = []
+_mounted: set[str] = set()
+_stale: set[str] = set()
+
+
+def reset() -> None:
+    calls.clear()
+    flushes.clear()
+    _failures.clear()
+    _mounted.clear()
+    _stale.clear()
+
+
+def fail_next(error: BaseException, times: int = 1) -> None:
+    _failures.extend([error] * times)
+
+
+def make_stale(mountpoint: str) -> None:
+    _stale.add(os.path.abspath(os.fspath(mountpoint)))
+
+
+def listdir(path: str) -> list[str]:
+    """``os.listdir`` as seen through the (possibly stale) FUSE mount."""
+    full = os.path.abspath(os.fspath(path))
+    for mountpoint in _stale:
+        if full == mountpoint or full.startswith(mountpoint + os.sep):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected", path)
+    return os.listdir(path)
+
+
+def _cloud(mountpoint: str) -> str:
+    return mountpoint.rstrip(os.sep) + ".cloud"
+
+
+def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
+    calls.append(
+        dict(
+            mountpoint=mountpoint,
+            force_remount=force_remount,
+            timeout_ms=timeout_ms,
+            readonly=readonly,
+        )
+    )
+    if " " in mountpoint:
+        raise ValueError("Mountpoint must not contain a space.")
+    mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
+    my_drive = os.path.join(mountpoint, "MyDrive")
+    if not force_remount and mountpoint not in _stale and os.path.isdir(my_drive):
+        print(
+            f"Drive already mounted at {mountpoint}; to attempt to forcibly remount, "
+            f'call drive.mount("{mountpoint}", force_remount=True).'
+        )
+        return
+    _unmount(mountpoint)  # the real one runs `umount -f`, which also clears a stale mount
+    _stale.discard(mountpoint)
+    if _failures:
+        raise _failures.pop(0)
+    if os.path.isdir(mountpoint) and os.listdir(mountpoint):
+        raise ValueError("Mountpoint must not already contain files")
+    if os.path.isdir(_cloud(mountpoint)):
+        os.makedirs(mountpoint, exist_ok=True)
+        shutil.move(_cloud(mountpoint), my_drive)
+    os.makedirs(my_drive, exist_ok=True)
+    _mounted.add(mountpoint)
+    print(f"Mounted at {mountpoint}")
+
+
+def _unmount(mountpoint: str) -> None:
+    if mountpoint in _mounted:
+        shutil.move(os.path.join(mountpoint, "MyDrive"), _cloud(mountpoint))
+        _mounted.discard(mountpoint)
+
+
+def flush_and_unmount(timeout_ms=24 * 60 * 60 * 1000):
+    if not _mounted:
+        print("Drive not mounted, so nothing to flush and unmount.")
+        return
+    flushes.append(timeout_ms)
+    for mountpoint in list(_mounted):
+        _unmount(mountpoint)

@@ -1,0 +1,225 @@
+"""Drive mount, remount, retries, fallback, flush, and the health probe, on a fake google.colab."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+from fakes import FAKES
+
+from colabkit.clock import FakeClock
+from colabkit.drive import OsFileOps, drive_health, flush_drive, mount_drive
+from colabkit.env import SystemView, detect
+from colabkit.errors import ConfigError, DriveError
+
+
+@pytest.fixture
+def colab_drive(monkeypatch):
+    """The fake ``google.colab.drive``, importable the way a user imports the real one."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    for name in ("google.colab", "google.colab.drive"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("google.colab.drive")
+    module.reset()
+    yield module
+    module.reset()
+    for name in ("google.colab", "google.colab.drive"):
+        sys.modules.pop(name, None)
+
+
+def environment(kind: str):
+    markers = {"colab": {"/var/colab/hostname"}, "local": set()}[kind]
+    return detect(system=SystemView(environ={}, exists=lambda p: p in markers))
+
+
+COLAB = environment("colab")
+LOCAL = environment("local")
+
+
+def mount(colab_drive, mountpoint: Path, clock: FakeClock | None = None, **kwargs):
+    return mount_drive(
+        mountpoint,
+        env=COLAB,
+        colab_drive=colab_drive,
+        listdir=colab_drive.listdir,
+        clock=clock or FakeClock(),
+        **kwargs,
+    )
+
+
+def test_first_mount_creates_my_drive_and_the_second_is_a_no_op(colab_drive, tmp_path):
+    mountpoint = tmp_path / "drive"
+    first = mount(colab_drive, mountpoint)
+    assert first.status == "mounted" and first.my_drive == mountpoint / "MyDrive"
+    assert first.my_drive.is_dir()
+    assert colab_drive.calls == [
+        dict(mountpoint=str(mountpoint), force_remount=False, timeout_ms=120000, readonly=False)
+    ]
+    (first.my_drive / "keep.txt").write_text("checkpoint")
+    second = mount(colab_drive, mountpoint)
+    assert second.status == "already-mounted" and second.attempts == 0
+    assert len(colab_drive.calls) == 1
+    assert (second.my_drive / "keep.txt").read_text() == "checkpoint"
+
+
+def test_the_real_import_path_is_used_when_no_module_is_injected(colab_drive, tmp_path):
+    result = mount_drive(tmp_path / "drive", env=COLAB, clock=FakeClock())
+    assert result.mounted and colab_drive.calls  # imported google.colab.drive, the fake one
+
+
+def test_a_stale_mount_is_remounted_with_force_remount(colab_drive, tmp_path):
+    mountpoint = tmp_path / "drive"
+    mount(colab_drive, mountpoint)
+    (mountpoint / "MyDrive" / "ckpt.zip").write_bytes(b"weights")
+    colab_drive.make_stale(mountpoint)
+    with pytest.raises(OSError) as stale:
+        colab_drive.listdir(str(mountpoint / "MyDrive"))
+    assert stale.value.errno == errno.ENOTCONN
+    result = mount(colab_drive, mountpoint)
+    assert result.status == "remounted"
+    assert colab_drive.calls[-1]["force_remount"] is True
+    assert colab_drive.listdir(str(mountpoint / "MyDrive")) == ["ckpt.zip"]
+
+
+def test_a_timeout_is_retried_with_backoff_then_mounts(colab_drive, tmp_path):
+    clock = FakeClock()
+    colab_drive.fail_next(colab_drive.TIMEOUT, times=2)
+    result = mount(colab_drive, tmp_path / "drive", clock)
+    assert result.status == "mounted" and result.attempts == 3
+    assert clock.sleeps == [5.0, 10.0]
+    assert [c["force_remount"] for c in colab_drive.calls] == [False, True, True]
+
+
+def test_repeated_timeouts_end_in_one_clear_error(colab_drive, tmp_path):
+    clock = FakeClock()
+    colab_drive.fail_next(ValueError("mount failed"), times=3)
+    with pytest.raises(DriveError) as raised:
+        mount(colab_drive, tmp_path / "drive", clock, attempts=3, backoff_s=2)
+    message = str(raised.value)
+    assert "after 3 attempt(s)" in message and "last error: mount failed" in message
+    assert "consent dialog was not answered" in message and "Drive outage" in message
+    assert "drive=False" in message
+    assert clock.sleeps == [2, 4]
+    assert isinstance(raised.value, OSError)  # DriveError is an OSError for existing handlers
+
+
+def test_a_refusal_is_not_retried(colab_drive, tmp_path):
+    mountpoint = tmp_path / "drive"
+    mountpoint.mkdir()
+    (mountpoint / "notes.txt").write_text("mine")
+    clock = FakeClock()
+    with pytest.raises(DriveError, match="already contain files.*Fix: mount into an empty folder"):
+        mount(colab_drive, mountpoint, clock)
+    assert len(colab_drive.calls) == 1 and clock.sleeps == []
+    assert (mountpoint / "notes.txt").read_text() == "mine"
+
+
+def test_outside_colab_mounting_falls_back_without_crashing(colab_drive, tmp_path):
+    result = mount_drive(tmp_path / "drive", env=LOCAL, colab_drive=colab_drive)
+    assert result.status == "not-colab" and not result.mounted
+    assert "local folder" in result.message and "DriveApiStore" in result.message
+    assert colab_drive.calls == [] and not (tmp_path / "drive").exists()
+
+
+def test_colab_without_google_colab_importable_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # makes the import fail
+    result = mount_drive(tmp_path / "drive", env=COLAB)
+    assert result.status == "not-colab" and "google.colab is not importable" in result.message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"mountpoint": "/content/my drive"}, "mountpoint"),
+        ({"timeout_ms": 0}, "timeout_ms"),
+        ({"attempts": 0}, "attempts"),
+        ({"backoff_s": -1}, "backoff_s"),
+    ],
+)
+def test_bad_mount_arguments(colab_drive, kwargs, name):
+    with pytest.raises(ConfigError, match=f"argument `{name}`"):
+        mount_drive(env=COLAB, colab_drive=colab_drive, **kwargs)
+    assert colab_drive.calls == []
+
+
+def test_flush_unmounts_and_a_new_mount_brings_the_files_back(colab_drive, tmp_path):
+    mountpoint = tmp_path / "drive"
+    mount(colab_drive, mountpoint)
+    (mountpoint / "MyDrive" / "ckpt.zip").write_bytes(b"weights")
+    assert flush_drive(env=COLAB, colab_drive=colab_drive) is True
+    assert colab_drive.flushes and not (mountpoint / "MyDrive").exists()  # it unmounted
+    mount(colab_drive, mountpoint)
+    assert (mountpoint / "MyDrive" / "ckpt.zip").read_bytes() == b"weights"
+
+
+def test_flush_outside_colab_is_a_no_op_and_a_failed_flush_raises(colab_drive):
+    assert flush_drive(env=LOCAL, colab_drive=colab_drive) is False
+
+    class Broken:
+        def flush_and_unmount(self, timeout_ms):
+            raise ValueError("flush_and_unmount failed")
+
+    with pytest.raises(DriveError, match="recent writes may not have reached Drive"):
+        flush_drive(env=COLAB, colab_drive=Broken())
+
+
+def test_health_probe_on_a_real_folder_leaves_nothing_behind(tmp_path):
+    health = drive_health(tmp_path)
+    assert health.ok and health.status == "ok"
+    assert list(tmp_path.iterdir()) == []
+    health.raise_for_status()
+
+
+def test_health_of_a_missing_folder(tmp_path):
+    health = drive_health(tmp_path / "not-there")
+    assert (health.status, health.errno) == ("missing", errno.ENOENT)
+    assert "mount_drive()" in health.fix
+
+
+@dataclasses.dataclass
+class FailingFiles(OsFileOps):
+    """Real files, except that one operation fails with ``error``."""
+
+    error: int
+    on: str = "write"
+
+    def write(self, path, data):
+        self._maybe_fail("write")
+        super().write(path, data)
+
+    def read(self, path):
+        self._maybe_fail("read")
+        return super().read(path)
+
+    def _maybe_fail(self, operation):
+        if operation == self.on:
+            raise OSError(self.error, f"simulated {errno.errorcode[self.error]}")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "fix"),
+    [
+        (errno.ENOTCONN, "stale", "force_remount=True"),
+        (errno.EIO, "io-error", "drive.google.com/settings/storage"),
+        (errno.ENOSPC, "no-space", "Free space on Google Drive"),
+        (errno.EDQUOT, "no-space", "Free space on Google Drive"),
+        (errno.EACCES, "permission", "readonly=False"),
+        (errno.EROFS, "permission", "readonly=False"),
+    ],
+)
+def test_health_classifies_os_errors_with_a_fix(tmp_path, code, status, fix):
+    health = drive_health(tmp_path, files=FailingFiles(code))
+    assert (health.status, health.errno) == (status, code)
+    assert fix in health.fix
+    with pytest.raises(DriveError, match="Fix: "):
+        health.raise_for_status()
+
+
+def test_a_failed_read_back_still_removes_the_probe(tmp_path):
+    health = drive_health(tmp_path, files=FailingFiles(errno.EIO, on="read"))
+    assert health.status == "io-error"
+    assert list(tmp_path.iterdir()) == []

@@ -12,10 +12,12 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.drive import MountResult, mount_drive
 from colabkit.duration import parse_duration
 from colabkit.env import (
@@ -33,6 +35,7 @@ from colabkit.summary import render_html, render_text, summary_rows
 logger = logging.getLogger(__name__)
 
 DEFAULT_RUN_NAME = "default"
+Mounter = Callable[[Environment], MountResult]
 _DRIVE_EXPECTED = "'auto', True, False, or a folder path (str or os.PathLike)"
 
 
@@ -86,6 +89,7 @@ def setup(
     environment: Environment | None = None,
     accelerator: AcceleratorReport | None = None,
     colab_drive: Any = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Session:
     """Prepares a training session and shows one summary.
 
@@ -104,6 +108,7 @@ def setup(
         accelerator: An accelerator report (tests; built when None, asking only Keras'
             backend, in a subprocess).
         colab_drive: The ``google.colab.drive`` module (tests; imported when None).
+        clock: Waits between Drive mount attempts (tests pass a fake clock).
 
     Raises:
         ConfigError: A bad argument (nothing is created).
@@ -120,7 +125,11 @@ def setup(
     accel = accelerator or accelerator_report(frameworks=_backend_only())
     if require_gpu:
         _require_gpu(accel)
-    env, mount, root = _durable_root(env, drive, colab_drive)
+    env, mount, root = _durable_root(
+        env,
+        drive,
+        lambda e: mount_drive(e.drive_mountpoint, env=e, colab_drive=colab_drive, clock=clock),
+    )
     session = Session(name, env, accel, root / name, default_staging_dir(name, env), mount)
     _create_dirs(session)
     logger.info("colabkit session %r: run dir %s", name, session.run_dir)
@@ -141,7 +150,7 @@ def _backend_only() -> tuple[str, ...]:
 
 
 def _durable_root(
-    env: Environment, drive: str | bool | os.PathLike[str], colab_drive: Any
+    env: Environment, drive: str | bool | os.PathLike[str], mounter: Mounter
 ) -> tuple[Environment, MountResult | None, Path]:
     """Mounts Drive where asked; returns the (updated) environment, the mount, the run root."""
     local_root = env.durable_root if not env.drive_mounted else Path.cwd() / "runs"
@@ -152,21 +161,21 @@ def _durable_root(
         on_mount = env.kind == "colab" and path.is_relative_to(env.drive_mountpoint)
         if not on_mount:
             return env, None, path
-        env, mount = _mount(env, colab_drive, fall_back=False)
+        env, mount = _mount(env, mounter, fall_back=False)
         return env, mount, path
     if env.kind != "colab":
         if drive is True:
             expected = "'auto', False or a folder path outside Colab (Drive mounts only in Colab)"
             raise invalid_argument("drive", drive, expected)
         return env, None, env.durable_root
-    env, mount = _mount(env, colab_drive, fall_back=drive == "auto")
+    env, mount = _mount(env, mounter, fall_back=drive == "auto")
     return env, mount, env.durable_root if mount.mounted else local_root
 
 
 def _mount(
-    env: Environment, colab_drive: Any, *, fall_back: bool
+    env: Environment, mounter: Mounter, *, fall_back: bool
 ) -> tuple[Environment, MountResult]:
-    mount = mount_drive(env.drive_mountpoint, env=env, colab_drive=colab_drive)
+    mount = mounter(env)
     if mount.my_drive is not None:
         root = mount.my_drive / "colabkit"
         return dataclasses.replace(env, drive_mounted=True, durable_root=root), mount

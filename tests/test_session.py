@@ -1,0 +1,187 @@
+"""colabkit.setup(): validation first, GPU before Drive, Drive in Colab, directories, summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import types
+
+import pytest
+from fakes import FAKES, nvidia_smi_output
+
+import colabkit
+from colabkit.clock import FakeClock
+from colabkit.env import SystemView, detect
+from colabkit.errors import AcceleratorError, ConfigError, DriveError
+from colabkit.frameworks import FrameworkView
+from colabkit.gpu import GpuQuery, accelerator_report, parse_nvidia_smi
+from colabkit.session import Session, setup
+from colabkit.tpu import TpuInfo
+
+
+def accelerator(board: str | None):
+    gpus = parse_nvidia_smi(nvidia_smi_output(board)) if board else ()
+    tf = FrameworkView("tensorflow", True, True, "2.21.0", len(gpus), ())
+    return accelerator_report(
+        frameworks=["tensorflow"],
+        environ={},
+        gpu_query=lambda: GpuQuery(gpus, "nvidia-smi"),
+        framework_check=lambda names: (tf,),
+        tpu_probe=lambda environ: TpuInfo(False),
+    )
+
+
+def local_env(tmp_path):
+    return detect(
+        system=SystemView(
+            environ={}, exists=lambda p: False, cwd=lambda: tmp_path, home=lambda: tmp_path / "home"
+        )
+    )
+
+
+def colab_env(tmp_path):
+    """Colab, with the Drive mountpoint and local disk moved under tmp_path."""
+    env = detect(system=SystemView(environ={}, exists=lambda p: p == "/var/colab/hostname"))
+    return dataclasses.replace(
+        env,
+        drive_mountpoint=tmp_path / "drive",
+        durable_root=tmp_path / "content" / "runs",
+        staging_root=tmp_path / "content" / "colabkit-cache",
+    )
+
+
+@pytest.fixture
+def colab_drive(monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKES))
+    monkeypatch.delitem(sys.modules, "google.colab.drive", raising=False)
+    module = importlib.import_module("google.colab.drive")
+    module.reset()
+    yield module
+    module.reset()
+
+
+def test_setup_is_the_public_entry_point():
+    assert colabkit.setup is setup and colabkit.Session is Session
+
+
+def test_local_setup_creates_the_run_and_staging_dirs_and_prints_a_summary(tmp_path, capsys):
+    session = setup("mnist", environment=local_env(tmp_path), accelerator=accelerator("t4"))
+    assert session.run_dir == tmp_path / "runs" / "mnist" and session.run_dir.is_dir()
+    assert session.staging_dir == tmp_path / "home" / ".cache" / "colabkit" / "mnist"
+    assert session.staging_dir.is_dir()
+    assert session.drive is None
+    out = capsys.readouterr().out
+    assert "local machine" in out and "Tesla T4" in out and str(session.run_dir) in out
+    assert session.deadline == session.environment.session_start + 12 * 3600
+
+
+def test_in_colab_auto_mounts_drive_and_puts_the_run_on_it(tmp_path, colab_drive):
+    session = setup(
+        "mnist", environment=colab_env(tmp_path), accelerator=accelerator("t4"), show=False
+    )
+    assert session.drive.status == "mounted"
+    assert session.run_dir == tmp_path / "drive" / "MyDrive" / "colabkit" / "mnist"
+    assert session.run_dir.is_dir()
+    assert session.environment.drive_mounted
+    again = setup(
+        "mnist", environment=colab_env(tmp_path), accelerator=accelerator("t4"), show=False
+    )
+    assert again.drive.status == "already-mounted" and again.run_dir == session.run_dir
+
+
+def test_a_drive_path_on_the_mount_mounts_first(tmp_path, colab_drive):
+    target = tmp_path / "drive" / "MyDrive" / "experiments"
+    session = setup(
+        "r1",
+        drive=target,
+        environment=colab_env(tmp_path),
+        accelerator=accelerator("t4"),
+        show=False,
+    )
+    assert session.drive.mounted and session.run_dir == target / "r1" and session.run_dir.is_dir()
+
+
+def test_drive_false_in_colab_stays_on_local_disk(tmp_path, colab_drive):
+    env = colab_env(tmp_path)
+    session = setup("r1", drive=False, environment=env, accelerator=accelerator("t4"), show=False)
+    assert session.drive is None and colab_drive.calls == []
+    assert session.run_dir == tmp_path / "content" / "runs" / "r1"
+
+
+def test_a_failed_mount_in_colab_raises_rather_than_training_on_disk_lost_with_the_vm(
+    tmp_path, colab_drive
+):
+    colab_drive.fail_next(colab_drive.TIMEOUT, times=3)
+    clock = FakeClock()
+    with pytest.raises(DriveError, match="consent dialog"):
+        setup("r1", environment=colab_env(tmp_path), accelerator=accelerator("t4"), clock=clock)
+    assert clock.sleeps == [5.0, 10.0]
+    assert not (tmp_path / "content").exists()
+
+
+def test_require_gpu_fails_before_drive_is_touched_or_anything_is_created(tmp_path, colab_drive):
+    with pytest.raises(AcceleratorError, match="Runtime → Change runtime type → GPU"):
+        setup(
+            "r1",
+            require_gpu=True,
+            environment=colab_env(tmp_path),
+            accelerator=accelerator(None),
+            show=False,
+        )
+    assert colab_drive.calls == [] and not (tmp_path / "content").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"run_name": "a/b"}, "run_name"),
+        ({"drive": "yes please"}, None),
+        ({"drive": ""}, "drive"),
+        ({"drive": 1}, "drive"),
+        ({"session_limit": "forever"}, "session_limit"),
+        ({"require_gpu": "yes"}, "require_gpu"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_happens(tmp_path, kwargs, name):
+    if name is None:  # a string that is not "auto" is a folder path: valid
+        setup(environment=local_env(tmp_path), accelerator=accelerator(None), show=False, **kwargs)
+        return
+    with pytest.raises(ConfigError, match=f"argument `{name}`"):
+        setup(environment=local_env(tmp_path), accelerator=accelerator(None), show=False, **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_drive_true_outside_colab_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="Drive mounts only in Colab"):
+        setup("r", drive=True, environment=local_env(tmp_path), accelerator=accelerator(None))
+
+
+def test_session_limit_applies_to_an_injected_environment(tmp_path):
+    session = setup(
+        "r", session_limit="24h", environment=local_env(tmp_path), accelerator=accelerator(None),
+        show=False,
+    )  # fmt: skip
+    assert session.environment.session_limit_s == 24 * 3600
+
+
+def test_html_summary_in_a_notebook_kernel(tmp_path, monkeypatch):
+    shown = []
+    fake_ipython = types.ModuleType("IPython")
+    fake_ipython.get_ipython = lambda: types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    display = types.ModuleType("IPython.display")
+    display.HTML = lambda html: ("HTML", html)
+    display.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    setup("r1", environment=local_env(tmp_path), accelerator=accelerator("l4"))
+    ((kind, html),) = shown
+    assert kind == "HTML" and "<table>" in html and "NVIDIA L4" in html
+
+
+def test_html_is_escaped(tmp_path):
+    env = local_env(tmp_path)
+    session = setup("r1", drive=tmp_path / "<b>", environment=env, accelerator=accelerator(None))
+    html = session._repr_html_()
+    assert "&lt;b&gt;" in html and "<b>/r1" not in html
+    assert "No NVIDIA GPU found" in html

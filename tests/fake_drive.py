@@ -177,10 +177,15 @@ class FakeDrive:
         return f"2026-01-01T{tick // 3600:02d}:{tick // 60 % 60:02d}:{tick % 60:02d}.000Z"
 
     def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.seen.append(Seen("token", "POST", TOKEN_URI, {}, {}))
+        fault = self._take_fault("token")
+        if fault is not None and fault.drop:
+            raise requests.ConnectionError("token endpoint unreachable (injected)")
+        if fault is not None:
+            return fault.status, {}, json.dumps({"error": fault.reason})
         self.issued += 1
         token = f"token-{self.issued}"
         self.tokens.add(token)
-        self.seen.append(Seen("token", "POST", TOKEN_URI, {}, {}))
         body = {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
         return 200, {}, json.dumps(body)
 

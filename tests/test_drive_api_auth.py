@@ -206,3 +206,19 @@ def test_importing_the_store_stays_light():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_open_store_gdrive_url_finds_credentials_from_the_environment(monkeypatch, tmp_path):
+    from colabkit.storage import open_store
+
+    key = tmp_path / "user.json"
+    key.write_text(json.dumps(_user_key()))  # no access token yet: the first call refreshes
+    monkeypatch.setenv("COLABKIT_DRIVE_CREDENTIALS", str(key))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        drive = FakeDrive(mock)
+        store = open_store("gdrive://colabkit/run")
+        (tmp_path / "a").write_bytes(b"abc")
+        store.put(tmp_path / "a", "ckpt")
+    assert store.url == "gdrive://colabkit/run"
+    assert drive.kinds()[0] == "token"
+    assert drive.path("colabkit/run/ckpt").data == b"abc"

@@ -127,6 +127,24 @@ def test_expired_token_is_refreshed_and_the_chunk_resent_whole(drive, store, clo
     assert clock.sleeps == []
 
 
+def test_unreachable_token_endpoint_is_retried(drive, store, clock, tmp_path):
+    drive.expire_tokens()
+    drive.fail("token", drop=True)
+    assert _roundtrip(store, tmp_path, b"abc") == b"abc"
+    assert drive.kinds().count("token") == 2
+    assert len(clock.sleeps) == 1
+
+
+def test_revoked_sign_in_is_one_clear_error_without_retries(drive, store, clock, tmp_path):
+    (tmp_path / "a").write_bytes(b"abc")
+    drive.expire_tokens()
+    drive.fail("token", 400, "invalid_grant", times=100)
+    with pytest.raises(StoreError, match="Sign in again"):
+        store.put(tmp_path / "a", "ckpt")
+    assert drive.kinds().count("token") == 1
+    assert clock.sleeps == []
+
+
 def test_storage_quota_is_one_clear_error_without_retries(drive, store, clock, tmp_path):
     (tmp_path / "a").write_bytes(b"abc")
     drive.fail("multipart", 403, "storageQuotaExceeded", times=100)

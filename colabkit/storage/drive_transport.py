@@ -160,9 +160,14 @@ def error_reason(exc: Any) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: 429, 5xx, rate-limit 403, timeouts, dropped connections."""
+    """True for failures worth retrying: 429, 5xx, rate-limit 403, timeouts, dropped lines."""
+    from google.auth.exceptions import RefreshError, TransportError
     from googleapiclient.errors import HttpError
 
+    if isinstance(exc, TransportError):  # the token endpoint could not be reached
+        return True
+    if isinstance(exc, RefreshError):  # e.g. a 5xx after google-auth's own retries
+        return bool(getattr(exc, "retryable", False))
     if isinstance(exc, HttpError):
         status = exc.status_code
         return (
@@ -196,14 +201,9 @@ def call_with_retry(
     policy: RetryPolicy | None = None,
     on_retry: Callable[[], None] | None = None,
 ) -> T:
-    """Runs ``call`` until it succeeds, retrying transient failures, translating the others.
-
-    Args:
-        call: One attempt (one HTTP exchange, or one resumable-upload step).
-        what: What is being done, for messages ("upload of 'ckpt-1.zip'").
-        clock: Where backoff sleeps.
-        policy: Backoff settings.
-        on_retry: Runs before each retry (e.g. to restart an expired upload session).
+    """Runs ``call`` (one HTTP exchange or upload step) until it succeeds, retrying transient
+    failures and translating the others; ``what`` names the operation in messages, ``on_retry``
+    runs before each retry.
 
     Raises:
         FileNotFoundError: Drive answered 404.

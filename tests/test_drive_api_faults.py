@@ -170,6 +170,21 @@ def test_missing_permission_is_one_clear_error_and_the_upload_is_removed(
     assert clock.sleeps == []
 
 
+def test_a_superseded_copy_that_cannot_be_deleted_does_not_fail_the_put(drive, store, tmp_path):
+    for version in (b"v1", b"v2"):
+        (tmp_path / "a").write_bytes(version)
+        if version == b"v2":
+            drive.fail("delete", 403, "insufficientFilePermissions")
+        store.put(tmp_path / "a", "ckpt")
+    assert sorted(f.data for f in drive.named("ckpt")) == [b"v1", b"v2"]
+    assert [(o.name, o.size) for o in store.list()] == [("ckpt", 2)]
+    store.get("ckpt", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == b"v2"
+    (tmp_path / "a").write_bytes(b"v3!")
+    store.put(tmp_path / "a", "ckpt")  # the next put removes every older copy
+    assert [f.data for f in drive.named("ckpt")] == [b"v3!"]
+
+
 def test_404_on_a_named_object_is_file_not_found_without_retries(drive, store, clock, tmp_path):
     (tmp_path / "a").write_bytes(b"abc")
     store.put(tmp_path / "a", "ckpt")

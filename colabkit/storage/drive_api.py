@@ -139,13 +139,19 @@ class DriveApiStore:
         validate_name(name)
         with self._lock:
             parent, base = self._parent_of(name, create=True)
-            upload = self._upload(source, parent or "", name, size)
-            try:
+            assert parent is not None  # created when missing
+            upload = self._upload(source, parent, name, size)
+            try:  # until the rename lands, the upload is ours to remove
                 self._check_upload(upload, name, size, md5)
-                return self._commit(upload["id"], parent, base, name)
+                superseded = self._files_named(parent, base)
+                renamed = self._rename(upload["id"], base, name)
             except BaseException:
                 self._discard(upload["id"], name)
                 raise
+            self._remove_superseded(superseded, name)
+            info = _info(name, renamed)
+            logger.info("Uploaded %s to %s (%d bytes, md5 verified)", name, self.url, info.size)
+            return info
 
     def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:
         """Downloads ``name`` to a temporary file beside ``local_path``, checks md5, renames."""
@@ -329,27 +335,26 @@ class DriveApiStore:
                 f"{got_md5}; expected {size}, {md5}); the upload was discarded. Retry the save."
             )
 
-    def _commit(self, upload_id: str, parent: str, base: str, name: str) -> ObjectInfo:
-        """Renames the verified upload into place, then deletes the copies it supersedes."""
-        superseded = self._files_named(parent, base)
+    def _rename(self, upload_id: str, base: str, name: str) -> dict[str, Any]:
+        """Commits a verified upload: its final name, and no temporary tag (one PATCH)."""
         body = {"name": base, "appProperties": {TEMP_KEY: None}}
-        renamed = self._execute(
+        return self._execute(
             self._service.files().update(
                 fileId=upload_id, body=body, fields=FILE_FIELDS, supportsAllDrives=True
             ),
             f"rename of the upload of {name!r}",
         )
+
+    def _remove_superseded(self, superseded: list[dict[str, Any]], name: str) -> None:
+        """Deletes the copies a put replaced; a leftover is harmless (the newest copy wins)."""
         for old in superseded:
             try:
                 self._execute(
                     self._service.files().delete(fileId=old["id"], supportsAllDrives=True),
                     f"delete of the superseded {name!r}",
                 )
-            except OSError as exc:  # the newest copy wins anyway; the next put retries
+            except OSError as exc:
                 logger.warning("Could not delete a superseded %s on Drive: %s", name, exc)
-        info = _info(name, renamed)
-        logger.info("Uploaded %s to %s (%d bytes, md5 verified)", name, self.url, info.size)
-        return info
 
     def _discard(self, upload_id: str, name: str) -> None:
         try:

@@ -21,7 +21,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from colabkit.doctor import diagnose
     from colabkit.gpu import require_gpu
 
-    report = diagnose(session_limit=args.session_limit)
+    report = diagnose(session_limit=args.session_limit, frameworks=args.frameworks)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="12h",
         metavar="DURATION",
         help="session limit to count time left against (default 12h; 24h on paid plans)",
+    )
+    doctor.add_argument(
+        "--frameworks",
+        default="tensorflow,jax,torch",
+        metavar="NAMES",
+        help="comma-separated frameworks to ask, each in a subprocess (default "
+        "tensorflow,jax,torch; 'none' for a fast report without them)",
     )
     doctor.set_defaults(func=_cmd_doctor)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,8 +17,9 @@ from colabkit import __version__
 from colabkit.drive import DriveHealth, drive_health, mount_state
 from colabkit.duration import format_duration
 from colabkit.env import DEFAULT_SESSION_LIMIT, Environment, detect
+from colabkit.errors import invalid_argument
 from colabkit.findings import Finding
-from colabkit.frameworks import FrameworkView
+from colabkit.frameworks import FRAMEWORKS, FrameworkView
 from colabkit.gpu import AcceleratorReport, accelerator_report
 from colabkit.schema import DOCTOR_SCHEMA, SCHEMA_VERSION, validate
 from colabkit.summary import render_html, render_text, summary_rows
@@ -165,6 +166,7 @@ def diagnose(
     accelerator: AcceleratorReport | None = None,
     drive: DriveStatus | None = None,
     environ: Mapping[str, str] | None = None,
+    frameworks: str | Iterable[str] = FRAMEWORKS,
 ) -> DoctorReport:
     """Runs every check (frameworks in subprocesses) and returns the report.
 
@@ -174,11 +176,30 @@ def diagnose(
         accelerator: An accelerator report (built when None; this asks every framework).
         drive: A Drive status (checked when None).
         environ: Environment variables for the accelerator report.
+        frameworks: Which frameworks to ask: names, or a comma-separated string where
+            ``"none"`` (or ``""``) asks none.
+
+    Raises:
+        ConfigError: A bad ``session_limit`` or an unknown framework name.
     """
+    names = parse_frameworks(frameworks)
     env = environment or detect(session_limit=session_limit)
-    accel = accelerator or accelerator_report(environ=environ)
+    accel = accelerator or accelerator_report(frameworks=names, environ=environ)
     status = drive or check_drive(env)
     return DoctorReport(env, accel, status, env.detected_at)
+
+
+def parse_frameworks(frameworks: str | Iterable[str]) -> tuple[str, ...]:
+    """Framework names from ``"tensorflow,jax"`` or a list; ``"none"`` means none."""
+    if isinstance(frameworks, str):
+        text = frameworks.strip().lower()
+        parts = [] if text in ("", "none") else [p.strip() for p in text.split(",")]
+    else:
+        parts = list(frameworks)
+    if any(p not in FRAMEWORKS for p in parts):
+        expected = "a comma-separated subset of tensorflow,jax,torch, or 'none'"
+        raise invalid_argument("frameworks", frameworks, expected)
+    return tuple(dict.fromkeys(parts))
 
 
 def schema_errors(document: Any) -> list[str]:

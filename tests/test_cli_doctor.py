@@ -1,0 +1,135 @@
+"""``colabkit doctor``, run the way a user runs it: a subprocess, on this GPU-less machine.
+
+The three slow runs (each asks TensorFlow and JAX in subprocesses) start together in a
+module fixture, so the file costs about one doctor run of wall time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakes import BIN, NVIDIA_SMI
+
+from colabkit.cli import main
+from colabkit.doctor import DOCTOR_SCHEMA, schema_errors, validate
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "doctor.md"
+
+
+def _start(*args: str, path_prefix: str | None = None, **env_vars) -> subprocess.Popen[str]:
+    env = dict(os.environ, COLABKIT_FAKE_NVIDIA_SMI=str(NVIDIA_SMI / "a100.csv"), **env_vars)
+    if path_prefix is not None:
+        env["PATH"] = path_prefix + os.pathsep + env.get("PATH", "")
+    return subprocess.Popen(
+        [sys.executable, "-m", "colabkit", "doctor", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """(returncode, stdout, stderr) of each doctor run, started in parallel."""
+    started = {
+        "json": _start("--json"),  # asks TensorFlow for real: the one slow run
+        "text-require": _start("--require-gpu", "--frameworks", "jax"),
+        "a100": _start(
+            "--json", "--require-gpu", "--frameworks=jax", path_prefix=str(BIN), KERAS_BACKEND="jax"
+        ),
+    }
+    results = {}
+    for name, proc in started.items():
+        out, err = proc.communicate(timeout=180)
+        results[name] = (proc.returncode, out, err)
+    return results
+
+
+def test_json_report_here_is_local_without_gpu_and_matches_the_schema(runs):
+    code, out, err = runs["json"]
+    assert code == 0, err
+    report = json.loads(out)
+    assert schema_errors(report) == []
+    assert report["environment"]["kind"] == "local"
+    assert report["accelerator"]["gpus"] == []
+    (no_gpu,) = [f for f in report["findings"] if f["code"] == "no-gpu"]
+    assert "Runtime → Change runtime type → GPU" in no_gpu["fix"]
+    frameworks = {f["name"]: f for f in report["accelerator"]["frameworks"]}
+    assert frameworks["tensorflow"]["installed"] and frameworks["tensorflow"]["gpu_count"] == 0
+    if importlib.util.find_spec("torch") is None:  # reported without starting anything
+        assert (frameworks["torch"]["installed"], frameworks["torch"]["checked"]) == (False, False)
+
+
+def test_text_report_and_require_gpu_exit_1_with_the_fix(runs):
+    code, out, err = runs["text-require"]
+    assert code == 1
+    assert "local machine" in out and "No NVIDIA GPU found" in out
+    assert re.search(r"^Frameworks: +jax [\d.]+: 0 GPU$", out, re.M)
+    assert err.startswith("Error: No usable GPU") and "Change runtime type → GPU" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_fake_nvidia_smi_a100_is_reported(runs):
+    code, out, err = runs["a100"]
+    report = json.loads(out)
+    assert schema_errors(report) == []
+    (gpu,) = report["accelerator"]["gpus"]
+    assert (gpu["name"], gpu["memory_total_mib"]) == ("NVIDIA A100-SXM4-40GB", 40960)
+    assert report["accelerator"]["gpu_source"] == "nvidia-smi"
+    # The A100 is fake, so the real JAX here (Keras' backend in this run) cannot see it.
+    codes = [f["code"] for f in report["findings"]]
+    assert "jax-cannot-see-gpu" in codes and "no-gpu" not in codes
+    assert code == 1 and "jax[cuda12]" in err
+
+
+def test_bad_session_limit_is_an_error_line(capsys):
+    assert main(["doctor", "--session-limit", "forever"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: Invalid value for argument `session_limit`")
+
+
+def test_unknown_framework_is_an_error_line(capsys):
+    assert main(["doctor", "--frameworks", "tensorflow,caffe"]) == 1
+    assert "argument `frameworks`" in capsys.readouterr().err
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["doctor", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--json", "--require-gpu", "--session-limit", "--frameworks"):
+        assert option in out
+
+
+def test_the_validator_catches_what_the_schema_forbids(runs):
+    report = json.loads(runs["json"][1])
+    report["environment"]["kind"] = "laptop"
+    report["accelerator"]["gpus"] = [{"index": -1}]
+    del report["ok"]
+    report["extra"] = 1
+    errors = validate(report, DOCTOR_SCHEMA)
+    assert any("'laptop' is not one of" in e for e in errors)
+    assert any("$.accelerator.gpus[0]: missing 'name'" in e for e in errors)
+    assert any("below the minimum" in e for e in errors)
+    assert "$: missing 'ok'" in errors and "$: unexpected property 'extra'" in errors
+
+
+def test_docs_describe_every_field_of_the_schema():
+    text = DOCS.read_text()
+
+    def fields(schema, prefix=""):
+        for key, sub in schema.get("properties", {}).items():
+            yield prefix + key
+            yield from fields(sub.get("items", sub), f"{prefix}{key}.")
+
+    missing = [name for name in fields(DOCTOR_SCHEMA) if f"`{name}`" not in text]
+    assert missing == []

@@ -32,15 +32,68 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_ckpt_ls(args: argparse.Namespace) -> int:
-    raise NotImplementedError("ckpt ls")  # filled in by the checkpoint work (issue 3)
+    import json
+
+    from colabkit.checkpoint import inventory
+
+    store = inventory.run_store(args.run_dir)
+    statuses = inventory.inspect_store(store)
+    if args.json:
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
+    elif not statuses:
+        print(inventory.nothing_found(store))
+    else:
+        print(inventory.format_table(statuses))
+    return 0
 
 
 def _cmd_ckpt_verify(args: argparse.Namespace) -> int:
-    raise NotImplementedError("ckpt verify")
+    import json
+
+    from colabkit.checkpoint import inventory
+
+    store = inventory.run_store(args.run_dir)
+    statuses = inventory.inspect_store(store)
+    if args.json:
+        print(json.dumps({"store": store.url, "checkpoints": [s.to_json() for s in statuses]}))
+    else:
+        for status in statuses:
+            mark = "ok " if status.verified else "BAD"
+            print(f"{mark} {status.name}  {status.problem or ''}".rstrip())
+    if not statuses:
+        raise ColabkitError(f"{inventory.nothing_found(store)}: nothing to resume from")
+    if not statuses[0].verified:
+        good = next((s.name for s in statuses if s.verified), None)
+        fallback = f"resume would use {good}" if good else "no checkpoint verifies"
+        raise ColabkitError(f"newest checkpoint {statuses[0].name} does not verify ({fallback})")
+    return 0
 
 
 def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
-    raise NotImplementedError("ckpt prune")
+    import json
+
+    from colabkit.checkpoint import inventory
+
+    if args.keep < 1:
+        print(
+            "colabkit ckpt prune: error: Invalid value for argument `--keep`. "
+            f"Received: --keep={args.keep}. Expected an integer >= 1; nothing was deleted.",
+            file=sys.stderr,
+        )
+        return 2
+    store = inventory.run_store(args.run_dir)
+    statuses = inventory.inspect_store(store)
+    deleted = inventory.prune(store, args.keep, statuses)
+    if args.json:
+        print(json.dumps({"store": store.url, "deleted": deleted}))
+    elif not statuses:
+        print(inventory.nothing_found(store))
+    else:
+        kept = len(statuses) - len(deleted)
+        print(f"deleted {len(deleted)}, kept {kept} checkpoint(s) in {store.url}")
+        for name in deleted:
+            print(f"  deleted {name}")
+    return 0
 
 
 def _cmd_train_mnist(args: argparse.Namespace) -> int:

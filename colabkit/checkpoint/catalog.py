@@ -40,6 +40,17 @@ def describe_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def store_call(method, *args):
+    """Calls a store method; any OSError other than FileNotFoundError becomes a StoreError."""
+    try:
+        return method(*args)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        url = getattr(getattr(method, "__self__", None), "url", "the store")
+        raise StoreError(f"{url}: {describe_failure(e)}") from e
+
+
 def record_from_state(name: str, state: dict, size: int | None) -> CheckpointRecord:
     """The catalogue entry for a checkpoint whose ``state.json`` has been read."""
     step = step_of(name)

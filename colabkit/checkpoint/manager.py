@@ -316,9 +316,9 @@ class CheckpointManager:
                 local = self.staging / name
                 if not local.exists():
                     self._verifier.fetch(name)
-                _store_call(self.store.put, local, f"{prefix}/{name}")
+                catalog.store_call(self.store.put, local, f"{prefix}/{name}")
                 if name in in_store:
-                    _store_call(self.store.delete, name)
+                    catalog.store_call(self.store.delete, name)
                 local.unlink()
             with self._cond:
                 self._records.clear()
@@ -329,7 +329,7 @@ class CheckpointManager:
     def _free_archive_prefix(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.time()))
         prefix, n = f"archive/{stamp}", 1
-        while _store_call(self.store.list, prefix + "/"):
+        while catalog.store_call(self.store.list, prefix + "/"):
             n += 1
             prefix = f"archive/{stamp}-{n}"
         return prefix
@@ -471,16 +471,6 @@ class CheckpointManager:
                 if name != newest and name not in busy:
                     with contextlib.suppress(FileNotFoundError):
                         (self.staging / name).unlink()
-
-
-def _store_call(method, *args):
-    """Calls a store method; any OSError other than FileNotFoundError becomes a StoreError."""
-    try:
-        return method(*args)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise StoreError(f"{catalog.describe_failure(e)}") from e
 
 
 def _check_delays(delays: Sequence[float]) -> tuple[float, ...]:

@@ -1,0 +1,166 @@
+"""What ``colabkit ckpt ls|verify|prune`` report about a run's checkpoints.
+
+The CLI stays a thin layer: it parses, calls these functions and prints. A run directory keeps
+its checkpoints in ``RUN_DIR/checkpoints``; a store URL (``gdrive://...``, ``memory://...``)
+names the store directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from colabkit.checkpoint.catalog import store_call
+from colabkit.checkpoint.format import step_of, verify
+from colabkit.duration import format_duration
+from colabkit.errors import CorruptCheckpointError, invalid_argument
+from colabkit.storage import LocalStore, open_store
+from colabkit.storage.base import Store
+
+CHECKPOINTS_FOLDER = "checkpoints"
+
+
+@dataclass(frozen=True)
+class CheckpointStatus:
+    """One checkpoint as ``colabkit ckpt`` shows it.
+
+    Attributes:
+        name: File name in the store.
+        step: Global step.
+        epoch: Epoch from its state (None if unreadable or absent).
+        size: Bytes.
+        created: Creation time from its state, else the store's modification time.
+        verified: Whether every member matched its checksum.
+        problem: Why it did not verify (None if it did).
+    """
+
+    name: str
+    step: int
+    epoch: int | None
+    size: int
+    created: float
+    verified: bool
+    problem: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def run_store(run_dir: str | os.PathLike[str]) -> Store:
+    """The store holding a run's checkpoints: ``RUN_DIR/checkpoints``, or a store URL.
+
+    A folder that holds checkpoint files itself (the ``checkpoints`` folder given directly) is
+    used as it is.
+    """
+    text = os.fspath(run_dir)
+    if "://" in text and not text.startswith("file://"):
+        return open_store(text)
+    store = open_store(text)
+    folder = Path(store.root) if isinstance(store, LocalStore) else Path(text)
+    if any(step_of(p.name) is not None for p in _entries(folder)):
+        return LocalStore(folder)
+    return LocalStore(folder / CHECKPOINTS_FOLDER)
+
+
+def inspect_store(store: Store) -> list[CheckpointStatus]:
+    """Every checkpoint of ``store``, newest first, each fully verified."""
+    infos = [i for i in store_call(store.list) if step_of(i.name) is not None]
+    infos.sort(key=lambda info: step_of(info.name), reverse=True)
+    return [_status(store, info) for info in infos]
+
+
+def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str]:
+    """Deletes all but the newest ``keep`` checkpoints; never the newest one that verifies.
+
+    Args:
+        store: Where they live.
+        keep: How many of the newest to keep (>= 1).
+        statuses: ``inspect_store(store)`` (newest first).
+
+    Returns:
+        The names deleted.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise invalid_argument("keep", keep, "an integer >= 1")
+    kept = {s.name for s in statuses[:keep]}
+    newest_good = next((s.name for s in statuses if s.verified), None)
+    if newest_good is not None:
+        kept.add(newest_good)
+    deleted = []
+    for status in statuses:
+        if status.name not in kept:
+            store_call(store.delete, status.name)
+            deleted.append(status.name)
+    return deleted
+
+
+def _status(store: Store, info) -> CheckpointStatus:
+    with _local_copy(store, info.name) as path:
+        try:
+            state, problem = verify(path), None
+        except CorruptCheckpointError as e:
+            state, problem = {}, str(e)
+    epoch = state.get("epoch")
+    return CheckpointStatus(
+        name=info.name,
+        step=step_of(info.name),
+        epoch=epoch if isinstance(epoch, int) else None,
+        size=info.size,
+        created=float(state.get("created", info.modified)),
+        verified=problem is None,
+        problem=problem,
+    )
+
+
+@contextlib.contextmanager
+def _local_copy(store: Store, name: str) -> Iterator[Path]:
+    """The checkpoint as a local file: in place for a folder, else a temporary download."""
+    if isinstance(store, LocalStore):
+        yield store.path(name)
+        return
+    with tempfile.TemporaryDirectory(prefix="colabkit-ckpt-") as folder:
+        path = Path(folder) / name
+        store_call(store.get, name, path)
+        yield path
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def format_table(statuses: list[CheckpointStatus], now: float | None = None) -> str:
+    """``ckpt ls`` as aligned text: step, epoch, size, age, verified, name."""
+    now = time.time() if now is None else now
+    rows = [("STEP", "EPOCH", "SIZE", "AGE", "VERIFIED", "NAME")]
+    for s in statuses:
+        epoch = "-" if s.epoch is None else str(s.epoch)
+        verified = "yes" if s.verified else "NO"
+        age = format_duration(max(0.0, now - s.created))
+        rows.append((str(s.step), epoch, _size(s.size), age, verified, s.name))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def nothing_found(store: Store) -> str:
+    """The message for a run without checkpoints, saying when its folder does not even exist."""
+    message = f"no checkpoints in {store.url}"
+    if isinstance(store, LocalStore) and not store.root.exists():
+        message += " (the folder does not exist)"
+    return message
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"  # pragma: no cover

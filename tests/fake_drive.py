@@ -379,7 +379,10 @@ def _bad_request(**_: Any) -> Any:
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Any:
-    body = {"error": {"code": status, "message": reason, "errors": [{"reason": reason}]}}
+    # Like Google's newer answers: the v3 "errors" list and an rpc ErrorInfo in "details".
+    info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason.upper()}
+    errors = [{"domain": "global", "reason": reason, "message": reason}]
+    body = {"error": {"code": status, "message": reason, "errors": errors, "details": [info]}}
     return status, dict(headers or {}), json.dumps(body)
 
 

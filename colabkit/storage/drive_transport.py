@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import io
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -152,11 +153,17 @@ class RetryPolicy:
 
 
 def error_reason(exc: Any) -> str:
-    """The first ``errors[].reason`` of a googleapiclient ``HttpError`` ("" if none)."""
-    details = getattr(exc, "error_details", None)
-    if isinstance(details, list) and details and isinstance(details[0], dict):
-        return str(details[0].get("reason", ""))
-    return ""
+    """The first ``errors[].reason`` of a Drive error answer ("" if none).
+
+    Read from the body, not ``HttpError.error_details``: when an answer carries both the v3
+    ``errors`` list and rpc ``details``, googleapiclient keeps ``details``, whose reasons are
+    spelled differently (``RATE_LIMIT_EXCEEDED``).
+    """
+    try:
+        errors = json.loads(exc.content.decode("utf-8"))["error"]["errors"]
+        return str(errors[0]["reason"])
+    except (AttributeError, ValueError, KeyError, IndexError, TypeError):
+        return ""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -205,6 +205,10 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
     data = load_data(config.dataset, limit=config.limit, origin=origin)
     from colabkit.training.trainer import fit
 
+    if config.seed is not None:  # the initial weights too, so two runs with one seed agree
+        import keras
+
+        keras.utils.set_random_seed(config.seed)
     model = build_model()
     history = fit(
         model,

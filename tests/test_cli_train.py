@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +15,25 @@ import pytest
 from colabkit.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE = "http://127.0.0.1:9/mnist.npz"
 
 
-def _run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess:
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # fit's local staging stays in tmp
+    }
+
+
+def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "colabkit", "train", "mnist", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
-        cwd=cwd or REPO,
-        env=_env(),
+        timeout=240,
+        cwd=REPO,
+        env=env,
     )
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
 def _results(run_dir: Path) -> tuple[float, float]:
@@ -110,3 +110,128 @@ def test_bad_input_fails_before_keras_or_tensorflow_is_imported(tmp_path):
     )
 
     assert done.stdout.strip() == "1 []"
+
+
+# --- real runs ------------------------------------------------------------------------------
+
+QUICK = ["--dataset", "mnist-5k", "--limit", "600", "--batch-size", "128"]  # 5 steps per epoch
+
+
+@pytest.mark.slow
+def test_run_rerun_and_fresh(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*QUICK, "--run-dir", str(run_dir), "--epochs", "2", "--seed", "3"]
+
+    first = _run_cli(*args, env=_env(tmp_path))
+    assert first.returncode == 0, first.stderr
+    outputs = sorted(p.name for p in (run_dir / "outputs").iterdir())
+    assert outputs == [
+        "history.json",
+        "learning_curve.png",
+        "mnist_model.keras",
+        "predictions.npy",
+        "results.txt",
+    ]
+    assert np.load(run_dir / "outputs" / "predictions.npy").shape == (1000, 10)
+    history = json.loads((run_dir / "outputs" / "history.json").read_text())
+    assert history["epochs"] == [1, 2] and history["resumes"] == []
+    assert "Epoch 2/2" in first.stdout  # Keras' own progress bar is shown
+    assert "Test accuracy: " in first.stdout and "Checkpoint" in first.stderr
+
+    again = _run_cli(*args, env=_env(tmp_path))  # finished: prints its results, no training
+    assert again.returncode == 0, again.stderr
+    assert "Epoch 1/2" not in again.stdout
+    assert again.stdout.splitlines()[-3:-1] == first.stdout.splitlines()[-3:-1]
+
+    fresh = _run_cli(*args, "--fresh", env=_env(tmp_path))
+    assert fresh.returncode == 0, fresh.stderr
+    assert "Epoch 1/2" in fresh.stdout
+    archived = list((run_dir / "checkpoints" / "archive").rglob("*.ckpt"))
+    assert len(archived) >= 1  # the old run was archived, not deleted
+
+
+KILLER = """
+import os, signal, sys
+from colabkit.storage import atomic
+from colabkit.cli import main
+
+store, kill_at = sys.argv[1], int(sys.argv[2])
+commits = []
+
+def kill_during_a_save(event, path):
+    if event == "replace" and path.startswith(store) and path.endswith(".ckpt"):
+        commits.append(path)
+        if len(commits) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # before the rename: a kill mid-save
+
+atomic.set_io_hook(kill_during_a_save)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+DETERMINISTIC = [*QUICK, "--epochs", "2", "--seed", "11", "--deterministic"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    run_dir = tmp_path / "run"
+    done = _run_cli(*DETERMINISTIC, "--run-dir", str(run_dir), env=_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("save_every", "kill_at_commit"),
+    [("epoch", 1), ("2steps", 3)],  # killed saving epoch 1's end; saving step 6 (mid-epoch 2)
+)
+def test_a_run_killed_mid_save_and_resumed_ends_like_an_uninterrupted_one(
+    tmp_path, uninterrupted_run, save_every, kill_at_commit
+):
+    run_dir, env = tmp_path / "run", _env(tmp_path)
+    command = ["train", "mnist", *DETERMINISTIC, "--save-every", save_every]
+    command += ["--run-dir", str(run_dir)]
+    store = str(run_dir / "checkpoints")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, store, str(kill_at_commit), *command],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=REPO,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (run_dir / "outputs").exists()
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "colabkit", *command],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=REPO,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert "Resuming from" in finished.stderr
+    assert _results(run_dir) == _results(uninterrupted_run)
+    history = json.loads((run_dir / "outputs" / "history.json").read_text())
+    reference = json.loads((uninterrupted_run / "outputs" / "history.json").read_text())
+    assert history["history"] == reference["history"]
+    assert len(history["resumes"]) == 1
+    assert (history["resumes"][0]["step"] > 0) == (save_every == "2steps")  # mid-epoch or not
+
+
+@pytest.mark.slow
+def test_the_full_15_epoch_job_on_the_5k_sample_reaches_95_percent(tmp_path):
+    run_dir = tmp_path / "run"
+
+    done = _run_cli(
+        "--dataset", "mnist-5k", "--epochs", "15", "--run-dir", str(run_dir),
+        env=_env(tmp_path),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    loss, accuracy = _results(run_dir)
+    assert accuracy >= 0.95, (loss, accuracy)

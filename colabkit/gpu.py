@@ -260,8 +260,9 @@ def accelerator_report(
     """
     environ = os.environ if environ is None else environ
     backend = environ.get("KERAS_BACKEND", "tensorflow") or "tensorflow"
+    names = tuple(frameworks)
     query = gpu_query()
-    views = framework_check(tuple(frameworks)) if tuple(frameworks) else ()
+    views = framework_check(names) if names else ()
     tpu = tpu_probe(environ)
     findings = [*gpu_findings(query.gpus, query.problem, tpu)]
     findings += framework_findings(query.gpus, views, backend)

@@ -287,3 +287,16 @@ def test_driver_problem_is_reported_instead_of_no_gpu():
     assert [f.code for f in r.findings] == ["nvidia-smi-unreadable"]
     with pytest.raises(AcceleratorError, match="cannot read"):
         require_gpu(r)
+
+
+def test_frameworks_may_be_any_iterable_and_empty_asks_none():
+    asked = []
+    common = dict(
+        environ={},
+        gpu_query=lambda: GpuQuery((), "none"),
+        framework_check=lambda names: asked.append(names) or (),
+        tpu_probe=lambda environ: NO_TPU,
+    )
+    accelerator_report(frameworks=(name for name in ["jax"]), **common)
+    accelerator_report(frameworks=(), **common)
+    assert asked == [("jax",)]

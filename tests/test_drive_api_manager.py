@@ -1,0 +1,39 @@
+"""The checkpoint manager mirrors to a DriveApiStore (over the fake Drive) and resumes from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import responses
+from fake_drive import FakeDrive, open_store
+
+from colabkit.checkpoint.format import checkpoint_name
+from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.clock import FakeClock
+
+
+@pytest.fixture
+def drive():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakeDrive(mock)
+
+
+def test_checkpoints_reach_drive_verified_and_a_new_vm_resumes_from_them(drive, tmp_path):
+    clock = FakeClock()
+    store = open_store(drive, clock=clock)
+    manager = CheckpointManager(store, staging_dir=tmp_path / "vm1", keep_policy=2, clock=clock)
+    drive.fail("multipart", 503, "backendError")  # Drive hiccups once during mirroring
+    for step in (1, 2, 3):
+        manager.save(step, {"w": np.full(5, step, np.float32)}, {"epoch": step})
+        manager.wait()
+    manager.close()
+    assert [o.name for o in store.list()] == [checkpoint_name(2), checkpoint_name(3)]
+
+    fresh = CheckpointManager(
+        open_store(drive, clock=clock), staging_dir=tmp_path / "vm2", clock=clock
+    )
+    contents = fresh.restore()
+    fresh.close()
+    assert contents.state["step"] == 3
+    np.testing.assert_array_equal(contents.arrays["w"], np.full(5, 3, np.float32))
+    assert drive.faults[0].times == 0

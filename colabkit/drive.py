@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_MS = 120_000
 FLUSH_TIMEOUT_MS = 24 * 60 * 60 * 1000
 MountStatus = Literal["mounted", "already-mounted", "remounted", "not-colab"]
+MountState = Literal["mounted", "absent", "stale"]
 _TIMEOUT_CAUSE = (
     "Usual causes: the Drive consent dialog was not answered (it appears on every new VM) or "
     "a Google Drive outage. Answer the dialog and run again, or pass drive=False to train on "
@@ -142,22 +143,21 @@ def _not_colab(mountpoint: Path, why: str) -> MountResult:
     return MountResult("not-colab", mountpoint, None, 0, message)
 
 
-def mount_state(mountpoint: Path, listdir: Callable[[str], list[str]]) -> str:
-    """``"mounted"``, ``"absent"``, or ``"stale"`` (the mount exists but does not answer)."""
-    try:
-        listdir(str(mountpoint / "MyDrive"))
-    except (FileNotFoundError, NotADirectoryError):
+def mount_state(mountpoint: Path, listdir: Callable[[str], list[str]] = os.listdir) -> MountState:
+    """``"mounted"``, ``"absent"``, or ``"stale"`` (a mount that does not answer, e.g. errno 107).
+
+    A stale FUSE mount can fail on ``MyDrive`` or already on the mountpoint itself.
+    """
+    for folder, found in ((mountpoint / "MyDrive", "mounted"), (mountpoint, "absent")):
         try:
-            listdir(str(mountpoint))
+            listdir(str(folder))
         except (FileNotFoundError, NotADirectoryError):
-            return "absent"
-        except OSError:
+            continue
+        except OSError as e:
+            logger.warning("Drive mount at %s does not answer (%s)", mountpoint, e)
             return "stale"
-        return "absent"
-    except OSError as e:
-        logger.warning("Drive mount at %s does not answer (%s); remounting", mountpoint, e)
-        return "stale"
-    return "mounted"
+        return found
+    return "absent"
 
 
 def _mount_with_retries(

@@ -6,6 +6,8 @@ module fixture, so the file costs about one doctor run of wall time.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import importlib.util
 import json
 import os
@@ -18,7 +20,18 @@ import pytest
 from fakes import BIN, NVIDIA_SMI
 
 from colabkit.cli import main
-from colabkit.doctor import DOCTOR_SCHEMA, schema_errors, validate
+from colabkit.doctor import (
+    DOCTOR_SCHEMA,
+    DriveStatus,
+    check_drive,
+    diagnose,
+    schema_errors,
+    validate,
+)
+from colabkit.drive import DriveHealth
+from colabkit.env import SystemView, detect
+from colabkit.gpu import GpuQuery, accelerator_report
+from colabkit.tpu import TpuInfo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "doctor.md"
 
@@ -133,3 +146,47 @@ def test_docs_describe_every_field_of_the_schema():
 
     missing = [name for name in fields(DOCTOR_SCHEMA) if f"`{name}`" not in text]
     assert missing == []
+
+
+def _colab(tmp_path, session_limit="12h"):
+    env = detect(
+        session_limit=session_limit,
+        system=SystemView(environ={}, exists=lambda p: p == "/var/colab/hostname"),
+    )
+    return dataclasses.replace(env, drive_mountpoint=tmp_path / "drive")
+
+
+def _stale_listdir(path):
+    raise OSError(errno.ENOTCONN, "Transport endpoint is not connected", path)
+
+
+def test_drive_states_in_colab(tmp_path):
+    env = _colab(tmp_path)
+    assert check_drive(env).status == "not-mounted"
+    assert check_drive(env).finding.code == "drive-not-mounted"
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    assert check_drive(env) == DriveStatus(tmp_path / "drive", "healthy")
+    stale = check_drive(env, listdir=_stale_listdir)
+    assert (stale.status, stale.finding.severity) == ("stale", "error")
+    quota = DriveHealth(tmp_path, "io-error", "EIO on write", "Check your storage quota.", 5)
+    unhealthy = check_drive(env, health=lambda path: quota)
+    assert unhealthy.status == "unhealthy" and unhealthy.finding.fix == "Check your storage quota."
+    outside = dataclasses.replace(env, kind="local")
+    assert check_drive(outside).status == "not-colab"
+
+
+def test_report_warns_when_the_session_is_about_to_end(tmp_path):
+    env = _colab(tmp_path, session_limit="2h")
+    env = dataclasses.replace(env, session_start=env.detected_at - 90 * 60)
+    accelerator = accelerator_report(
+        frameworks=(),
+        environ={},
+        gpu_query=lambda: GpuQuery((), "none"),
+        tpu_probe=lambda environ: TpuInfo(False),
+    )
+    report = diagnose(environment=env, accelerator=accelerator, drive=check_drive(env))
+    (ending,) = [f for f in report.findings if f.code == "session-ending"]
+    assert "About 30m 00s left" in ending.message
+    assert report.ok and schema_errors(report.to_json()) == []
+    assert "about 30m 00s left of 2h 00m" in report.text()
+    assert "<table>" in report.html()

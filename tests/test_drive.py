@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib
 import sys
 from pathlib import Path
 
 import pytest
-from fakes import FAKES
+from fakes import fake_colab_drive
 
 from colabkit.clock import FakeClock
 from colabkit.drive import OsFileOps, drive_health, flush_drive, mount_drive
@@ -19,16 +18,8 @@ from colabkit.errors import ConfigError, DriveError
 
 @pytest.fixture
 def colab_drive(monkeypatch):
-    """The fake ``google.colab.drive``, importable the way a user imports the real one."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in ("google.colab", "google.colab.drive"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    module = importlib.import_module("google.colab.drive")
-    module.reset()
-    yield module
-    module.reset()
-    for name in ("google.colab", "google.colab.drive"):
-        sys.modules.pop(name, None)
+    """The fake ``google.colab.drive``, imported the way a user imports the real one."""
+    yield from fake_colab_drive(monkeypatch)
 
 
 def environment(kind: str):

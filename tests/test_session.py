@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 import types
 
 import pytest
-from fakes import FAKES, nvidia_smi_output
+from fakes import fake_colab_drive, nvidia_smi_output
 
 import colabkit
 from colabkit.clock import FakeClock
@@ -53,12 +52,8 @@ def colab_env(tmp_path):
 
 @pytest.fixture
 def colab_drive(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    monkeypatch.delitem(sys.modules, "google.colab.drive", raising=False)
-    module = importlib.import_module("google.colab.drive")
-    module.reset()
-    yield module
-    module.reset()
+    """The fake ``google.colab.drive``, imported the way a user imports the real one."""
+    yield from fake_colab_drive(monkeypatch)
 
 
 def test_setup_is_the_public_entry_point():

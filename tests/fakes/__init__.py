@@ -17,3 +17,24 @@ NVIDIA_SMI = FAKES / "nvidia_smi"
 def nvidia_smi_output(name: str) -> str:
     """The captured ``nvidia-smi --query-gpu=...`` output called ``name`` (e.g. ``"t4"``)."""
     return (NVIDIA_SMI / f"{name}.csv").read_text()
+
+
+def fake_colab_drive(monkeypatch):
+    """Imports the fake ``google.colab.drive`` the way a user imports the real one.
+
+    Yields the module, reset; afterwards ``google.colab`` is gone from ``sys.modules`` again.
+    Use as the body of a fixture: ``yield from fake_colab_drive(monkeypatch)``.
+    """
+    import importlib
+    import sys
+
+    names = ("google.colab", "google.colab.drive")
+    monkeypatch.syspath_prepend(str(FAKES))
+    for name in names:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("google.colab.drive")
+    module.reset()
+    yield module
+    module.reset()
+    for name in names:
+        sys.modules.pop(name, None)

@@ -1,0 +1,67 @@
+"""The example scripts run as documented, and re-running them continues instead of restarting."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def local_staging(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # fit's snapshots stay in tmp
+
+
+@pytest.mark.slow
+def test_train_mnist_script_trains_and_writes_outputs(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, str(EXAMPLES / "train_mnist.py"), "--run-dir", str(run_dir)]
+    command += ["--dataset", "mnist-5k", "--epochs", "1", "--limit", "300"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert "Test accuracy:" in done.stdout
+    assert (run_dir / "outputs" / "results.txt").read_text().startswith("Test loss: ")
+    assert json.loads((run_dir / "outputs" / "history.json").read_text())["epochs"] == [1]
+
+
+@pytest.mark.slow
+def test_custom_model_with_colabkit_fit_continues_when_run_again(tmp_path, local_staging):
+    example = _load("custom_model")
+    x, y = example.make_data(samples=400)
+
+    first = example.with_colabkit_fit(tmp_path / "fit", x, y, epochs=2)
+    second = example.with_colabkit_fit(tmp_path / "fit", x, y, epochs=3)
+
+    assert len(first["loss"]) == 2 and len(second["loss"]) == 3
+    assert second["loss"][:2] == first["loss"]  # the first two epochs were not trained again
+
+
+@pytest.mark.slow
+def test_custom_model_with_its_own_model_fit_continues_when_run_again(
+    tmp_path, local_staging, capsys
+):
+    example = _load("custom_model")
+    x, y = example.make_data(samples=400)
+
+    example.with_own_model_fit(tmp_path / "own", x, y, epochs=2)
+    second = example.with_own_model_fit(tmp_path / "own", x, y, epochs=3)
+
+    assert len(second["loss"]) == 1  # only epoch 3 ran: epochs 1-2 were restored
+    assert "epochs run this time: [3]" in capsys.readouterr().out

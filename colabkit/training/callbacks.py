@@ -1,0 +1,281 @@
+"""colabkit's Keras callbacks, for people who call ``model.fit`` themselves.
+
+- :class:`Checkpoint`: verified checkpoints (weights, optimizer, seed generators, history) with
+  automatic restore; exact at epoch boundaries when the data order is yours to control.
+- :class:`BackupAndRestore`: a drop-in for ``keras.callbacks.BackupAndRestore`` with the same
+  constructor and semantics, built on the same machinery (atomic, verified, RNG state included).
+- :class:`SessionDeadline`: stops cleanly, saved and durable, before the Colab session limit.
+
+``colabkit.fit`` goes further (mid-epoch resume, metric accumulators, callback state); these are
+for notebooks that keep their own ``model.fit`` call. The difference is documented in README.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.duration import parse_duration
+from colabkit.errors import invalid_argument
+from colabkit.storage import Store, open_store
+from colabkit.training import state as training_state
+
+log = logging.getLogger(__name__)
+
+
+class SessionDeadline(keras.callbacks.Callback):
+    """Stops training ``margin`` before the session limit, after a durable checkpoint.
+
+    Inside ``colabkit.fit`` the loop saves, waits until the checkpoint is in the store, flushes
+    the Drive mount and stops. In a plain ``model.fit``, pass the colabkit ``Checkpoint`` (or
+    ``BackupAndRestore``) callback as ``checkpoint`` so that it can save first.
+
+    Args:
+        margin: How long before the limit to stop (``"15m"``): enough to save and upload.
+        session_limit: The session limit (``"12h"``, ``"24h"``); default: the environment's.
+        session_start: Seconds since the epoch when the session started (default: detected).
+        checkpoint: In a plain ``model.fit``, the colabkit checkpoint callback to save with.
+        clock: Injected clock (tests).
+    """
+
+    def __init__(
+        self,
+        margin: str | float = "15m",
+        *,
+        session_limit: str | float | None = None,
+        session_start: float | None = None,
+        checkpoint: Checkpoint | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__()
+        self.margin = parse_duration(margin, "margin")
+        self.clock = clock or SYSTEM_CLOCK
+        self.checkpoint = checkpoint
+        self.managed = False  # True inside colabkit.fit, whose loop does the saving
+        self.deadline = self._deadline(session_limit, session_start)
+        self.triggered = False
+
+    def _deadline(self, session_limit: Any, session_start: float | None) -> float:
+        if session_limit is math.inf:
+            return math.inf
+        from colabkit import env
+
+        limit = parse_duration(session_limit or env.DEFAULT_SESSION_LIMIT, "session_limit")
+        if session_start is None:
+            session_start = env.detect(session_limit=None).session_start
+        return session_start + limit - self.margin
+
+    @classmethod
+    def never(cls) -> SessionDeadline:
+        """A deadline that is never reached (no session limit)."""
+        return cls(session_limit=math.inf)
+
+    def reached(self) -> bool:
+        return self.clock.time() >= self.deadline
+
+    def after_save(self, *, durable: bool) -> None:
+        """Flushes the Drive mount once the checkpoint is saved (it unmounts: the end is near)."""
+        self.triggered = True
+        if not durable:
+            return
+        from colabkit import drive
+
+        try:
+            drive.flush_drive()
+        except Exception as e:  # noqa: BLE001 - best effort: the checkpoint is already durable
+            log.debug("Drive flush skipped: %s", e)
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.managed or self.triggered or not self.reached():
+            return
+        durable = True
+        if self.checkpoint is not None:
+            durable = self.checkpoint.save_now()
+        self.after_save(durable=durable)
+        self._model.stop_training = True
+        print("colabkit: session limit near: checkpoint saved; re-run in a new session to resume.")
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Verified checkpoints with automatic restore, for a plain ``model.fit``.
+
+    On ``on_train_begin`` it restores the newest verified checkpoint (model and optimizer
+    variables, seed generator states) and sets the epoch to continue from; Keras then restarts
+    that epoch at batch 0, so a resume is exact at epoch boundaries (when your data order is a
+    function of the epoch) and approximate after a mid-epoch save. Use ``colabkit.fit`` for
+    exact mid-epoch resume.
+
+    Args:
+        directory: Run directory (checkpoints go to ``directory/checkpoints``) or a store URL.
+        save_every: ``"epoch"``, ``"500steps"``, ``"10m"`` or a combination.
+        keep: How many checkpoints to keep.
+        store: A Store to use instead of ``directory``.
+        staging_dir: Fast local folder for snapshots.
+        clock: Injected clock (tests).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        save_every: Any = "epoch",
+        keep: Any = 3,
+        store: Store | None = None,
+        staging_dir: str | Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__()
+        from colabkit.checkpoint.policy import parse_keep, parse_save_every
+
+        if store is None and directory is None:
+            raise invalid_argument("directory", directory, "a run directory or a store URL")
+        self.save_policy = parse_save_every(save_every)
+        self.keep_policy = parse_keep(keep)
+        self.store = store if store is not None else _store_for(directory)
+        self.staging_dir = staging_dir
+        self.clock = clock or SYSTEM_CLOCK
+        self.manager: CheckpointManager | None = None
+        self._epoch = 0
+        self._step = 0
+        self._global_step = 0
+        self.interrupted = False
+
+    def _open(self) -> CheckpointManager:
+        if self.manager is None:
+            from colabkit.training.trainer import _default_staging
+
+            staging = Path(self.staging_dir) if self.staging_dir else _default_staging(self.store)
+            self.manager = CheckpointManager(
+                self.store,
+                staging_dir=staging,
+                save_policy=self.save_policy,
+                keep_policy=self.keep_policy,
+                clock=self.clock,
+            )
+        return self.manager
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        manager = self._open()
+        training_state.ensure_built(self.model)
+        restored = manager.restore()
+        if restored is None:
+            return
+        training_state.restore_variables(self.model, restored.arrays, metrics=False)
+        self._global_step = int(restored.state.get("global_step", 0))
+        self._epoch = int(restored.state.get("epoch", 0))
+        self.model._initial_epoch = self._epoch  # read by Keras' fit after on_train_begin
+        log.info("Restored %s: continuing at epoch %d.", restored.name, self._epoch + 1)
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._epoch, self._step = epoch, 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self._step = batch + 1
+        self._global_step += 1
+        if self._open().should_save(step=self._global_step, epoch_end=False):
+            self._save(epoch=self._epoch, step=self._step)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self._open().should_save(step=self._global_step, epoch_end=True):
+            self._save(epoch=epoch + 1, step=0, metrics=logs)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if self.manager is not None:
+            self.manager.close()
+
+    def save_now(self) -> bool:
+        """Saves at the current position and waits until it is durable; False if it is not."""
+        self.interrupted = True
+        self._save(epoch=self._epoch, step=self._step)
+        try:
+            self._open().wait()
+        except OSError as e:
+            log.error("Checkpoint not durable: %s", e)
+            return False
+        return True
+
+    def _save(self, *, epoch: int, step: int, metrics: Any = None) -> None:
+        model = self.model  # on JAX this attribute syncs the training state into the variables
+        state = {
+            "global_step": self._global_step,
+            "epoch": epoch,
+            "step_in_epoch": step,
+            "run": {"model": training_state.model_fingerprint(model)},
+            "keras": {"backend": keras.backend.backend(), "version": keras.version()},
+        }
+        scalars = {k: float(v) for k, v in (metrics or {}).items()}
+        arrays = training_state.capture_variables(model)
+        self._open().save(self._global_step, arrays, state, metrics=scalars)
+
+
+def _store_for(directory: str | Path) -> Store:
+    text = str(directory)
+    if "://" in text:
+        return open_store(text)
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise invalid_argument("directory", text, "a directory (this path is a file)")
+    return open_store(path / "checkpoints")
+
+
+class BackupAndRestore(Checkpoint):
+    """Drop-in replacement for ``keras.callbacks.BackupAndRestore`` with stronger guarantees.
+
+    Same constructor and semantics as Keras': restores the last backup at the start of
+    ``fit``, continues from its epoch, backs up every epoch or every ``save_freq`` batches,
+    deletes the backups when training ends normally (``delete_checkpoint=True``). In addition:
+    each backup is one atomic, checksummed file (a kill mid-save never leaves a backup that
+    will not load), the seed generator states are restored, and a corrupt newest backup falls
+    back to the previous one. ``double_checkpoint=True`` keeps two backups.
+
+    Args:
+        backup_dir: Where backups go (a folder, or a store URL such as ``gdrive://...``).
+        save_freq: ``"epoch"``, an integer number of batches, or ``False`` (restore only).
+        double_checkpoint: Keep the previous backup as well.
+        delete_checkpoint: Delete the backups when training finishes normally.
+    """
+
+    def __init__(
+        self,
+        backup_dir: str | Path,
+        save_freq: str | int | bool = "epoch",
+        double_checkpoint: bool = False,
+        delete_checkpoint: bool = True,
+    ) -> None:
+        if not backup_dir:
+            raise ValueError("Empty `backup_dir` argument passed")
+        if (
+            save_freq != "epoch"
+            and save_freq is not False
+            and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1)
+        ):
+            raise ValueError(
+                "Invalid value for argument `save_freq`. "
+                f"Received: save_freq={save_freq!r}. Expected either 'epoch', "
+                "an integer number of batches, or False."
+            )
+        save_every = "epoch" if save_freq in ("epoch", False) else f"{save_freq}steps"
+        super().__init__(backup_dir, save_every=save_every, keep=2 if double_checkpoint else 1)
+        self.save_freq = save_freq
+        self.double_checkpoint = double_checkpoint
+        self.delete_checkpoint = delete_checkpoint
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.save_freq is not False:
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.save_freq is not False:
+            super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        super().on_train_end(logs)
+        if self.delete_checkpoint and not self.interrupted:
+            for info in self.store.list():
+                self.store.delete(info.name)

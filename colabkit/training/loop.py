@@ -1,0 +1,255 @@
+"""The callback through which ``colabkit.fit`` drives Keras' own ``model.fit``.
+
+Keras' fit loop starts every epoch at batch 0 and resets metrics at epoch begin. ``colabkit.fit``
+therefore runs the interrupted epoch as its own ``model.fit`` call over the steps still to run,
+then the remaining epochs in a second call. This callback makes the two calls look like one run
+to the user's callbacks (``on_train_begin`` once, true in-epoch batch indices), restores the
+state that Keras does not (seed generators, metric accumulators, callback state) at the moment
+the uninterrupted run had it, and takes checkpoints at step and epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from colabkit.checkpoint.format import CheckpointContents
+from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.errors import ResumeMismatchError
+from colabkit.training import state as training_state
+from colabkit.training.data import ResumableBatches
+from colabkit.training.interrupts import StopRequests
+
+log = logging.getLogger(__name__)
+
+
+class StopForResume(Exception):
+    """Raised out of ``model.fit`` after a stop-and-save; ``colabkit.fit`` catches it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class RunProgress:
+    """Where the run is and what it has produced; saved as JSON in every checkpoint."""
+
+    config: dict[str, Any]
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str | None = None
+    train_seconds: float = 0.0
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "run": self.config,
+            "history": self.history,
+            "resumes": self.resumes,
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+            "train_seconds": self.train_seconds,
+            "keras": {"backend": keras.backend.backend(), "version": keras.version()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunProgress:
+        return cls(
+            config=dict(state["run"]),
+            steps_per_epoch=int(state["steps_per_epoch"]),
+            epoch=int(state["epoch"]),
+            step=int(state["step_in_epoch"]),
+            history={k: list(v) for k, v in state.get("history", {}).items()},
+            resumes=list(state.get("resumes", [])),
+            finished=bool(state.get("finished", False)),
+            stop_reason=state.get("stop_reason"),
+            train_seconds=float(state.get("train_seconds", 0.0)),
+        )
+
+
+class ResumableLoop(keras.callbacks.Callback):
+    """Forwards Keras' events to the user's callbacks and checkpoints the run.
+
+    Args:
+        user_callbacks: The user's callbacks (a ``keras.callbacks.CallbackList`` without
+            History or progress bar), driven as if there were a single ``fit`` call.
+        manager: Where checkpoints go.
+        data: The training batches; its ``epoch`` is set here before each epoch.
+        progress: The run's position and history, updated as training goes.
+        restored: The checkpoint being resumed from, if any.
+        stops: Stop requests (signals, the session deadline) checked after every step.
+        deadline: Returns True when the session deadline is reached (checked after every step).
+        clock_seconds: A function returning monotonic seconds, for ``train_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_callbacks: keras.callbacks.CallbackList,
+        manager: CheckpointManager,
+        data: ResumableBatches,
+        progress: RunProgress,
+        restored: CheckpointContents | None,
+        stops: StopRequests,
+        deadline: Any,
+        clock_seconds: Any,
+    ) -> None:
+        super().__init__()
+        self.user = user_callbacks
+        self.manager = manager
+        self.data = data
+        self.progress = progress
+        self.restored = restored
+        self.stops = stops
+        self.deadline = deadline
+        self._seconds = clock_seconds
+        self._started_at: float | None = None
+        self._began = False
+        self._pending_restore = restored is not None
+        self.epochs = 0
+
+    # -- restoring -----------------------------------------------------------------------------
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._started_at = self._seconds()
+        if self._began:
+            return
+        self._began = True
+        training_state.ensure_built(self.model, self.data.batch(self.data.start_step))
+        if self.restored is not None:
+            restore_model(self.model, self.restored)
+        else:
+            self.progress.config["model"] = training_state.model_fingerprint(self.model)
+            self.progress.config["optimizer"] = training_state.optimizer_fingerprint(self.model)
+        self.user.on_train_begin(logs)
+        if self.restored is not None and self.progress.step == 0:
+            self._restore_callbacks()
+
+    def _restore_callbacks(self) -> None:
+        assert self.restored is not None
+        training_state.restore_callbacks(
+            self.user.callbacks, self.restored.state.get("callbacks", []), self.restored.arrays
+        )
+        self._pending_restore = False
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.data.epoch = epoch
+        self.progress.epoch, self.progress.step = epoch, self.data.start_step
+        mid_epoch = self._pending_restore and self.data.start_step > 0
+        if mid_epoch:
+            assert self.restored is not None
+            training_state.restore_metrics(self.model, self.restored.arrays)
+        self.user.on_epoch_begin(epoch, logs)
+        if mid_epoch:
+            self._restore_callbacks()
+
+    # -- training steps ------------------------------------------------------------------------
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self.user.on_train_batch_begin(self.data.start_step + batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        step = self.data.start_step + batch
+        self.progress.step = step + 1
+        self.user.on_train_batch_end(step, logs)
+        if self.progress.step >= self.progress.steps_per_epoch:
+            return  # the epoch-end checkpoint covers the last step (after validation)
+        if self.deadline():
+            self.stops.request("deadline")
+        if self.stops.reason is not None:
+            self.save()
+            raise StopForResume(self.stops.reason)
+        if self.manager.should_save(step=self.progress.global_step, epoch_end=False):
+            self.save()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        # One dict for all user callbacks and the history, as in Keras' own CallbackList with
+        # History: what a callback adds to the logs (e.g. a learning rate) is recorded.
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        for callback in self.user.callbacks:
+            callback.on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            self.progress.history.setdefault(key, []).append(float(value))
+        self.progress.epoch, self.progress.step = epoch + 1, 0
+        if self._model.stop_training:
+            self.progress.stop_reason = "stopped by a callback"
+        if epoch + 1 >= self.epochs or self._model.stop_training:
+            return  # the final checkpoint is taken after on_train_end
+        if self.deadline():
+            self.stops.request("deadline")
+        if self.stops.reason is not None:
+            self.save(metrics=logs)
+            raise StopForResume(self.stops.reason)
+        if self.manager.should_save(step=self.progress.global_step, epoch_end=True):
+            self.save(metrics=logs)
+
+    def finish(self) -> None:
+        """After the last epoch: the user's ``on_train_end``, then the final checkpoint."""
+        self.user.on_train_end()
+        self.progress.finished = True
+        self.save()
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def save(self, metrics: Any = None) -> str:
+        """Checkpoints the run at its current position (blocks only to copy the variables)."""
+        if self._started_at is not None:
+            now = self._seconds()
+            self.progress.train_seconds += now - self._started_at
+            self._started_at = now
+        model = self.model  # on JAX this attribute syncs the training state into the variables
+        arrays = training_state.capture_variables(model)
+        states, callback_arrays = training_state.capture_callbacks(self.user.callbacks)
+        arrays.update(callback_arrays)
+        state = self.progress.to_state()
+        state["callbacks"] = states
+        scalars = {k: float(v) for k, v in (metrics or {}).items()}
+        return self.manager.save(self.progress.global_step, arrays, state, metrics=scalars)
+
+    # -- everything else goes to the user's callbacks unchanged -------------------------------
+
+    def on_test_begin(self, logs: Any = None) -> None:
+        self.user.on_test_begin(logs)
+
+    def on_test_end(self, logs: Any = None) -> None:
+        self.user.on_test_end(logs)
+
+    def on_test_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self.user.on_test_batch_begin(batch, logs)
+
+    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.user.on_test_batch_end(batch, logs)
+
+
+def restore_model(model: keras.Model, restored: CheckpointContents) -> None:
+    """Checks the architecture and optimizer against the checkpoint, then loads the variables."""
+    training_state.ensure_built(model)
+    config = restored.state.get("run", {})
+    checks = (
+        ("model architecture", "model", training_state.model_fingerprint(model)),
+        ("optimizer", "optimizer", training_state.optimizer_fingerprint(model)),
+    )
+    for what, key, actual in checks:
+        expected = config.get(key)
+        if expected is not None and expected != actual:
+            raise ResumeMismatchError(
+                f"Cannot resume from {restored.name}: the {what} differs from the run that made "
+                f"it (fingerprint {actual}, checkpoint {expected}). Use the same {what}, or pass "
+                "fresh=True to archive the old checkpoints and start over."
+            )
+    training_state.restore_variables(model, restored.arrays, metrics=False)

@@ -1,0 +1,217 @@
+"""Capture and restore everything that shapes the rest of a Keras training run.
+
+``model.save_weights`` leaves out the random seed generator states (Dropout masks would differ
+after a resume), the running metric accumulators of the current epoch, and callback state. Here a
+snapshot is a flat ``{name: numpy array}`` dict plus a JSON-able dict:
+
+- ``model/NNNN``: every model variable, in ``model.variables`` order (trainable, non-trainable,
+  seed generator states). Keyed by position, not by path: auto-generated layer names change from
+  process to process, positions do not.
+- ``optimizer/NNNN``: the optimizer variables (iteration count, learning rate, slots).
+- ``metrics/NNNN``: the metric accumulators (restored only when resuming inside an epoch).
+- ``callbacks/<i>/...``: arrays inside callback states (e.g. EarlyStopping's best weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from colabkit.errors import ResumeMismatchError
+
+#: Attributes that hold the state of Keras' own stateful callbacks.
+KERAS_CALLBACK_STATE: dict[type, tuple[str, ...]] = {
+    keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_weights", "best_epoch"),
+    keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
+    keras.callbacks.ModelCheckpoint: ("best",),
+}
+
+
+def _to_numpy(variable: Any) -> np.ndarray:
+    # A fresh host copy: device buffers may be donated or reused by the next step.
+    return np.array(keras.ops.convert_to_numpy(variable), copy=True)
+
+
+def _group(prefix: str, variables: Sequence[Any]) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{i:04d}": _to_numpy(v) for i, v in enumerate(variables)}
+
+
+def ensure_built(model: keras.Model, batch: Any = None) -> None:
+    """Creates every variable a checkpoint holds before values are assigned to them.
+
+    On TensorFlow, Keras builds the metric accumulators only when it traces the first train
+    step, too late for restoring an interrupted epoch's metrics; Keras' own symbolic build (the
+    one JAX runs at the start of ``fit``) creates them from a batch's shapes, without computing.
+    """
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if batch is not None and symbolic_build is not None:
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is not None and hasattr(strategy, "scope"):
+            with strategy.scope():
+                symbolic_build(data_batch=batch)
+        else:
+            symbolic_build(data_batch=batch)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+
+
+def capture_variables(model: keras.Model) -> dict[str, np.ndarray]:
+    """Host copies of the model, optimizer and metric variables."""
+    arrays = _group("model", model.variables)
+    if getattr(model, "optimizer", None) is not None:
+        arrays.update(_group("optimizer", model.optimizer.variables))
+    arrays.update(_group("metrics", model.metrics_variables))
+    return arrays
+
+
+def _assign_group(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
+    saved = sorted(k for k in arrays if k.startswith(prefix + "/"))
+    if len(saved) != len(variables):
+        raise ResumeMismatchError(
+            f"The checkpoint has {len(saved)} {prefix} variables, this model has "
+            f"{len(variables)}. Resume with the model that made the checkpoint, or pass "
+            "fresh=True to archive the old checkpoints and start over."
+        )
+    pairs = list(zip(variables, (arrays[k] for k in saved), strict=True))
+    for (variable, value), key in zip(pairs, saved, strict=True):
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ResumeMismatchError(
+                f"Checkpoint variable {key} has shape {tuple(value.shape)}, the model's "
+                f"{variable.path} has shape {tuple(variable.shape)}. Resume with the same model, "
+                "or pass fresh=True to archive the old checkpoints and start over."
+            )
+    for variable, value in pairs:
+        variable.assign(value.astype(variable.dtype, copy=False))
+
+
+def restore_variables(
+    model: keras.Model, arrays: Mapping[str, np.ndarray], *, metrics: bool
+) -> None:
+    """Assigns saved values to the model's variables (all shapes are checked first)."""
+    ensure_built(model)
+    _assign_group("model", model.variables, arrays)
+    if getattr(model, "optimizer", None) is not None:
+        _assign_group("optimizer", model.optimizer.variables, arrays)
+    if metrics:
+        restore_metrics(model, arrays)
+
+
+def restore_metrics(model: keras.Model, arrays: Mapping[str, np.ndarray]) -> None:
+    """Restores the running metric accumulators of an interrupted epoch."""
+    _assign_group("metrics", model.metrics_variables, arrays)
+
+
+def _digest(parts: Iterable[Any]) -> str:
+    text = json.dumps(list(parts), separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """A digest of the architecture: model class, variable shapes and trainability, in order."""
+    return _digest(
+        [type(model).__name__] + [[list(v.shape), bool(v.trainable)] for v in model.variables]
+    )
+
+
+def optimizer_fingerprint(model: keras.Model) -> str:
+    """A digest of the optimizer's class and variable shapes."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return "none"
+    return _digest([type(optimizer).__name__] + [list(v.shape) for v in optimizer.variables])
+
+
+# ---------------------------------------------------------------------------- callback state
+
+
+def _state_attributes(callback: Any) -> tuple[str, ...] | None:
+    for cls, names in KERAS_CALLBACK_STATE.items():
+        if isinstance(callback, cls):
+            return names
+    return None
+
+
+def get_callback_state(callback: Any) -> dict[str, Any] | None:
+    """The state of a callback: its ``get_state()`` or, for Keras' own, known attributes."""
+    if hasattr(callback, "get_state") and hasattr(callback, "set_state"):
+        return dict(callback.get_state())
+    names = _state_attributes(callback)
+    if names is None:
+        return None
+    return {name: getattr(callback, name, None) for name in names}
+
+
+def set_callback_state(callback: Any, state: Mapping[str, Any]) -> None:
+    if hasattr(callback, "get_state") and hasattr(callback, "set_state"):
+        callback.set_state(dict(state))
+        return
+    for name, value in state.items():
+        setattr(callback, name, value)
+
+
+def _pack(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    """JSON-able form of ``value``; arrays move into ``arrays`` and leave a reference."""
+    if isinstance(value, np.ndarray):
+        key = f"{prefix}/{len(arrays):04d}"
+        arrays[key] = np.array(value, copy=True)
+        return {"__array__": key}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    if isinstance(value, dict):
+        return {str(k): _pack(v, prefix, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_pack(v, prefix, arrays) for v in value]
+    return value
+
+
+def _unpack(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return np.array(arrays[value["__array__"]])
+        if set(value) == {"__float__"}:
+            return float(value["__float__"])
+        return {k: _unpack(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpack(v, arrays) for v in value]
+    return value
+
+
+def capture_callbacks(callbacks: Sequence[Any]) -> tuple[list[Any], dict[str, np.ndarray]]:
+    """States of all stateful callbacks, by position, split into JSON and arrays."""
+    states: list[Any] = []
+    arrays: dict[str, np.ndarray] = {}
+    for i, callback in enumerate(callbacks):
+        state = get_callback_state(callback)
+        if state is None:
+            states.append(None)
+            continue
+        packed = _pack(state, f"callbacks/{i}", arrays)
+        states.append({"class": type(callback).__name__, "state": packed})
+    return states, arrays
+
+
+def restore_callbacks(
+    callbacks: Sequence[Any], states: Sequence[Any], arrays: Mapping[str, np.ndarray]
+) -> None:
+    """Puts saved states back into the callbacks, matched by position and class."""
+    saved = {i: s for i, s in enumerate(states) if s is not None}
+    for i, callback in enumerate(callbacks):
+        entry = saved.get(i)
+        if get_callback_state(callback) is None:
+            continue
+        if entry is None or entry["class"] != type(callback).__name__:
+            raise ResumeMismatchError(
+                f"The checkpoint has no state for callback #{i} ({type(callback).__name__}): "
+                "the callbacks differ from the run that made it. Pass the same callbacks, or "
+                "fresh=True to archive the old checkpoints and start over."
+            )
+        set_callback_state(callback, _unpack(entry["state"], arrays))

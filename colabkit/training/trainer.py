@@ -1,0 +1,417 @@
+"""``colabkit.fit``: ``model.fit`` that resumes exactly where a killed run stopped.
+
+Re-running the same call after a disconnect, a kill or a session limit continues from the newest
+checkpoint that verifies; with a seed and deterministic ops the resumed run ends bitwise equal to
+an uninterrupted one. See ``colabkit.training.loop`` for how the Keras loop is driven.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from colabkit.checkpoint.format import CheckpointContents
+from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint.policy import parse_keep, parse_save_every
+from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.errors import ConfigError, ResumeMismatchError, invalid_argument
+from colabkit.storage import Store, open_store
+from colabkit.training import determinism
+from colabkit.training.callbacks import SessionDeadline
+from colabkit.training.data import (
+    ArrayBatches,
+    DatasetBatches,
+    ResumableBatches,
+    num_samples,
+    train_validation_split,
+)
+from colabkit.training.interrupts import StopRequests
+from colabkit.training.loop import ResumableLoop, RunProgress, StopForResume, restore_model
+
+log = logging.getLogger(__name__)
+
+
+def fit(
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    run_dir: str | Path | None = None,
+    store: Store | str | None = None,
+    epochs: int,
+    batch_size: int = 32,
+    validation_split: float = 0.0,
+    validation_data: Any = None,
+    sample_weight: Any = None,
+    seed: int | None = None,
+    save_every: Any = "epoch",
+    keep: Any = 3,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    deterministic: bool = False,
+    session_limit: str | float | bool | None = None,
+    verbose: Any = "auto",
+    fresh: bool = False,
+    staging_dir: str | Path | None = None,
+    clock: Clock | None = None,
+) -> keras.callbacks.History:
+    """Trains ``model`` like ``model.fit``, checkpointing so that a re-run resumes exactly.
+
+    Args:
+        model: A compiled Keras 3 model.
+        x, y, sample_weight: In-memory arrays (or lists/dicts of arrays), or ``x`` alone a
+            ``keras.utils.PyDataset`` whose ``__getitem__`` is a pure function of the index.
+        run_dir: Run directory; checkpoints go to ``run_dir/checkpoints``.
+        store: Where checkpoints go instead (a Store or a URL such as ``gdrive://colabkit/run``).
+        epochs: Total epochs of the run (not "more epochs"): re-running continues up to it.
+        batch_size, validation_split, validation_data, verbose: As in ``model.fit``
+            (``validation_split`` takes the last samples, as Keras does).
+        seed: Seed of the data order; ``None`` picks one on the first run and keeps it.
+        save_every: ``"epoch"``, ``"500steps"``, ``"10m"`` or a combination like ``"epoch|10m"``.
+        keep: How many checkpoints to keep (or a ``colabkit.checkpoint.policy.KeepPolicy``).
+        callbacks: Keras callbacks; their state (EarlyStopping, ReduceLROnPlateau, and any with
+            ``get_state()``/``set_state()``) is checkpointed and restored.
+        deterministic: Turns on the backend's deterministic ops (see ``determinism.enable``).
+        session_limit: Stop cleanly (saved and durable) 15 minutes before the session limit:
+            ``"12h"``, ``"24h"``; ``None`` uses Colab's 12 h in Colab and no limit elsewhere;
+            ``False`` never stops. A ``SessionDeadline`` in ``callbacks`` takes precedence.
+        fresh: Archive existing checkpoints (never deleted) and start over.
+        staging_dir: Fast local folder for snapshots (default: a per-run cache folder).
+        clock: Injected clock (tests).
+
+    Returns:
+        A ``keras.callbacks.History`` holding the full per-epoch history across all resumes,
+        with extra attributes ``resumes`` (where each resume started), ``completed`` (False when
+        stopped early by a signal or the session deadline) and ``stop_reason``.
+
+    Raises:
+        ConfigError: An argument is invalid (nothing is written).
+        ResumeMismatchError: The checkpoint was made by a different model, optimizer, batch
+            size, dataset size or seed (nothing is overwritten).
+    """
+    clock = clock or SYSTEM_CLOCK
+    _check_arguments(model, epochs=epochs, batch_size=batch_size, fresh=fresh)
+    save_policy = parse_save_every(save_every)
+    keep_policy = parse_keep(keep)
+    deadline = _session_deadline(callbacks, session_limit, clock)
+    train, validation = _prepare_data(x, y, sample_weight, validation_split, validation_data)
+    checkpoints = _resolve_store(run_dir, store)
+    manager = CheckpointManager(
+        checkpoints,
+        staging_dir=Path(staging_dir) if staging_dir else _default_staging(checkpoints),
+        save_policy=save_policy,
+        keep_policy=keep_policy,
+        clock=clock,
+    )
+    try:
+        if fresh:
+            archived = manager.archive()
+            log.info("Archived previous checkpoints under %s; starting over.", archived)
+        restored = manager.restore()
+        config = _run_config(train, validation, batch_size, seed, restored)
+        data = _batches(train, batch_size, config["seed"])
+        progress = _progress(restored, config, data.steps_per_epoch, clock)
+        if _already_done(progress, epochs):
+            return _return_finished(model, data, restored, progress, epochs)
+        if deterministic:
+            determinism.enable()
+        runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
+        return runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
+    finally:
+        manager.close()
+
+
+# ------------------------------------------------------------------------------ arguments
+
+
+def _check_arguments(model: Any, *, epochs: Any, batch_size: Any, fresh: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise invalid_argument("model", type(model).__name__, "a keras.Model")
+    if not getattr(model, "compiled", False):
+        raise ConfigError(
+            "The model is not compiled. Call model.compile(optimizer=..., loss=...) before "
+            "colabkit.fit()."
+        )
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid_argument(name, value, "an integer >= 1")
+    if not isinstance(fresh, bool):
+        raise invalid_argument("fresh", fresh, "True or False")
+
+
+def _session_deadline(
+    callbacks: Sequence[Any], session_limit: Any, clock: Clock
+) -> SessionDeadline:
+    for callback in callbacks:
+        if isinstance(callback, SessionDeadline):
+            return callback
+    if session_limit is False:
+        return SessionDeadline.never()
+    if session_limit is None or session_limit is True:
+        from colabkit import env
+
+        if env.detect(session_limit=None).kind != "colab":
+            return SessionDeadline.never()
+        session_limit = env.DEFAULT_SESSION_LIMIT
+    return SessionDeadline(session_limit=session_limit, clock=clock)
+
+
+def _prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data: Any):
+    if x is None:
+        raise invalid_argument("x", x, "training data: arrays or a keras.utils.PyDataset")
+    if isinstance(x, keras.utils.PyDataset):
+        if y is not None or sample_weight is not None:
+            raise invalid_argument("y", type(y).__name__, "None when x is a PyDataset")
+        if split:
+            raise invalid_argument(
+                "validation_split", split, "0 when x is a PyDataset (pass validation_data)"
+            )
+        return (x, None, None), validation_data
+    if isinstance(split, bool) or not isinstance(split, (int, float)):
+        raise invalid_argument("validation_split", split, "a float in [0, 1)")
+    if split and validation_data is None:
+        train, validation = train_validation_split(x, y, sample_weight, float(split))
+        return train, validation
+    return (x, y, sample_weight), validation_data
+
+
+def _resolve_store(run_dir: Any, store: Any) -> Store:
+    if store is not None:
+        return open_store(store) if isinstance(store, (str, Path)) else store
+    if run_dir is None:
+        raise ConfigError(
+            "No place for checkpoints. Received: run_dir=None, store=None. Pass "
+            "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
+        )
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise invalid_argument("run_dir", str(run_dir), "a directory (this path is a file)")
+    return open_store(path / "checkpoints")
+
+
+def _default_staging(store: Store) -> Path:
+    from colabkit import env
+
+    tag = hashlib.sha256(store.url.encode()).hexdigest()[:10]
+    name = Path(store.url.rstrip("/")).parent.name or "run"
+    return env.detect(session_limit=None).staging_root / f"{name}-{tag}"
+
+
+def _run_config(
+    train: tuple, validation: Any, batch_size: int, seed: Any, restored: Any
+) -> dict[str, Any]:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise invalid_argument("seed", seed, "a non-negative integer or None")
+    config = {
+        "batch_size": batch_size,
+        "train_samples": num_samples(train[0]),
+        "validation_samples": None if validation is None else _validation_size(validation),
+        "seed": seed,
+    }
+    if restored is None:
+        if seed is None:
+            config["seed"] = secrets.randbelow(2**31)
+        return config
+    saved = restored.state.get("run", {})
+    if seed is None:
+        config["seed"] = saved.get("seed")
+    for key, value in config.items():
+        if key in saved and saved[key] != value:
+            raise ResumeMismatchError(
+                f"Cannot resume from {restored.name}: it was made with {key}={saved[key]!r}, "
+                f"this call has {key}={value!r}. Pass the same value to continue, or fresh=True "
+                "to archive the old checkpoints and start over."
+            )
+    return {**saved, **config}
+
+
+def _validation_size(validation: Any) -> int:
+    if isinstance(validation, keras.utils.PyDataset):
+        return len(validation)
+    return num_samples(validation[0])
+
+
+def _batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:
+    x, y, sample_weight = train
+    if isinstance(x, keras.utils.PyDataset):
+        return DatasetBatches(x, seed=seed)
+    return ArrayBatches(x, y, sample_weight, batch_size=batch_size, seed=seed)
+
+
+def _progress(
+    restored: CheckpointContents | None, config: dict, steps_per_epoch: int, clock: Clock
+) -> RunProgress:
+    if restored is None:
+        return RunProgress(config=config, steps_per_epoch=steps_per_epoch)
+    progress = RunProgress.from_state(restored.state)
+    progress.config = config
+    if progress.steps_per_epoch != steps_per_epoch:
+        raise ResumeMismatchError(
+            f"Cannot resume from {restored.name}: it has {progress.steps_per_epoch} steps per "
+            f"epoch, this data has {steps_per_epoch}. Use the same data and batch size, or "
+            "fresh=True to archive the old checkpoints and start over."
+        )
+    return progress
+
+
+def _already_done(progress: RunProgress, epochs: int) -> bool:
+    if progress.finished and progress.stop_reason is not None:
+        return True  # stopped by a callback (e.g. EarlyStopping): more epochs would not run
+    return progress.epoch >= epochs and progress.step == 0
+
+
+def _return_finished(
+    model: keras.Model,
+    data: ResumableBatches,
+    restored: CheckpointContents | None,
+    progress: RunProgress,
+    epochs: int,
+) -> keras.callbacks.History:
+    assert restored is not None
+    if not model.built:
+        model(data.batch(0)[0])
+    restore_model(model, restored)
+    log.info(
+        "Run already finished at epoch %d (%s); loaded its final weights.",
+        progress.epoch,
+        progress.stop_reason or f"epochs={epochs}",
+    )
+    return _history(model, progress, epochs, completed=True)
+
+
+def _history(
+    model: keras.Model, progress: RunProgress, epochs: int, *, completed: bool
+) -> keras.callbacks.History:
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.history = {k: list(v) for k, v in progress.history.items()}
+    history.epoch = list(range(len(next(iter(progress.history.values()), []))))
+    history.params = {"epochs": epochs, "steps": progress.steps_per_epoch, "verbose": 0}
+    history.resumes = list(progress.resumes)
+    history.completed = completed
+    history.stop_reason = progress.stop_reason
+    history.train_seconds = progress.train_seconds
+    model.history = history
+    return history
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+class _Runner:
+    """One call of ``fit``: at most two ``model.fit`` segments, then the final checkpoint."""
+
+    def __init__(self, model, data, validation, manager, progress, restored, callbacks, clock):
+        self.model, self.data, self.validation = model, data, validation
+        self.manager, self.progress, self.restored = manager, progress, restored
+        self.callbacks, self.clock = list(callbacks), clock
+
+    def run(
+        self, *, epochs: int, verbose: Any, deadline: SessionDeadline
+    ) -> keras.callbacks.History:
+        progress = self.progress
+        if self.restored is not None:
+            progress.resumes.append(
+                {
+                    "epoch": progress.epoch,
+                    "step": progress.step,
+                    "global_step": progress.global_step,
+                    "time": self.clock.time(),
+                }
+            )
+            log.info(
+                "Resuming from %s: epoch %d, step %d of %d.",
+                self.restored.name,
+                progress.epoch + 1,
+                progress.step,
+                progress.steps_per_epoch,
+            )
+        progress.finished, progress.stop_reason = False, None
+        user = keras.callbacks.CallbackList(
+            self.callbacks,
+            add_history=False,
+            add_progbar=False,
+            model=self.model,
+            verbose=verbose,
+            epochs=epochs,
+            steps=self.data.steps_per_epoch,
+        )
+        stops = StopRequests()
+        deadline.managed = True
+        loop = ResumableLoop(
+            user_callbacks=user,
+            manager=self.manager,
+            data=self.data,
+            progress=progress,
+            restored=self.restored,
+            stops=stops,
+            deadline=deadline.reached,
+            clock_seconds=self.clock.monotonic,
+        )
+        loop.epochs = epochs
+        with stops.handle_signals():
+            try:
+                if progress.step > 0:
+                    self._segment(loop, progress.step, progress.epoch, progress.epoch + 1, verbose)
+                if not self.model.stop_training and progress.epoch < epochs:
+                    self._segment(loop, 0, progress.epoch, epochs, verbose)
+                loop.finish()
+            except StopForResume as stop:
+                return self._stopped(stop.reason, stops, deadline, epochs)
+        self._wait_durable()
+        return _history(self.model, progress, epochs, completed=True)
+
+    def _segment(self, loop: ResumableLoop, start_step: int, first: int, end: int, verbose: Any):
+        self.data.start_step = start_step
+        outer = keras.callbacks.CallbackList(
+            [loop],
+            add_history=True,  # model.fit returns model.history, which History sets
+            add_progbar=verbose != 0,
+            model=self.model,
+            verbose=verbose,
+            epochs=end,
+            steps=len(self.data),
+        )
+        self.model.fit(
+            self.data,
+            initial_epoch=first,
+            epochs=end,
+            callbacks=outer,
+            validation_data=self.validation,
+            verbose=verbose,
+            shuffle=False,
+        )
+        self.data.start_step = 0
+
+    def _stopped(self, reason: str, stops: StopRequests, deadline: SessionDeadline, epochs: int):
+        durable = self._wait_durable()
+        where = f"step {self.progress.global_step} (epoch {self.progress.epoch + 1})"
+        if reason == "deadline":
+            deadline.after_save(durable=durable)
+            print(
+                f"colabkit: session limit near: saved {where}"
+                f"{'' if durable else ' (NOT yet durable, see the log)'}; "
+                "re-run this cell or command in a new session to resume."
+            )
+        else:
+            print(f"colabkit: {reason}: saved {where}; re-run the same call to resume.")
+        history = _history(self.model, self.progress, epochs, completed=False)
+        history.stop_reason = reason
+        stops.reraise()
+        return history
+
+    def _wait_durable(self) -> bool:
+        started = time.monotonic()
+        try:
+            self.manager.wait()
+        except OSError as e:
+            log.error("The last checkpoint is only in local staging, not in the store: %s", e)
+            return False
+        log.debug("Checkpoints durable after %.2fs.", time.monotonic() - started)
+        return True

@@ -17,15 +17,16 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.duration import parse_duration
 from colabkit.errors import ConfigError, invalid_argument
 from colabkit.mnist_data import (
@@ -37,6 +38,7 @@ from colabkit.mnist_data import (
     check_dataset,
     load_data,
 )
+from colabkit.storage import open_store
 
 __all__ = [
     "MnistConfig",
@@ -50,8 +52,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_SAVE_EVERY = re.compile(r"(\d+)\s*steps?")
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,16 @@ class MnistConfig:
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
         _check_positive_int("batch_size", self.batch_size)
-        _check_positive_int("keep", self.keep)
+        parse_keep(self.keep)
         if self.limit is not None:
             _check_positive_int("limit", self.limit)
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
             raise invalid_argument("seed", self.seed, "an integer >= 0")
         if not 0.0 <= self.validation_split < 1.0:
             raise invalid_argument("validation_split", self.validation_split, "a float in [0, 1)")
-        check_save_every(self.save_every)
+        parse_save_every(self.save_every)
+        if self.store is not None:
+            check_store(self.store)
         if self.session_limit is not None:
             parse_duration(self.session_limit, "session_limit")
         check_dataset(self.dataset)
@@ -123,23 +125,22 @@ def _check_positive_int(name: str, value: object) -> None:
         raise invalid_argument(name, value, "an integer >= 1")
 
 
-def check_save_every(value: object) -> None:
-    """Rejects a ``save_every`` that is not "epoch", "<N>steps" or a duration such as "10m"."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        steps = _SAVE_EVERY.fullmatch(text)
-        if text == "epoch" or (steps and int(steps.group(1)) > 0):
-            return
-        try:
-            parse_duration(text, "save_every")
-            return
-        except ConfigError:
-            pass
-    raise invalid_argument(
-        "save_every",
-        value,
-        "'epoch', a number of steps such as '500steps', or a duration such as '10m'",
-    )
+def check_store(store: object) -> None:
+    """Rejects a ``--store`` URL that names no store colabkit knows, before anything is written.
+
+    Local paths, ``file://`` and ``memory://`` URLs are opened (cheap, no I/O); a ``gdrive://``
+    URL is only checked for a folder, because its credentials are looked up when training starts.
+    """
+    expected = "a folder, or a URL such as 'gdrive://colabkit/run' or 'file:///path/run'"
+    if not isinstance(store, str) or not store.strip():
+        raise invalid_argument("store", store, expected)
+    parts = urlsplit(store)
+    if parts.scheme == "gdrive" and (parts.netloc + parts.path).strip("/"):
+        return
+    try:
+        open_store("" if parts.scheme == "gdrive" else store)
+    except ConfigError:
+        raise invalid_argument("store", store, expected) from None
 
 
 def check_run_dir(run_dir: str | os.PathLike[str]) -> None:

@@ -63,6 +63,8 @@ def _bad_npz(tmp_path: Path) -> str:
         (["--keep", "0"], 1, "`keep`. Received: keep=0"),
         (["--save-every", "sometimes"], 1, "`save_every`"),
         (["--session-limit", "0h"], 1, "`session_limit`"),
+        (["--store", "ftp://host/run"], 1, "`store`. Received: store='ftp://host/run'"),
+        (["--store", "gdrive://"], 1, "`store`. Received: store='gdrive://'"),
         (["--run-dir", "{file}"], 1, "this path is a file"),
         (["--run-dir", "/sys/colabkit-run"], 1, "Cannot write to the run directory"),
     ],

@@ -165,7 +165,7 @@ def test_bad_settings_are_rejected_with_one_line_naming_them(tmp_path, field, va
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("save_every", ["epoch", "500steps", "1step", "10m", "1h30m"])
+@pytest.mark.parametrize("save_every", ["epoch", "500steps", "1step", "10m", "1h30m", "epoch|10m"])
 def test_the_documented_save_intervals_are_accepted(tmp_path, save_every):
     assert mnist.MnistConfig(run_dir=str(tmp_path), save_every=save_every).save_every == save_every
 

@@ -85,3 +85,15 @@ def test_open_store_rejects_bad_urls_in_one_line(bad):
 def _file(path, data):
     path.write_bytes(data)
     return path
+
+
+def test_remove_leftovers_frees_only_stale_temporaries(store, tmp_path):
+    store.put(_file(tmp_path / "x", b"x"), "sub/x")
+    stale = store.root / "sub" / ".ckpt-000000000005.ckpt.tmp-1-aaaa"
+    fresh = store.root / ".ckpt-000000000006.ckpt.tmp-2-bbbb"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (1, 1))
+    assert store.remove_leftovers(older_than=3600) == ["sub/.ckpt-000000000005.ckpt.tmp-1-aaaa"]
+    assert fresh.exists() and not stale.exists()
+    assert [o.name for o in store.list()] == ["sub/x"]

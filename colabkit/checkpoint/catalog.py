@@ -81,6 +81,20 @@ def remove_temporary_files(folder: Path) -> None:
                 os.unlink(folder / name)
 
 
+def remove_store_leftovers(store: Store) -> None:
+    """Frees the space of uploads a crash interrupted, where the store can tell (LocalStore)."""
+    remove = getattr(store, "remove_leftovers", None)
+    if remove is None:
+        return
+    try:
+        removed = remove()
+    except OSError as e:  # housekeeping only: the next run tries again
+        log.debug("Could not remove leftovers in %s: %s", store.url, e)
+        return
+    if removed:
+        log.info("Removed %d unfinished upload(s) from %s", len(removed), store.url)
+
+
 def store_checkpoints(store: Store) -> dict[str, ObjectInfo]:
     """The store's checkpoint objects by name.
 

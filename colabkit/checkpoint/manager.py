@@ -12,14 +12,12 @@ in the store, and the newest one never is.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +30,8 @@ from colabkit.checkpoint.format import (
     prepare_state,
     read_checkpoint,
     step_of,
-    write_checkpoint,
 )
+from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, CorruptCheckpointError, StoreError, invalid_argument
@@ -41,13 +39,6 @@ from colabkit.storage import open_store
 from colabkit.storage.base import Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    record: CheckpointRecord
-    arrays: Mapping[str, np.ndarray]
-    state: dict
 
 
 class CheckpointManager:
@@ -82,25 +73,16 @@ class CheckpointManager:
         self._delays = _check_delays(retry_delays)
         self.staging.mkdir(parents=True, exist_ok=True)
         catalog.remove_temporary_files(self.staging)
+        catalog.remove_store_leftovers(self.store)
         self._verifier = catalog.Verifier(self.store, self.staging)
-        self._cond = threading.Condition()
-        self._prune_lock = threading.Lock()
-        self._pending: _Snapshot | None = None
-        self._writing: str | None = None
-        self._to_upload: str | None = None
-        self._uploading: str | None = None
+        self._lock = threading.Lock()  # guards the records and the last-save bookkeeping
         self._records: dict[str, CheckpointRecord] = {}
-        self._write_failure: str | None = None
-        self._store_failure: str | None = None
-        self._logged_failure: str | None = None
-        self._exhausted = False
-        self._poked = False
-        self._attempts = 0
         self._last_save_step: int | None = None
         self._last_save_time = self._clock.monotonic()
-        self._threads: list[threading.Thread] = []
-        self._stop = False
         self._closed = False
+        self._pipeline = SavePipeline(
+            self.store, self.staging, self._clock, self._delays, self._written, self._prune
+        )
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.store.url!r}, staging={str(self.staging)!r})"
@@ -115,7 +97,7 @@ class CheckpointManager:
 
     def should_save(self, *, step: int, epoch_end: bool) -> bool:
         """Whether the save policy wants a checkpoint after ``step`` (never twice per step)."""
-        with self._cond:
+        with self._lock:
             last_step, last_time = self._last_save_step, self._last_save_time
         if step == last_step:
             return False
@@ -153,84 +135,45 @@ class CheckpointManager:
             created=self._clock.time(),
         )
         record = catalog.record_from_state(name, full_state, None)
-        with self._cond:
-            if self._closed:
-                raise CheckpointError(f"save({step}) after close(): create a new CheckpointManager")
-            if self._pending is not None:
-                log.debug("Snapshot %s superseded by %s", self._pending.record.name, name)
-            self._pending = _Snapshot(record, arrays, full_state)
+        self._pipeline.submit(Snapshot(record, arrays, full_state))
+        with self._lock:
             self._last_save_step, self._last_save_time = int(step), self._clock.monotonic()
-            self._cond.notify_all()
-        self._start_threads()
         return name
 
     def wait_staged(self, timeout: float | None = None) -> None:
         """Waits until every registered snapshot is written (or failed) in local staging."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: not (self._pending or self._writing), timeout):
-                raise TimeoutError(f"Snapshots not yet written to {self.staging} after {timeout} s")
+        self._pipeline.wait_staged(timeout)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Waits until everything saved is durable in the store.
+        """Waits until everything saved is durable in the store (and old ones are pruned).
 
         Raises:
             StoreError: the store keeps failing (the reason says why and how to fix it).
             CheckpointError: the newest snapshot could not be written to staging.
             TimeoutError: ``timeout`` seconds passed first.
         """
-        with self._cond:
-            if self._exhausted and not (self._pending or self._writing):
-                self._poked = True  # a lasting failure: try once more (else the writer pokes)
-                self._cond.notify_all()
-            start = self._attempts
-            done = self._cond.wait_for(
-                lambda: self._idle() or (self._exhausted and self._attempts > start), timeout
-            )
-            if not done:
-                raise TimeoutError(
-                    f"Checkpoints not yet durable in {self.store.url} after {timeout} s "
-                    f"(status: {self._status()})"
-                )
-            if self._exhausted and self._store_failure:
-                raise StoreError(
-                    f"{self._store_failure}. Training goes on; the newest checkpoint waits in "
-                    f"{self.staging} and is retried at the next save or wait()."
-                )
-            if self._write_failure:
-                raise CheckpointError(self._write_failure)
+        self._pipeline.wait(timeout)
 
     def close(self) -> None:
         """Waits for pending work, stops the background threads, then raises any failure."""
         if self._closed:
             return
+        self._closed = True
         error: Exception | None = None
-        if self._threads:
+        if self._pipeline.started:
             try:
-                self.wait()
+                self._pipeline.wait()
             except (StoreError, CheckpointError) as e:
                 error = e
-        with self._cond:
-            self._stop = self._closed = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=60)
+        self._pipeline.stop()
         if error is not None:
             raise error
 
     @property
     def status(self) -> str:
         """``"ok"``, ``"pending"`` (not yet durable) or ``"failing: <reason>"``."""
-        with self._cond:
-            return self._status()
-
-    def _status(self) -> str:
-        failure = self._store_failure or self._write_failure
-        if failure:
-            return f"failing: {failure}"
-        return "ok" if self._idle() else "pending"
-
-    def _idle(self) -> bool:
-        return not (self._pending or self._writing or self._to_upload or self._uploading)
+        with self._pipeline.cond:
+            return self._pipeline.status()
 
     # ----------------------------------------------------------------------------- reading
 
@@ -279,25 +222,25 @@ class CheckpointManager:
         return sorted(names, key=step_of, reverse=True)
 
     def _describe(self, name: str, info) -> CheckpointRecord:
-        with self._cond:
+        with self._lock:
             known = self._records.get(name)
         if known is None:
             known = self._verifier.describe(name, info)
-            with self._cond:
+            with self._lock:
                 self._records[name] = known
         return known
 
+    def _written(self, record: CheckpointRecord) -> None:
+        with self._lock:
+            self._records[record.name] = record
+
     def _resumed_from(self, record: CheckpointRecord, in_store: bool) -> None:
-        with self._cond:
+        with self._lock:
             self._records[record.name] = record
             self._last_save_step, self._last_save_time = record.step, self._clock.monotonic()
-            if not in_store and (self._to_upload is None or step_of(self._to_upload) < record.step):
-                self._to_upload = record.name
-                self._poked = True
-                self._cond.notify_all()
         log.info("Resuming from checkpoint %s (step %d)", record.name, record.step)
         if not in_store:
-            self._start_threads()
+            self._pipeline.queue_upload(record.name)
 
     # ----------------------------------------------------------------------------- archive
 
@@ -308,7 +251,7 @@ class CheckpointManager:
         only in staging are archived too. Returns the prefix, e.g. ``archive/20260101T120000Z``.
         """
         self.wait()
-        with self._prune_lock:
+        with self._pipeline.prune_lock:
             in_store = catalog.store_checkpoints(self.store)
             prefix = self._free_archive_prefix()
             names = self._candidates(in_store)
@@ -320,7 +263,7 @@ class CheckpointManager:
                 if name in in_store:
                     catalog.store_call(self.store.delete, name)
                 local.unlink()
-            with self._cond:
+            with self._lock:
                 self._records.clear()
                 self._last_save_step, self._last_save_time = None, self._clock.monotonic()
         log.info("Archived %d checkpoint(s) to %s/%s", len(names), self.store.url, prefix)
@@ -334,143 +277,24 @@ class CheckpointManager:
             prefix = f"archive/{stamp}-{n}"
         return prefix
 
-    # ----------------------------------------------------------------------------- background
-
-    def _start_threads(self) -> None:
-        with self._cond:
-            if self._threads:
-                return
-            for target, label in ((self._write_loop, "writer"), (self._mirror_loop, "mirror")):
-                thread = threading.Thread(
-                    target=target, name=f"colabkit-checkpoint-{label}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending is not None or self._stop)
-                if self._pending is None:
-                    return
-                snapshot, self._pending = self._pending, None
-                name = self._writing = snapshot.record.name
-            path = self.staging / name
-            try:
-                write_checkpoint(
-                    path, snapshot.arrays, snapshot.state, created=snapshot.record.created
-                )
-                written = replace(snapshot.record, size=path.stat().st_size)
-            except Exception as e:  # noqa: BLE001 -- reported by status/wait, never kills training
-                reason = catalog.describe_failure(e)
-                self._written(name, None, f"Could not write {name} to {self.staging}: {reason}")
-                continue
-            del snapshot  # the arrays can go as soon as they are on disk
-            self._written(name, written, None)
-            self._prune_staging()
-
-    def _written(self, name: str, record: CheckpointRecord | None, failure: str | None) -> None:
-        with self._cond:
-            self._writing = None
-            self._write_failure = failure
-            if record is not None:
-                self._records[name] = record
-                self._to_upload = name
-            self._poked = True
-            self._cond.notify_all()
-        if failure is not None:
-            log.warning("%s; training continues", failure)
-        else:
-            log.debug("Checkpoint %s written to staging (%s bytes)", name, record.size)
-
-    def _mirror_loop(self) -> None:
-        failures = 0
-        while True:
-            with self._cond:
-                self._cond.wait_for(self._upload_due)
-                if self._stop:
-                    return
-                name, self._to_upload, self._poked = self._to_upload, None, False
-                self._uploading = name
-            try:
-                self.store.put(self.staging / name, name)
-            except Exception as e:  # noqa: BLE001 -- reported by status/wait, retried
-                failures += 1
-                if self._upload_failed(name, e, lasting=failures > len(self._delays)):
-                    continue
-                self._clock.sleep(self._delays[failures - 1])
-                continue
-            failures = 0
-            self._uploaded(name)
-            self._prune(name)
-            with self._cond:  # only now, so that wait() also waits for the pruning
-                self._uploading = None
-                self._cond.notify_all()
-
-    def _upload_due(self) -> bool:
-        ready = self._to_upload is not None and (self._poked or not self._exhausted)
-        return self._stop or ready
-
-    def _upload_failed(self, name: str, error: Exception, *, lasting: bool) -> bool:
-        reason = catalog.describe_failure(error)
-        with self._cond:
-            self._uploading = None
-            if self._to_upload is None:  # else a newer checkpoint replaces this one
-                self._to_upload = name
-            self._store_failure = f"Could not copy {name} to {self.store.url}: {reason}"
-            self._exhausted = lasting
-            self._attempts += 1
-            self._cond.notify_all()
-            changed, self._logged_failure = reason != self._logged_failure, reason
-        if changed:
-            log.warning(
-                "Checkpoints are not reaching %s: %s; training continues, retrying in background",
-                self.store.url,
-                reason,
-            )
-        return lasting
-
-    def _uploaded(self, name: str) -> None:
-        with self._cond:
-            recovered = self._logged_failure is not None
-            self._store_failure = self._logged_failure = None
-            self._exhausted = False
-            self._attempts += 1
-            self._cond.notify_all()
-        if recovered:
-            log.warning("Checkpoints reach %s again", self.store.url)
-        log.info("Checkpoint %s is durable in %s", name, self.store.url)
-
     # ----------------------------------------------------------------------------- pruning
 
     def _prune(self, committed: str) -> None:
         """Deletes what the keep policy drops, only older than ``committed`` (just committed)."""
         try:
-            with self._prune_lock:
+            with self._pipeline.prune_lock:
                 in_store = catalog.store_checkpoints(self.store)
                 records = [self._describe(name, info) for name, info in in_store.items()]
                 keep = self._keep_policy.select(records, self._clock.time()) | {committed}
                 for record in records:
                     if record.name not in keep and record.step < step_of(committed):
                         self.store.delete(record.name)
-                        with self._cond:
+                        with self._lock:
                             self._records.pop(record.name, None)
                         log.info("Deleted old checkpoint %s from %s", record.name, self.store.url)
         except (OSError, CheckpointError) as e:
             log.warning("Could not prune old checkpoints: %s", catalog.describe_failure(e))
-        self._prune_staging()
-
-    def _prune_staging(self) -> None:
-        """Keeps in staging what is not yet in the store, plus the newest (for a quick resume)."""
-        with self._prune_lock:
-            names = catalog.staging_names(self.staging)
-            with self._cond:
-                busy = {self._writing, self._to_upload, self._uploading}
-            newest = max(names, key=step_of, default=None)
-            for name in names:
-                if name != newest and name not in busy:
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.staging / name).unlink()
+        self._pipeline.prune_staging()
 
 
 def _check_delays(delays: Sequence[float]) -> tuple[float, ...]:

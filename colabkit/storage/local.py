@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from colabkit.errors import StoreError
@@ -84,6 +85,24 @@ class LocalStore:
         if not os.path.isfile(path):
             raise FileNotFoundError(2, "Not a stored object", str(path))
         return ObjectInfo(name=name, size=st.st_size, md5=md5_file(path), modified=st.st_mtime)
+
+    def remove_leftovers(self, older_than: float = 3600.0) -> list[str]:
+        """Deletes hidden temporary files of puts interrupted by a crash; returns their names.
+
+        Only files untouched for ``older_than`` seconds go, so a put still running elsewhere
+        (its file keeps changing) is left alone. Each leftover can be as big as a checkpoint,
+        which matters on a Drive with a quota.
+        """
+        removed = []
+        cutoff = time.time() - older_than
+        for folder, _, files in os.walk(self.root):
+            for file in files:
+                path = os.path.join(folder, file)
+                with contextlib.suppress(FileNotFoundError):
+                    if atomic.is_temporary_name(file) and os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed.append(Path(path).relative_to(self.root).as_posix())
+        return removed
 
     def delete(self, name: str) -> None:
         path = self.path(name)

@@ -1,0 +1,273 @@
+"""The background half of checkpointing: snapshot -> local staging -> store, off the training path.
+
+One writer thread writes registered snapshots into the staging folder; one mirror thread copies
+written checkpoints into the store, retrying failures with backoff on the injected clock. Each
+stage holds at most one waiting item: a newer snapshot or upload replaces one that has not
+started, so a store slower than training bounds memory and disk instead of queueing. A failure
+is logged once per change of reason, shown by ``status`` and raised by ``wait()``; it never
+reaches the training thread on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from colabkit.checkpoint import catalog
+from colabkit.checkpoint.format import step_of, write_checkpoint
+from colabkit.checkpoint.policy import CheckpointRecord
+from colabkit.clock import Clock
+from colabkit.errors import CheckpointError, StoreError
+from colabkit.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint registered by ``save()`` and not yet on disk (it owns ``arrays``)."""
+
+    record: CheckpointRecord
+    arrays: Mapping[str, np.ndarray]
+    state: dict
+
+
+class SavePipeline:
+    """Writer and mirror threads with their shared state, guarded by one condition variable.
+
+    Args:
+        store: Destination of committed checkpoints.
+        staging: Local folder for written snapshots.
+        clock: Sleeps between retries.
+        delays: Seconds between retries of one upload; after the last, the failure is lasting.
+        on_written: Called (in the writer thread) with each checkpoint's record once on disk.
+        on_committed: Called (in the mirror thread) with each name once durable in the store;
+            ``wait()`` also waits for it (it prunes).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        staging: Path,
+        clock: Clock,
+        delays: tuple[float, ...],
+        on_written: Callable[[CheckpointRecord], None],
+        on_committed: Callable[[str], None],
+    ) -> None:
+        self.store, self.staging, self._clock, self._delays = store, staging, clock, delays
+        self._on_written, self._on_committed = on_written, on_committed
+        self.cond = threading.Condition()
+        self.prune_lock = threading.Lock()
+        self._pending: Snapshot | None = None
+        self._writing: str | None = None
+        self._to_upload: str | None = None
+        self._uploading: str | None = None
+        self._write_failure: str | None = None
+        self._store_failure: str | None = None
+        self._logged_failure: str | None = None
+        self._exhausted = False
+        self._poked = False
+        self._attempts = 0
+        self._threads: list[threading.Thread] = []
+        self._stop = False
+
+    def submit(self, snapshot: Snapshot) -> None:
+        """Queues a snapshot for writing, replacing one that is waiting (not being written)."""
+        with self.cond:
+            if self._stop:
+                raise CheckpointError(
+                    f"save({snapshot.record.step}) after close(): create a new CheckpointManager"
+                )
+            if self._pending is not None:
+                log.debug(
+                    "Snapshot %s superseded by %s", self._pending.record.name, snapshot.record.name
+                )
+            self._pending = snapshot
+            self.cond.notify_all()
+        self._start_threads()
+
+    def queue_upload(self, name: str) -> None:
+        """Queues a checkpoint already in staging for the store, unless a newer one is queued."""
+        with self.cond:
+            if self._to_upload is None or step_of(self._to_upload) < step_of(name):
+                self._to_upload, self._poked = name, True
+                self.cond.notify_all()
+        self._start_threads()
+
+    def wait_staged(self, timeout: float | None = None) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: not (self._pending or self._writing), timeout):
+                raise TimeoutError(f"Snapshots not yet written to {self.staging} after {timeout} s")
+
+    def wait(self, timeout: float | None = None) -> None:
+        with self.cond:
+            if self._exhausted and not (self._pending or self._writing):
+                self._poked = True  # a lasting failure: try once more (else the writer pokes)
+                self.cond.notify_all()
+            start = self._attempts
+            done = self.cond.wait_for(
+                lambda: self._idle() or (self._exhausted and self._attempts > start), timeout
+            )
+            if not done:
+                raise TimeoutError(
+                    f"Checkpoints not yet durable in {self.store.url} after {timeout} s "
+                    f"(status: {self.status()})"
+                )
+            if self._exhausted and self._store_failure:
+                raise StoreError(
+                    f"{self._store_failure}. Training goes on; the newest checkpoint waits in "
+                    f"{self.staging} and is retried at the next save or wait()."
+                )
+            if self._write_failure:
+                raise CheckpointError(self._write_failure)
+
+    def stop(self) -> None:
+        """Stops both threads (after ``wait()``: whatever is still queued stays in staging)."""
+        with self.cond:
+            self._stop = True
+            self.cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
+
+    def status(self) -> str:
+        """Call with ``cond`` held."""
+        failure = self._store_failure or self._write_failure
+        if failure:
+            return f"failing: {failure}"
+        return "ok" if self._idle() else "pending"
+
+    def busy(self) -> set[str]:
+        """Names that staging must keep: being written, waiting for the store, being copied."""
+        with self.cond:
+            return {n for n in (self._writing, self._to_upload, self._uploading) if n}
+
+    def _idle(self) -> bool:
+        return not (self._pending or self._writing or self._to_upload or self._uploading)
+
+    def _start_threads(self) -> None:
+        with self.cond:
+            if self._threads:
+                return
+            for target, label in ((self._write_loop, "writer"), (self._mirror_loop, "mirror")):
+                thread = threading.Thread(
+                    target=target, name=f"colabkit-checkpoint-{label}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self._pending is not None or self._stop)
+                if self._pending is None:
+                    return
+                snapshot, self._pending = self._pending, None
+                name = self._writing = snapshot.record.name
+            written, failure = self._write(snapshot)
+            del snapshot  # the arrays can go as soon as they are on disk (or failed to get there)
+            if written is not None:
+                self._on_written(written)
+            self._written(name, written, failure)
+            if written is not None:
+                self.prune_staging()
+
+    def _write(self, snapshot: Snapshot) -> tuple[CheckpointRecord | None, str | None]:
+        path = self.staging / snapshot.record.name
+        try:
+            created = snapshot.record.created
+            write_checkpoint(path, snapshot.arrays, snapshot.state, created=created)
+            return replace(snapshot.record, size=path.stat().st_size), None
+        except Exception as e:  # noqa: BLE001 -- reported by status/wait, never kills training
+            reason = catalog.describe_failure(e)
+            return None, f"Could not write {snapshot.record.name} to {self.staging}: {reason}"
+
+    def _written(self, name: str, record: CheckpointRecord | None, failure: str | None) -> None:
+        with self.cond:
+            self._writing = None
+            self._write_failure = failure
+            if record is not None:
+                self._to_upload = name
+            self._poked = True
+            self.cond.notify_all()
+        if failure is not None:
+            log.warning("%s; training continues", failure)
+        else:
+            log.debug("Checkpoint %s written to staging (%s bytes)", name, record.size)
+
+    def _mirror_loop(self) -> None:
+        failures = 0
+        while True:
+            with self.cond:
+                self.cond.wait_for(self._upload_due)
+                if self._stop:
+                    return
+                name, self._to_upload, self._poked = self._to_upload, None, False
+                self._uploading = name
+            try:
+                self.store.put(self.staging / name, name)
+            except Exception as e:  # noqa: BLE001 -- reported by status/wait, retried
+                failures += 1
+                if not self._upload_failed(name, e, lasting=failures > len(self._delays)):
+                    self._clock.sleep(self._delays[failures - 1])
+                continue
+            failures = 0
+            self._uploaded(name)
+            self._on_committed(name)
+            with self.cond:  # only now, so that wait() also waits for the pruning
+                self._uploading = None
+                self.cond.notify_all()
+
+    def _upload_due(self) -> bool:
+        ready = self._to_upload is not None and (self._poked or not self._exhausted)
+        return self._stop or ready
+
+    def _upload_failed(self, name: str, error: Exception, *, lasting: bool) -> bool:
+        reason = catalog.describe_failure(error)
+        with self.cond:
+            self._uploading = None
+            if self._to_upload is None:  # else a newer checkpoint replaces this one
+                self._to_upload = name
+            self._store_failure = f"Could not copy {name} to {self.store.url}: {reason}"
+            self._exhausted = lasting
+            self._attempts += 1
+            self.cond.notify_all()
+            changed, self._logged_failure = reason != self._logged_failure, reason
+        if changed:
+            log.warning(
+                "Checkpoints are not reaching %s: %s; training continues, retrying in background",
+                self.store.url,
+                reason,
+            )
+        return lasting
+
+    def _uploaded(self, name: str) -> None:
+        with self.cond:
+            recovered = self._logged_failure is not None
+            self._store_failure = self._logged_failure = None
+            self._exhausted = False
+            self._attempts += 1
+            self.cond.notify_all()
+        if recovered:
+            log.warning("Checkpoints reach %s again", self.store.url)
+        log.info("Checkpoint %s is durable in %s", name, self.store.url)
+
+    def prune_staging(self) -> None:
+        """Keeps in staging what is not yet in the store, plus the newest (for a quick resume)."""
+        with self.prune_lock:
+            names = catalog.staging_names(self.staging)
+            busy = self.busy()
+            newest = max(names, key=step_of, default=None)
+            for name in names:
+                if name != newest and name not in busy:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.staging / name).unlink()

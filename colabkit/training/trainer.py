@@ -355,6 +355,7 @@ class _Runner:
             clock_seconds=self.clock.monotonic,
         )
         loop.epochs = epochs
+        stopped: str | None = None
         with stops.handle_signals():
             try:
                 if progress.step > 0:
@@ -363,7 +364,11 @@ class _Runner:
                     self._segment(loop, 0, progress.epoch, epochs, verbose)
                 loop.finish()
             except StopForResume as stop:
-                return self._stopped(stop.reason, stops, deadline, epochs)
+                stopped = stop.reason
+        if stopped is not None:
+            history = self._stopped(stopped, deadline, epochs)
+            stops.reraise()  # after the handlers are restored: Ctrl-C / SIGTERM act as usual
+            return history
         self._wait_durable()
         return _history(self.model, progress, epochs, completed=True)
 
@@ -389,7 +394,7 @@ class _Runner:
         )
         self.data.start_step = 0
 
-    def _stopped(self, reason: str, stops: StopRequests, deadline: SessionDeadline, epochs: int):
+    def _stopped(self, reason: str, deadline: SessionDeadline, epochs: int):
         durable = self._wait_durable()
         where = f"step {self.progress.global_step} (epoch {self.progress.epoch + 1})"
         if reason == "deadline":
@@ -403,7 +408,6 @@ class _Runner:
             print(f"colabkit: {reason}: saved {where}; re-run the same call to resume.")
         history = _history(self.model, self.progress, epochs, completed=False)
         history.stop_reason = reason
-        stops.reraise()
         return history
 
     def _wait_durable(self) -> bool:

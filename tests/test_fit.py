@@ -1,0 +1,296 @@
+"""colabkit.fit in-process: resume semantics, guards, interruptions, deadline, BackupAndRestore.
+
+Real Keras training (TensorFlow backend unless KERAS_BACKEND says otherwise) on a tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import colabkit
+from colabkit.clock import FakeClock
+from colabkit.errors import ConfigError, ResumeMismatchError
+from colabkit.storage import open_store
+from colabkit.training.callbacks import SessionDeadline
+
+N, FEATURES, BATCH = 96, 6, 16  # 6 steps per epoch
+
+
+class BatchCounter(keras.layers.Layer):
+    """Counts the batches the model is trained on (Keras' own interruption-test device)."""
+
+    def build(self, input_shape):
+        self.batches = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x, training=False):
+        if training:
+            self.batches.assign_add(1.0)
+        return x
+
+
+def make_model(width: int = 8, optimizer: str = "adam") -> keras.Model:
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            BatchCounter(),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def make_data(n: int = N):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, FEATURES)).astype("float32")
+    y = np.eye(2, dtype="float32")[(x[:, 0] > 0).astype(int)]
+    return x, y
+
+
+def counter(model: keras.Model) -> float:
+    return float(np.asarray(model.layers[0].batches))
+
+
+def fit(model, run_dir, **kw):
+    x, y = kw.pop("data", make_data())
+    options = dict(
+        run_dir=run_dir,
+        staging_dir=str(run_dir) + "-staging",
+        epochs=3,
+        batch_size=BATCH,
+        seed=5,
+        session_limit=False,
+        verbose=0,
+    )
+    options.update(kw)
+    return colabkit.fit(model, x, y, **options)
+
+
+def checkpoints(run_dir: Path) -> list[str]:
+    return [o.name for o in open_store(run_dir / "checkpoints").list()]
+
+
+class RaiseAt(keras.callbacks.Callback):
+    """Raises mid-fit at (epoch, batch), once."""
+
+    def __init__(self, epoch: int, batch: int):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("interrupted")
+
+
+def test_returns_full_history_and_finished_run_returns_at_once(tmp_path):
+    model = make_model()
+    history = fit(model, tmp_path / "run")
+    assert len(history.history["loss"]) == 3 and history.completed
+    assert history.resumes == []
+    assert counter(model) == 18
+    again = make_model()
+    rerun = fit(again, tmp_path / "run")
+    assert rerun.history == history.history
+    assert counter(again) == 18  # final weights loaded, no batch trained again
+    for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_more_epochs_continue_the_run(tmp_path):
+    fit(make_model(), tmp_path / "run", epochs=2)
+    model = make_model()
+    history = fit(model, tmp_path / "run", epochs=4)
+    assert len(history.history["loss"]) == 4
+    assert history.resumes[0]["epoch"] == 2 and history.resumes[0]["step"] == 0
+    assert counter(model) == 24
+
+
+def test_interrupted_mid_epoch_every_batch_trained_once(tmp_path):
+    """Keras' interruption scenario, through colabkit.fit: a callback raises mid-fit."""
+    model = make_model()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(model, tmp_path / "run", save_every="1steps", callbacks=[RaiseAt(1, 3)])
+    resumed = make_model()
+    history = fit(resumed, tmp_path / "run", save_every="1steps")
+    assert history.resumes[0]["epoch"] == 1 and history.resumes[0]["step"] == 3
+    assert counter(resumed) == 18  # 3 epochs x 6 batches, none twice, none skipped
+    reference = make_model()
+    ref = fit(reference, tmp_path / "reference", save_every="1steps")
+    assert history.history == ref.history
+    for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(batch_size=8), "batch_size=16"),
+        (dict(seed=6), "seed=5"),
+        (dict(data=make_data(80)), "train_samples=96"),
+        (dict(model=lambda: make_model(width=9)), "model architecture differs"),
+        (dict(model=lambda: make_model(optimizer="sgd")), "optimizer differs"),
+    ],
+)
+def test_guards_name_what_differs_and_overwrite_nothing(tmp_path, change, message):
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=1)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    model = change.pop("model", make_model)()
+    with pytest.raises(ResumeMismatchError, match=message) as info:
+        fit(model, run, epochs=2, **change)
+    assert "fresh=True" in str(info.value) and "\n" not in str(info.value)
+    after = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    assert after == before
+
+
+def test_fresh_archives_instead_of_deleting(tmp_path):
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=1)
+    old = checkpoints(run)
+    model = make_model(width=9)
+    history = fit(model, run, epochs=1, fresh=True)
+    assert history.resumes == []
+    names = checkpoints(run)
+    assert any(n.startswith("archive/") and n.endswith(old[-1]) for n in names)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        (dict(epochs=0), "`epochs`"),
+        (dict(batch_size=0), "`batch_size`"),
+        (dict(save_every="10x"), "`save_every`"),
+        (dict(keep=0), "`keep`"),
+        (dict(validation_split=1.5), "`validation_split`"),
+        (dict(seed=-1), "`seed`"),
+    ],
+)
+def test_bad_arguments_one_line_and_nothing_written(tmp_path, kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        fit(make_model(), tmp_path / "run", **kwargs)
+    assert "Received" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_uncompiled_model_and_missing_run_dir(tmp_path):
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(2)])
+    with pytest.raises(ConfigError, match="compile"):
+        fit(model, tmp_path / "run")
+    with pytest.raises(ConfigError, match="run_dir"):
+        colabkit.fit(make_model(), *make_data(), epochs=1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="file"):
+        fit(make_model(), tmp_path / "file")
+
+
+def test_session_deadline_stops_at_the_right_step_with_a_durable_checkpoint(tmp_path):
+    clock = FakeClock(start=1_000.0)
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.advance(60.0)  # each step takes a minute
+
+    # Session started at 1000 s, limit 20 min, margin 15 min: stop once 5 minutes are used.
+    deadline = SessionDeadline("15m", session_limit="20m", session_start=1_000.0, clock=clock)
+    model = make_model()
+    history = fit(model, tmp_path / "run", callbacks=[Tick(), deadline], clock=clock)
+    assert not history.completed and history.stop_reason == "deadline"
+    assert counter(model) == 5
+    # durable: the checkpoint is in the store (not only in staging), at step 5
+    assert checkpoints(tmp_path / "run")[-1] == "ckpt-000000000005.ckpt"
+    resumed = make_model()
+    done = fit(resumed, tmp_path / "run")
+    assert done.completed and counter(resumed) == 18
+
+
+def test_session_limit_argument_validated(tmp_path):
+    with pytest.raises(ConfigError, match="session_limit"):
+        fit(make_model(), tmp_path / "run", session_limit="soon")
+
+
+SIGNAL_JOB = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import keras
+import test_fit as t
+class Send(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2 and not os.path.exists({marker!r}):
+            open({marker!r}, "w").close()
+            os.kill(os.getpid(), signal.{sig})
+try:
+    t.fit(t.make_model(), {run!r}, callbacks=[Send()])
+except KeyboardInterrupt:
+    print("KeyboardInterrupt re-raised")
+    sys.exit(3)
+print("finished")
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", -signal.SIGTERM), ("SIGINT", 3)])
+def test_signal_saves_at_the_next_step_then_stops(tmp_path, sig, code):
+    run = tmp_path / "run"
+    job = SIGNAL_JOB.format(
+        tests=str(Path(__file__).parent), marker=str(tmp_path / "sent"), run=str(run), sig=sig
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", job], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert "finished" not in proc.stdout
+    assert checkpoints(run)[-1] == "ckpt-000000000003.ckpt"  # saved right after batch 2
+    resumed = make_model()
+    history = fit(resumed, run)
+    assert history.resumes[0]["global_step"] == 3 and counter(resumed) == 18
+
+
+def test_drop_in_backup_and_restore_no_worse_than_keras(tmp_path):
+    """Keras' interruption scenario in a plain model.fit: colabkit's BackupAndRestore against
+    Keras' own, both saving every epoch; a callback raises in the middle of epoch 2."""
+    x, y = make_data()
+    counts = {}
+    for name, cls in [
+        ("keras", keras.callbacks.BackupAndRestore),
+        ("colabkit", colabkit.callbacks.BackupAndRestore),
+    ]:
+        model = make_model()
+        backup_dir = str(tmp_path / name)
+        with pytest.raises(RuntimeError):
+            model.fit(
+                x,
+                y,
+                batch_size=BATCH,
+                epochs=3,
+                verbose=0,
+                callbacks=[cls(backup_dir), RaiseAt(1, 3)],
+            )
+        model = make_model()
+        history = model.fit(
+            x, y, batch_size=BATCH, epochs=3, verbose=0, callbacks=[cls(backup_dir)]
+        )
+        counts[name] = (counter(model), len(history.history["loss"]))
+    # Both restore after epoch 1 and retrain epochs 2-3: 1 epoch from the backup + 2 x 6 batches.
+    assert counts["colabkit"] == counts["keras"] == (18.0, 2)
+    assert not list((tmp_path / "colabkit").rglob("*.ckpt"))  # delete_checkpoint=True
+
+
+def test_drop_in_backup_and_restore_validates_like_keras(tmp_path):
+    with pytest.raises(ValueError, match="save_freq"):
+        colabkit.callbacks.BackupAndRestore(str(tmp_path), save_freq=0)
+    with pytest.raises(ValueError, match="backup_dir"):
+        colabkit.callbacks.BackupAndRestore("")

@@ -295,3 +295,19 @@ def test_close_reports_failure_and_refuses_later_saves(make, store):
         manager.close()
     with pytest.raises(CheckpointError, match="after close"):
         save(manager, 2)
+
+
+def test_list_and_restore_of_a_chosen_older_checkpoint(make):
+    manager = make(keep_policy=5)
+    for step in (10, 20, 30):
+        save(manager, step, loss=1 / step)
+        manager.wait()
+    records = manager.list()
+    assert [(r.step, r.epoch, r.metrics) for r in records] == [
+        (10, 1, {"loss": 0.1}),
+        (20, 2, {"loss": 0.05}),
+        (30, 3, {"loss": 1 / 30}),
+    ]
+    contents = make().restore(records[1])
+    assert contents.state["step"] == 20
+    np.testing.assert_array_equal(contents.arrays["rng"], arrays_for(20)["rng"])

@@ -311,3 +311,17 @@ def test_list_and_restore_of_a_chosen_older_checkpoint(make):
     contents = make().restore(records[1])
     assert contents.state["step"] == 20
     np.testing.assert_array_equal(contents.arrays["rng"], arrays_for(20)["rng"])
+
+
+def test_keep_last_prunes_without_downloading_old_checkpoints(make, store, tmp_path):
+    first = make(keep_policy=2)
+    for step in (1, 2, 3):
+        save(first, step)
+        first.wait()
+    gets = store.calls["get"]
+    resumed = make(keep_policy=2, staging_dir=tmp_path / "new-vm")
+    resumed.restore()  # downloads the newest: 1 get
+    save(resumed, 4)
+    resumed.wait()
+    assert store.calls["get"] == gets + 1
+    assert names(store) == [checkpoint_name(3), checkpoint_name(4)]

@@ -230,6 +230,11 @@ class CheckpointManager:
                 self._records[name] = known
         return known
 
+    def _prune_record(self, name: str, info) -> CheckpointRecord:
+        if self._keep_policy.reads_metadata:
+            return self._describe(name, info)
+        return CheckpointRecord(name=name, step=step_of(name), created=info.modified)
+
     def _written(self, record: CheckpointRecord) -> None:
         with self._lock:
             self._records[record.name] = record
@@ -284,7 +289,7 @@ class CheckpointManager:
         try:
             with self._pipeline.prune_lock:
                 in_store = catalog.store_checkpoints(self.store)
-                records = [self._describe(name, info) for name, info in in_store.items()]
+                records = [self._prune_record(name, info) for name, info in in_store.items()]
                 keep = self._keep_policy.select(records, self._clock.time()) | {committed}
                 for record in records:
                     if record.name not in keep and record.step < step_of(committed):

@@ -157,6 +157,10 @@ def _parse_save_part(part: object) -> SavePolicy:
 class KeepPolicy:
     """Decides which checkpoints to keep. Subclasses implement :meth:`select`."""
 
+    reads_metadata = True
+    """Whether :meth:`select` looks beyond ``name`` and ``step`` (``created``, ``metrics``).
+    When it does not, the manager need not read (on Drive: download) old checkpoints to prune."""
+
     def select(self, checkpoints: Sequence[CheckpointRecord], now: float) -> set[str]:
         """The names, among ``checkpoints``, to keep (the manager deletes only the others)."""
         raise NotImplementedError
@@ -169,6 +173,8 @@ class KeepPolicy:
 class KeepAll(KeepPolicy):
     """Never delete anything."""
 
+    reads_metadata = False
+
     def select(self, checkpoints, now) -> set[str]:
         return {record.name for record in checkpoints}
 
@@ -178,6 +184,7 @@ class KeepLast(KeepPolicy):
     """Keep the ``k`` highest steps."""
 
     k: int
+    reads_metadata = False
 
     def __post_init__(self) -> None:
         _require_positive_int("k", self.k)
@@ -246,6 +253,10 @@ class KeepAny(KeepPolicy):
     """Keep what any of ``policies`` keeps (a union)."""
 
     policies: tuple[KeepPolicy, ...]
+
+    @property
+    def reads_metadata(self) -> bool:
+        return any(policy.reads_metadata for policy in self.policies)
 
     def select(self, checkpoints, now) -> set[str]:
         kept: set[str] = set()

@@ -294,3 +294,24 @@ def test_drop_in_backup_and_restore_validates_like_keras(tmp_path):
         colabkit.callbacks.BackupAndRestore(str(tmp_path), save_freq=0)
     with pytest.raises(ValueError, match="backup_dir"):
         colabkit.callbacks.BackupAndRestore("")
+
+
+def test_failing_store_delays_durability_not_training(tmp_path, caplog):
+    import errno
+
+    from colabkit.storage.faults import FaultyStore
+    from colabkit.storage.local import LocalStore
+
+    store = FaultyStore(LocalStore(tmp_path / "drive"))
+    store.fail(errno.ENOTCONN, ops=("put",))  # the Drive mount dropped for the whole run
+    model = make_model()
+    history = fit(model, tmp_path / "unused", store=store, clock=FakeClock())
+    assert history.completed and counter(model) == 18  # training was not held hostage
+    assert history.durable is False
+    assert "only in local staging" in caplog.text
+    assert store.inner.list() == []
+    store.heal()  # the mount is back: the re-run uploads the final checkpoint, trains nothing
+    again = make_model()
+    rerun = fit(again, tmp_path / "unused", store=store, clock=FakeClock())
+    assert rerun.history == history.history and counter(again) == 18
+    assert [o.name for o in store.inner.list()][-1] == "ckpt-000000000018.ckpt"

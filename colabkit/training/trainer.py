@@ -21,7 +21,7 @@ from colabkit.checkpoint.format import CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import ConfigError, ResumeMismatchError, invalid_argument
+from colabkit.errors import CheckpointError, ConfigError, ResumeMismatchError, invalid_argument
 from colabkit.storage import Store, open_store
 from colabkit.training import determinism
 from colabkit.training.callbacks import SessionDeadline
@@ -124,7 +124,16 @@ def fit(
         runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
         return runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
     finally:
+        _close(manager)
+
+
+def _close(manager: CheckpointManager) -> None:
+    """Stops the background threads. A store failure was already reported by ``_wait_durable``
+    (or an exception is on its way out): it must not replace the result or the exception."""
+    try:
         manager.close()
+    except (OSError, CheckpointError) as e:
+        log.debug("Checkpoint manager closed with a failure: %s", e)
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -297,6 +306,7 @@ def _history(
     history.completed = completed
     history.stop_reason = progress.stop_reason
     history.train_seconds = progress.train_seconds
+    history.durable = True
     model.history = history
     return history
 
@@ -369,8 +379,9 @@ class _Runner:
             history = self._stopped(stopped, deadline, epochs)
             stops.reraise()  # after the handlers are restored: Ctrl-C / SIGTERM act as usual
             return history
-        self._wait_durable()
-        return _history(self.model, progress, epochs, completed=True)
+        history = _history(self.model, progress, epochs, completed=True)
+        history.durable = self._wait_durable()
+        return history
 
     def _segment(self, loop: ResumableLoop, start_step: int, first: int, end: int, verbose: Any):
         self.data.start_step = start_step
@@ -408,14 +419,22 @@ class _Runner:
             print(f"colabkit: {reason}: saved {where}; re-run the same call to resume.")
         history = _history(self.model, self.progress, epochs, completed=False)
         history.stop_reason = reason
+        history.durable = durable
         return history
 
     def _wait_durable(self) -> bool:
+        """Waits until the checkpoints are in the store; a failure is reported, not raised."""
         started = time.monotonic()
         try:
             self.manager.wait()
-        except OSError as e:
-            log.error("The last checkpoint is only in local staging, not in the store: %s", e)
+        except (OSError, CheckpointError) as e:
+            log.error(
+                "The newest checkpoint is only in local staging (%s), not in %s: %s. "
+                "Fix the store and re-run the same call to upload it.",
+                self.manager.staging,
+                self.manager.store.url,
+                e,
+            )
             return False
         log.debug("Checkpoints durable after %.2fs.", time.monotonic() - started)
         return True

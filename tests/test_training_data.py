@@ -1,0 +1,112 @@
+"""The resumable batch order and the state snapshot helpers (no training)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from colabkit.errors import ConfigError, ResumeMismatchError
+from colabkit.training import state
+from colabkit.training.data import ArrayBatches, DatasetBatches, train_validation_split
+
+
+def ids(batches, epoch):
+    batches.epoch = epoch
+    return [batches[i][1].tolist() for i in range(len(batches))]
+
+
+def test_each_epoch_visits_every_sample_once_in_an_order_fixed_by_seed_and_epoch():
+    x = np.arange(50, dtype="float32").reshape(50, 1)
+    y = np.arange(50)
+    batches = ArrayBatches(x, y, batch_size=8, seed=3)
+    assert len(batches) == math.ceil(50 / 8)
+    e0, e1 = ids(batches, 0), ids(batches, 1)
+    assert sorted(sum(e0, [])) == list(range(50)) == sorted(sum(e1, []))
+    assert e0 != e1  # reshuffled every epoch
+    again = ArrayBatches(x, y, batch_size=8, seed=3)
+    assert ids(again, 1) == e1  # a new process sees the same epoch order
+    assert ids(ArrayBatches(x, y, batch_size=8, seed=4), 1) != e1
+    for i in range(len(batches)):  # x and y stay paired
+        batches.epoch = 1
+        bx, by = batches[i]
+        np.testing.assert_array_equal(bx[:, 0], by)
+
+
+def test_resumed_epoch_starts_at_its_next_step():
+    x = np.arange(40, dtype="float32").reshape(40, 1)
+    y = np.arange(40)
+    full = ArrayBatches(x, y, batch_size=6, seed=0)
+    resumed = ArrayBatches(x, y, batch_size=6, seed=0)
+    resumed.start_step = 4
+    assert len(resumed) == len(full) - 4
+    assert ids(resumed, 2) == ids(full, 2)[4:]
+    with pytest.raises(IndexError):
+        resumed[len(resumed)]
+
+
+def test_user_pydataset_batches_in_a_seeded_order():
+    class Squares(keras.utils.PyDataset):
+        def __len__(self):
+            return 7
+
+        def __getitem__(self, i):
+            return np.full((2, 1), i, "float32"), np.full((2,), i)
+
+    batches = DatasetBatches(Squares(), seed=1)
+    order = [int(batches[i][1][0]) for i in range(7)]
+    assert sorted(order) == list(range(7)) and order != list(range(7))
+    batches.start_step = 5
+    assert [int(batches[i][1][0]) for i in range(2)] == order[5:]
+
+
+def test_validation_split_matches_keras():
+    x = np.arange(20).reshape(20, 1)
+    y = np.arange(20)
+    (tx, ty, _), (vx, vy, _) = train_validation_split(x, y, None, 0.25)
+    assert ty.tolist() == list(range(15)) and vy.tolist() == list(range(15, 20))
+    with pytest.raises(ConfigError, match="validation_split"):
+        train_validation_split(x, y, None, 0.99)
+
+
+def test_callback_state_roundtrip_with_arrays_and_infinities():
+    early = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    early.wait, early.best, early.best_epoch = 2, np.float32(0.5), 3
+    early.best_weights = [np.ones((2, 2)), np.zeros(3)]
+    plateau = keras.callbacks.ReduceLROnPlateau()
+    plateau.best, plateau.wait, plateau.cooldown_counter = math.inf, 1, 0
+
+    class Custom(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def get_state(self):
+            return {"seen": list(self.seen)}
+
+        def set_state(self, s):
+            self.seen = s["seen"]
+
+    custom = Custom()
+    custom.seen = [1, 2]
+    states, arrays = state.capture_callbacks(
+        [early, keras.callbacks.TerminateOnNaN(), plateau, custom]
+    )
+    import json
+
+    states = json.loads(json.dumps(states))  # what the checkpoint stores
+    fresh = [
+        keras.callbacks.EarlyStopping(restore_best_weights=True),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ReduceLROnPlateau(),
+        Custom(),
+    ]
+    state.restore_callbacks(fresh, states, arrays)
+    assert (fresh[0].wait, fresh[0].best, fresh[0].best_epoch) == (2, 0.5, 3)
+    np.testing.assert_array_equal(fresh[0].best_weights[0], np.ones((2, 2)))
+    assert fresh[2].best == math.inf and fresh[2].wait == 1
+    assert fresh[3].seen == [1, 2]
+    with pytest.raises(ResumeMismatchError, match="callback #0"):
+        state.restore_callbacks([keras.callbacks.ReduceLROnPlateau()], states, arrays)

@@ -15,7 +15,9 @@ from typing import Literal
 
 from colabkit.findings import Finding
 
-TPU_ENV_VARS = ("TPU_ACCELERATOR_TYPE", "TPU_NAME", "TPU_WORKER_HOSTNAMES", "TPU_SKIP_MDS_QUERY")
+# Not TPU_SKIP_MDS_QUERY or TPU_ML_PLATFORM: `import tensorflow` sets those in os.environ on any
+# machine, so a doctor run from a process (or notebook) that imported TensorFlow saw a "TPU".
+TPU_ENV_VARS = ("TPU_ACCELERATOR_TYPE", "TPU_NAME", "TPU_WORKER_HOSTNAMES")
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,13 @@ def test_tpu_vm_from_device_files_and_variables():
     assert with_env.present and "/dev/vfio/0" in with_env.evidence
 
 
+def test_variables_tensorflow_sets_on_import_are_not_a_tpu():
+    """`import tensorflow` puts TPU_SKIP_MDS_QUERY and TPU_ML_PLATFORM into os.environ on any
+    machine; a doctor started from such a process must not report a TPU."""
+    environ = {"TPU_SKIP_MDS_QUERY": "1", "TPU_ML_PLATFORM": "Tensorflow"}
+    assert not detect_tpu(environ, glob=lambda p: [], find_spec=lambda n: None).present
+
+
 def test_retired_tpu_node_runtime_is_flagged():
     tpu = detect_tpu({"COLAB_TPU_ADDR": "10.0.0.2:8470"}, glob=lambda p: [])
     assert tpu.runtime == "tpu-node"

@@ -148,9 +148,9 @@ class Checkpoint(keras.callbacks.Callback):
 
     def _open(self) -> CheckpointManager:
         if self.manager is None:
-            from colabkit.training.trainer import _default_staging
+            from colabkit.training.run_setup import default_staging
 
-            staging = Path(self.staging_dir) if self.staging_dir else _default_staging(self.store)
+            staging = Path(self.staging_dir) if self.staging_dir else default_staging(self.store)
             self.manager = CheckpointManager(
                 self.store,
                 staging_dir=staging,

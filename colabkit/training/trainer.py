@@ -7,9 +7,7 @@ an uninterrupted one. See ``colabkit.training.loop`` for how the Keras loop is d
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,16 +19,12 @@ from colabkit.checkpoint.format import CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import CheckpointError, ConfigError, ResumeMismatchError, invalid_argument
-from colabkit.storage import Store, open_store
-from colabkit.training import determinism
+from colabkit.errors import CheckpointError
+from colabkit.storage import Store
+from colabkit.training import determinism, run_setup
 from colabkit.training.callbacks import SessionDeadline
 from colabkit.training.data import (
-    ArrayBatches,
-    DatasetBatches,
     ResumableBatches,
-    num_samples,
-    train_validation_split,
 )
 from colabkit.training.interrupts import StopRequests
 from colabkit.training.loop import ResumableLoop, RunProgress, StopForResume, restore_model
@@ -96,15 +90,17 @@ def fit(
             size, dataset size or seed (nothing is overwritten).
     """
     clock = clock or SYSTEM_CLOCK
-    _check_arguments(model, epochs=epochs, batch_size=batch_size, fresh=fresh)
+    run_setup.check_arguments(model, epochs=epochs, batch_size=batch_size, fresh=fresh)
     save_policy = parse_save_every(save_every)
     keep_policy = parse_keep(keep)
-    deadline = _session_deadline(callbacks, session_limit, clock)
-    train, validation = _prepare_data(x, y, sample_weight, validation_split, validation_data)
-    checkpoints = _resolve_store(run_dir, store)
+    deadline = run_setup.session_deadline(callbacks, session_limit, clock)
+    train, validation = run_setup.prepare_data(
+        x, y, sample_weight, validation_split, validation_data
+    )
+    checkpoints = run_setup.resolve_store(run_dir, store)
     manager = CheckpointManager(
         checkpoints,
-        staging_dir=Path(staging_dir) if staging_dir else _default_staging(checkpoints),
+        staging_dir=Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints),
         save_policy=save_policy,
         keep_policy=keep_policy,
         clock=clock,
@@ -114,9 +110,9 @@ def fit(
             archived = manager.archive()
             log.info("Archived previous checkpoints under %s; starting over.", archived)
         restored = manager.restore()
-        config = _run_config(train, validation, batch_size, seed, restored)
-        data = _batches(train, batch_size, config["seed"])
-        progress = _progress(restored, config, data.steps_per_epoch, clock)
+        config = run_setup.run_config(train, validation, batch_size, seed, restored)
+        data = run_setup.training_batches(train, batch_size, config["seed"])
+        progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
             return _return_finished(model, data, restored, progress, epochs)
         if deterministic:
@@ -134,139 +130,6 @@ def _close(manager: CheckpointManager) -> None:
         manager.close()
     except (OSError, CheckpointError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
-
-
-# ------------------------------------------------------------------------------ arguments
-
-
-def _check_arguments(model: Any, *, epochs: Any, batch_size: Any, fresh: Any) -> None:
-    if not isinstance(model, keras.Model):
-        raise invalid_argument("model", type(model).__name__, "a keras.Model")
-    if not getattr(model, "compiled", False):
-        raise ConfigError(
-            "The model is not compiled. Call model.compile(optimizer=..., loss=...) before "
-            "colabkit.fit()."
-        )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise invalid_argument(name, value, "an integer >= 1")
-    if not isinstance(fresh, bool):
-        raise invalid_argument("fresh", fresh, "True or False")
-
-
-def _session_deadline(
-    callbacks: Sequence[Any], session_limit: Any, clock: Clock
-) -> SessionDeadline:
-    for callback in callbacks:
-        if isinstance(callback, SessionDeadline):
-            return callback
-    if session_limit is False:
-        return SessionDeadline.never()
-    if session_limit is None or session_limit is True:
-        from colabkit import env
-
-        if env.detect(session_limit=None).kind != "colab":
-            return SessionDeadline.never()
-        session_limit = env.DEFAULT_SESSION_LIMIT
-    return SessionDeadline(session_limit=session_limit, clock=clock)
-
-
-def _prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data: Any):
-    if x is None:
-        raise invalid_argument("x", x, "training data: arrays or a keras.utils.PyDataset")
-    if isinstance(x, keras.utils.PyDataset):
-        if y is not None or sample_weight is not None:
-            raise invalid_argument("y", type(y).__name__, "None when x is a PyDataset")
-        if split:
-            raise invalid_argument(
-                "validation_split", split, "0 when x is a PyDataset (pass validation_data)"
-            )
-        return (x, None, None), validation_data
-    if isinstance(split, bool) or not isinstance(split, (int, float)):
-        raise invalid_argument("validation_split", split, "a float in [0, 1)")
-    if split and validation_data is None:
-        train, validation = train_validation_split(x, y, sample_weight, float(split))
-        return train, validation
-    return (x, y, sample_weight), validation_data
-
-
-def _resolve_store(run_dir: Any, store: Any) -> Store:
-    if store is not None:
-        return open_store(store) if isinstance(store, (str, Path)) else store
-    if run_dir is None:
-        raise ConfigError(
-            "No place for checkpoints. Received: run_dir=None, store=None. Pass "
-            "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
-        )
-    path = Path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise invalid_argument("run_dir", str(run_dir), "a directory (this path is a file)")
-    return open_store(path / "checkpoints")
-
-
-def _default_staging(store: Store) -> Path:
-    from colabkit import env
-
-    tag = hashlib.sha256(store.url.encode()).hexdigest()[:10]
-    name = Path(store.url.rstrip("/")).parent.name or "run"
-    return env.detect(session_limit=None).staging_root / f"{name}-{tag}"
-
-
-def _run_config(
-    train: tuple, validation: Any, batch_size: int, seed: Any, restored: Any
-) -> dict[str, Any]:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise invalid_argument("seed", seed, "a non-negative integer or None")
-    config = {
-        "batch_size": batch_size,
-        "train_samples": num_samples(train[0]),
-        "validation_samples": None if validation is None else _validation_size(validation),
-        "seed": seed,
-    }
-    if restored is None:
-        if seed is None:
-            config["seed"] = secrets.randbelow(2**31)
-        return config
-    saved = restored.state.get("run", {})
-    if seed is None:
-        config["seed"] = saved.get("seed")
-    for key, value in config.items():
-        if key in saved and saved[key] != value:
-            raise ResumeMismatchError(
-                f"Cannot resume from {restored.name}: it was made with {key}={saved[key]!r}, "
-                f"this call has {key}={value!r}. Pass the same value to continue, or fresh=True "
-                "to archive the old checkpoints and start over."
-            )
-    return {**saved, **config}
-
-
-def _validation_size(validation: Any) -> int:
-    if isinstance(validation, keras.utils.PyDataset):
-        return len(validation)
-    return num_samples(validation[0])
-
-
-def _batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:
-    x, y, sample_weight = train
-    if isinstance(x, keras.utils.PyDataset):
-        return DatasetBatches(x, seed=seed)
-    return ArrayBatches(x, y, sample_weight, batch_size=batch_size, seed=seed)
-
-
-def _progress(
-    restored: CheckpointContents | None, config: dict, steps_per_epoch: int, clock: Clock
-) -> RunProgress:
-    if restored is None:
-        return RunProgress(config=config, steps_per_epoch=steps_per_epoch)
-    progress = RunProgress.from_state(restored.state)
-    progress.config = config
-    if progress.steps_per_epoch != steps_per_epoch:
-        raise ResumeMismatchError(
-            f"Cannot resume from {restored.name}: it has {progress.steps_per_epoch} steps per "
-            f"epoch, this data has {steps_per_epoch}. Use the same data and batch size, or "
-            "fresh=True to archive the old checkpoints and start over."
-        )
-    return progress
 
 
 def _already_done(progress: RunProgress, epochs: int) -> bool:

@@ -140,7 +140,12 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         "learning_curve.png) under the run directory. Re-run the same command to continue; a "
         "finished run prints its results.",
     )
-    mnist.add_argument("--run-dir", metavar="DIR", help="run directory (default: ./runs/mnist)")
+    mnist.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="run directory (default: ./runs/mnist; in Colab with Drive mounted: "
+        "/content/drive/MyDrive/colabkit/mnist)",
+    )
     mnist.add_argument("--epochs", type=int, default=15, metavar="N", help="epochs (default 15)")
     mnist.add_argument(
         "--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)"

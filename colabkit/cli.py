@@ -140,6 +140,11 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         "learning_curve.png) under the run directory. Re-run the same command to continue; a "
         "finished run prints its results.",
     )
+    _add_mnist_arguments(mnist)
+    mnist.set_defaults(func=_cmd_train_mnist)
+
+
+def _add_mnist_arguments(mnist: argparse.ArgumentParser) -> None:
     mnist.add_argument(
         "--run-dir",
         metavar="DIR",
@@ -176,7 +181,6 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     )
     mnist.add_argument("--store", metavar="URL", help="where checkpoints go (default: run dir)")
     mnist.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # tests: first N images
-    mnist.set_defaults(func=_cmd_train_mnist)
 
 
 def build_parser() -> argparse.ArgumentParser:

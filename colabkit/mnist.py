@@ -271,8 +271,6 @@ def save_outputs(
             Keras ``History``.
         steps_per_epoch: Places mid-epoch resumes on the plot.
     """
-    from colabkit.plot import learning_curve_png
-
     test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
     metrics = {name: [float(v) for v in values] for name, values in history.history.items()}
     result = MnistResult(
@@ -283,10 +281,25 @@ def save_outputs(
         outputs_dir=Path(run_dir).expanduser() / "outputs",
         source=data.source,
     )
+    predictions = model.predict(data.x_test, verbose=0)
+    _write_outputs(result, model, predictions, metrics, steps_per_epoch)
+    logger.info("Outputs written to %s.", result.outputs_dir)
+    return result
+
+
+def _write_outputs(
+    result: MnistResult,
+    model: Any,
+    predictions: np.ndarray,
+    metrics: dict[str, list[float]],
+    steps_per_epoch: int | None,
+) -> None:
+    from colabkit.plot import learning_curve_png
+
     out = result.outputs_dir
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "results.txt", lambda p: p.write_text(results_text(test_loss, test_accuracy)))
-    predictions = model.predict(data.x_test, verbose=0)
+    text = results_text(result.test_loss, result.test_accuracy)
+    _write(out / "results.txt", lambda p: p.write_text(text))
     _write(out / "predictions.npy", lambda p: np.save(p, predictions))
     _write(out / "mnist_model.keras", lambda p: model.save(p))
     record = history_record(metrics, result.resumes, steps_per_epoch, result.source)
@@ -295,8 +308,6 @@ def save_outputs(
     png = learning_curve_png(metrics, result.resumes, steps_per_epoch=steps_per_epoch, title=title)
     if png is not None:
         _write(out / "learning_curve.png", lambda p: p.write_bytes(png))
-    logger.info("Outputs written to %s.", out)
-    return result
 
 
 def history_record(

@@ -108,8 +108,9 @@ def _auto(origin: str, timeout: float) -> tuple[dict[str, np.ndarray], str]:
     try:
         return _full_mnist(origin, timeout)
     except ConfigError as full_error:
-        logger.info("Full MNIST is unavailable (%s); using the 5,000-image sample.", full_error)
-    return _sample_5k()
+        logger.debug("Full MNIST is unavailable: %s", full_error)
+    arrays, source = _sample_5k()
+    return arrays, f"{source} (full MNIST is not cached and could not be downloaded)"
 
 
 def _keras_cache() -> Path:

@@ -59,7 +59,9 @@ def test_auto_falls_back_to_the_sample_saying_so(empty_keras_home, caplog):
 
     assert len(data.x_train) == 4000
     assert "5,000-image MNIST sample" in data.source
-    assert any("5,000-image" in r.getMessage() for r in caplog.records)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) == 1  # says which data, and why, in one line
+    assert "5,000-image MNIST sample" in lines[0] and "could not be downloaded" in lines[0]
 
 
 def test_auto_uses_full_mnist_from_the_keras_cache(empty_keras_home):

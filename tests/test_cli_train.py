@@ -227,12 +227,13 @@ def test_a_run_killed_mid_save_and_resumed_ends_like_an_uninterrupted_one(
 
 @pytest.mark.slow
 def test_the_full_15_epoch_job_on_the_5k_sample_reaches_95_percent(tmp_path):
-    # Seeded: over seeds 0-5 this job reached 0.954-0.959; unseeded runs spread to 0.950, too
-    # close to the bar for a test that must not flake.
+    # Seeded and deterministic, so the figure is reproducible: over seeds 0-5 this job reached
+    # 0.954-0.959, but unseeded runs spread down to 0.950, too close to the bar to test.
     run_dir = tmp_path / "run"
 
     done = _run_cli(
-        "--dataset", "mnist-5k", "--epochs", "15", "--seed", "1", "--run-dir", str(run_dir),
+        "--dataset", "mnist-5k", "--epochs", "15", "--seed", "1", "--deterministic",
+        "--run-dir", str(run_dir),
         env=_env(tmp_path),
     )  # fmt: skip
 

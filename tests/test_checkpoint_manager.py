@@ -325,3 +325,18 @@ def test_keep_last_prunes_without_downloading_old_checkpoints(make, store, tmp_p
     resumed.wait()
     assert store.calls["get"] == gets + 1
     assert names(store) == [checkpoint_name(3), checkpoint_name(4)]
+
+
+def test_a_bug_in_pruning_is_logged_and_never_leaves_wait_hanging(make, store, caplog):
+    class BrokenKeep(KeepLast):
+        def select(self, checkpoints, now):
+            raise RuntimeError("bug in a keep policy")
+
+    manager = make(keep_policy=BrokenKeep(1))
+    save(manager, 1)
+    manager.wait(timeout=30)  # returns instead of waiting forever on a dead mirror thread
+    save(manager, 2)
+    manager.wait(timeout=30)
+    assert names(store)[-1] == checkpoint_name(2)  # the mirror thread is still alive
+    assert "bug in a keep policy" in caplog.text
+    manager.close()

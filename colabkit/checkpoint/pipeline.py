@@ -175,11 +175,17 @@ class SavePipeline:
                 name = self._writing = snapshot.record.name
             written, failure = self._write(snapshot)
             del snapshot  # the arrays can go as soon as they are on disk (or failed to get there)
-            if written is not None:
-                self._on_written(written)
+            try:
+                if written is not None:
+                    self._on_written(written)
+            except Exception:  # a bug here must not leave wait() waiting forever
+                log.exception("Unexpected error after writing %s", name)
             self._written(name, written, failure)
             if written is not None:
-                self.prune_staging()
+                try:
+                    self.prune_staging()
+                except Exception:
+                    log.exception("Unexpected error pruning %s", self.staging)
 
     def _write(self, snapshot: Snapshot) -> tuple[CheckpointRecord | None, str | None]:
         path = self.staging / snapshot.record.name
@@ -221,11 +227,15 @@ class SavePipeline:
                     self._clock.sleep(self._delays[failures - 1])
                 continue
             failures = 0
-            self._uploaded(name)
-            self._on_committed(name)
-            with self.cond:  # only now, so that wait() also waits for the pruning
-                self._uploading = None
-                self.cond.notify_all()
+            try:
+                self._uploaded(name)
+                self._on_committed(name)
+            except Exception:  # a bug here must not leave wait() waiting forever
+                log.exception("Unexpected error after committing %s", name)
+            finally:
+                with self.cond:  # only now, so that wait() also waits for the pruning
+                    self._uploading = None
+                    self.cond.notify_all()
 
     def _upload_due(self) -> bool:
         ready = self._to_upload is not None and (self._poked or not self._exhausted)

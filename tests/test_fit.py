@@ -315,3 +315,15 @@ def test_failing_store_delays_durability_not_training(tmp_path, caplog):
     rerun = fit(again, tmp_path / "unused", store=store, clock=FakeClock())
     assert rerun.history == history.history and counter(again) == 18
     assert [o.name for o in store.inner.list()][-1] == "ckpt-000000000018.ckpt"
+
+
+def test_deleting_the_run_directory_starts_over(tmp_path, caplog):
+    import shutil
+
+    fit(make_model(), tmp_path / "run", epochs=1)
+    shutil.rmtree(tmp_path / "run")  # the user starts over by deleting the run directory
+    model = make_model()
+    history = fit(model, tmp_path / "run", epochs=1)
+    assert history.resumes == [] and counter(model) == 6  # trained again, not resumed
+    assert "does not exist" in caplog.text
+    assert list(tmp_path.glob("run-staging.stale-*/*.ckpt"))  # set aside, not deleted

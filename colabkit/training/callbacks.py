@@ -148,9 +148,10 @@ class Checkpoint(keras.callbacks.Callback):
 
     def _open(self) -> CheckpointManager:
         if self.manager is None:
-            from colabkit.training.run_setup import default_staging
+            from colabkit.training.run_setup import default_staging, set_aside_stale_staging
 
             staging = Path(self.staging_dir) if self.staging_dir else default_staging(self.store)
+            set_aside_stale_staging(self.store, staging)
             self.manager = CheckpointManager(
                 self.store,
                 staging_dir=staging,

@@ -7,7 +7,9 @@ another model, batch size, dataset or seed fails with one line and leaves the ru
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from colabkit.training.data import (
     train_validation_split,
 )
 from colabkit.training.loop import RunProgress
+
+log = logging.getLogger(__name__)
 
 
 def check_arguments(model: Any, *, epochs: Any, batch_size: Any, fresh: Any) -> None:
@@ -155,3 +159,27 @@ def run_progress(
             "fresh=True to archive the old checkpoints and start over."
         )
     return progress
+
+
+def set_aside_stale_staging(store: Store, staging: Path) -> None:
+    """Keeps a deleted run directory from coming back out of the local staging cache.
+
+    Staging may hold a checkpoint newer than the store (it was not uploaded yet), so it is
+    trusted next to the store. But when the run's folder does not exist at all, the user
+    deleted it (or this is a new run under an old name): the staged checkpoints belong to a
+    run that is gone. They are moved aside, not deleted.
+    """
+    from colabkit.storage.local import LocalStore
+
+    if not isinstance(store, LocalStore) or store.root.exists():
+        return
+    if not staging.is_dir() or not any(staging.glob("*.ckpt")):
+        return
+    aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+    staging.rename(aside)
+    log.warning(
+        "%s does not exist: not resuming from the checkpoints left in local staging by an "
+        "earlier run with the same path (moved to %s).",
+        store.root,
+        aside,
+    )

@@ -98,9 +98,11 @@ def fit(
         x, y, sample_weight, validation_split, validation_data
     )
     checkpoints = run_setup.resolve_store(run_dir, store)
+    staging = Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints)
+    run_setup.set_aside_stale_staging(checkpoints, staging)
     manager = CheckpointManager(
         checkpoints,
-        staging_dir=Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints),
+        staging_dir=staging,
         save_policy=save_policy,
         keep_policy=keep_policy,
         clock=clock,

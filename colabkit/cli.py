@@ -96,6 +96,11 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit status of `colabkit train` when it stopped cleanly before the end (the session limit):
+#: EX_TEMPFAIL, "try again later" -- the next run continues.
+EXIT_STOPPED = 75
+
+
 def _cmd_train_mnist(args: argparse.Namespace) -> int:
     from colabkit import mnist
 
@@ -118,7 +123,11 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
         handler.setFormatter(logging.Formatter("colabkit: %(message)s"))
         logging.getLogger("colabkit").addHandler(handler)
         logging.getLogger("colabkit").setLevel(logging.INFO)
-    result = mnist.train(config)
+    try:
+        result = mnist.train(config)
+    except mnist.TrainingStopped as stopped:
+        print(f"colabkit: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
     print(mnist.results_text(result.test_loss, result.test_accuracy), end="")
     print(f"Outputs: {result.outputs_dir}")
     return 0

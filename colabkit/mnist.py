@@ -28,7 +28,7 @@ import numpy as np
 
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.duration import parse_duration
-from colabkit.errors import ConfigError, invalid_argument
+from colabkit.errors import ColabkitError, ConfigError, invalid_argument
 from colabkit.mnist_data import (
     INPUT_SHAPE,
     MNIST_URL,
@@ -227,8 +227,17 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         session_limit=config.session_limit,
         fresh=config.fresh,
     )
+    if not getattr(history, "completed", True):  # stopped before the end: no outputs yet
+        raise TrainingStopped(
+            f"Training stopped before the end ({history.stop_reason}); the checkpoint is "
+            "saved. Run the same command again (in a new session) to continue."
+        )
     steps = _steps_per_epoch(len(data.x_train), config)
     return save_outputs(config.run_dir, model, data, history, steps_per_epoch=steps)
+
+
+class TrainingStopped(ColabkitError):
+    """The run stopped cleanly before its last epoch (session deadline); resume by re-running."""
 
 
 def _steps_per_epoch(n_train: int, config: MnistConfig) -> int:

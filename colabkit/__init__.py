@@ -19,7 +19,7 @@ _LAZY = {
     "setup": ("colabkit.session", "setup"),
     "Session": ("colabkit.session", "Session"),
     "fit": ("colabkit.training.trainer", "fit"),
-    "callbacks": ("colabkit.training.callbacks", None),
+    "callbacks": ("colabkit.callbacks", None),
     "storage": ("colabkit.storage", None),
     "errors": ("colabkit.errors", None),
     "ColabkitError": ("colabkit.errors", "ColabkitError"),
@@ -37,10 +37,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from colabkit import errors, storage
+    from colabkit import callbacks, errors, storage
     from colabkit.errors import ColabkitError
     from colabkit.session import Session, setup
-    from colabkit.training import callbacks
     from colabkit.training.trainer import fit
 
 

@@ -243,11 +243,12 @@ def test_the_full_15_epoch_job_on_the_5k_sample_reaches_95_percent(tmp_path):
 
 
 def test_session_limit_stops_cleanly_without_outputs_and_the_next_run_finishes(tmp_path):
-    """A 10-minute session with a 15-minute margin: the deadline is already past, so the run
-    saves after its first step and stops with EX_TEMPFAIL (75), writing no half-baked outputs."""
+    """A session of 15 min 1 s with the 15-minute margin: the deadline passes a second after the
+    process starts, so the run saves after its first step and stops with EX_TEMPFAIL (75),
+    writing no half-baked outputs."""
     run_dir = tmp_path / "run"
     common = ["--run-dir", str(run_dir), "--dataset", "mnist-5k", "--limit", "256", "--epochs", "1"]
-    stopped = _run_cli(*common, "--session-limit", "10m", env=_env(tmp_path))
+    stopped = _run_cli(*common, "--session-limit", "15m1s", env=_env(tmp_path))
     assert stopped.returncode == 75, stopped.stderr[-2000:]
     assert "session limit near" in stopped.stdout and "again" in stopped.stderr
     assert not (run_dir / "outputs" / "results.txt").exists()

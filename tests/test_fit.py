@@ -186,6 +186,38 @@ def test_bad_arguments_one_line_and_nothing_written(tmp_path, kwargs, fragment):
     assert not (tmp_path / "run").exists()
 
 
+def _generator():
+    yield make_data()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        (dict(data=(make_data()[0], make_data()[1][:10])), "differ in length"),
+        (dict(sample_weight=np.ones(5)), "differ in length"),
+        (dict(data=(_generator(), None)), "tf.data.Dataset or a generator"),
+        (dict(data=([1, 2, 3], None)), "`x`"),
+        (dict(run_dir=123), "`run_dir`"),
+        (dict(callbacks=keras.callbacks.EarlyStopping()), "`callbacks`"),
+        (dict(session_limit="10m"), "longer than the margin"),
+    ],
+)
+def test_unusable_data_and_arguments_get_one_line(tmp_path, kwargs, fragment):
+    kwargs.setdefault("run_dir", tmp_path / "run")
+    run_dir = kwargs.pop("run_dir")
+    with pytest.raises(ConfigError, match=fragment) as info:
+        fit(make_model(), run_dir, **kwargs)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_tf_data_is_refused_with_what_to_do(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    dataset = tf.data.Dataset.from_tensor_slices(make_data()).batch(8)
+    with pytest.raises(ConfigError, match="PyDataset"):
+        fit(make_model(), tmp_path / "run", data=(dataset, None))
+
+
 def test_uncompiled_model_and_missing_run_dir(tmp_path):
     model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(2)])
     with pytest.raises(ConfigError, match="compile"):
@@ -320,10 +352,65 @@ def test_failing_store_delays_durability_not_training(tmp_path, caplog):
 def test_deleting_the_run_directory_starts_over(tmp_path, caplog):
     import shutil
 
-    fit(make_model(), tmp_path / "run", epochs=1)
+    with pytest.raises(RuntimeError):  # an unfinished run keeps its newest copy in staging
+        fit(make_model(), tmp_path / "run", save_every="1steps", callbacks=[RaiseAt(0, 3)])
+    assert list(tmp_path.glob("run-staging/*.ckpt"))
     shutil.rmtree(tmp_path / "run")  # the user starts over by deleting the run directory
     model = make_model()
     history = fit(model, tmp_path / "run", epochs=1)
     assert history.resumes == [] and counter(model) == 6  # trained again, not resumed
-    assert "does not exist" in caplog.text
+    assert "No checkpoint in" in caplog.text
     assert list(tmp_path.glob("run-staging.stale-*/*.ckpt"))  # set aside, not deleted
+
+
+def test_a_finished_durable_run_leaves_no_copy_in_the_staging_cache(tmp_path):
+    fit(make_model(), tmp_path / "run", epochs=1)
+    assert not list(tmp_path.glob("run-staging/*.ckpt"))
+    assert checkpoints(tmp_path / "run")  # the store keeps them
+
+
+def test_drop_in_backup_and_restore_twice_in_the_same_folder_trains_twice(tmp_path):
+    """After a finished run deleted its backups, a new fit must not resume from a cache."""
+    x, y = make_data()
+    for _ in range(2):
+        model = make_model()
+        backup = colabkit.callbacks.BackupAndRestore(str(tmp_path / "b"))
+        history = model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[backup])
+        assert history.epoch == [0, 1] and counter(model) == 12
+
+
+def test_every_checkpoint_corrupt_refuses_instead_of_starting_over(tmp_path):
+    from colabkit.errors import CheckpointError
+
+    fit(make_model(), tmp_path / "run", epochs=2)
+    for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
+        path.write_bytes(path.read_bytes()[:100])
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match="None of the .* verifies") as info:
+        fit(make_model(), tmp_path / "run", epochs=2)
+    assert "fresh=True" in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+    history = fit(make_model(), tmp_path / "run", epochs=2, fresh=True)
+    assert history.completed and history.resumes == []
+
+
+def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
+    from colabkit.training import run_setup
+
+    staging = tmp_path / "run-staging"
+    job = (
+        f"import sys, time; sys.path.insert(0, {str(Path(__file__).parents[1])!r});"
+        "from pathlib import Path; from colabkit.training import run_setup;"
+        f"run_setup._lock(Path({str(staging)!r})); print('locked', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", job], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "locked"
+        with pytest.raises(colabkit.ColabkitError, match=f"pid {other.pid}"):
+            fit(make_model(), tmp_path / "run")
+    finally:
+        other.kill()
+        other.wait()
+    assert not (tmp_path / "run").exists()  # refused before writing anything
+    fit(make_model(), tmp_path / "run", epochs=1)  # the lock died with its process
+    assert not run_setup._HELD  # and this process released its own

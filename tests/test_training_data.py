@@ -108,5 +108,17 @@ def test_callback_state_roundtrip_with_arrays_and_infinities():
     np.testing.assert_array_equal(fresh[0].best_weights[0], np.ones((2, 2)))
     assert fresh[2].best == math.inf and fresh[2].wait == 1
     assert fresh[3].seen == [1, 2]
-    with pytest.raises(ResumeMismatchError, match="callback #0"):
-        state.restore_callbacks([keras.callbacks.ReduceLROnPlateau()], states, arrays)
+    # A stateless callback added in front, and EarlyStopping left out: matched by class.
+    plateau_again = keras.callbacks.ReduceLROnPlateau()
+    state.restore_callbacks([keras.callbacks.CSVLogger("x.csv"), plateau_again], states, arrays)
+    assert plateau_again.best == math.inf and plateau_again.wait == 1
+
+
+def test_restore_with_a_different_model_is_refused_before_assigning_anything():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    arrays = {"model/0000": np.zeros((3, 4), "float32"), "model/0001": np.zeros(2, "float32")}
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ResumeMismatchError, match="shape"):
+        state.restore_variables(model, arrays, metrics=False)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -28,6 +28,10 @@ from colabkit.storage.base import Store
 
 log = logging.getLogger(__name__)
 
+#: A file in staging naming the last checkpoint this staging folder delivered to the store. A
+#: store with no checkpoint next to it means they were deleted there (not "not uploaded yet").
+IN_STORE_MARKER = ".in-store"
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -270,6 +274,8 @@ class SavePipeline:
         if recovered:
             log.warning("Checkpoints reach %s again", self.store.url)
         log.info("Checkpoint %s is durable in %s", name, self.store.url)
+        with contextlib.suppress(OSError):  # tells a later run that the store had checkpoints
+            (self.staging / IN_STORE_MARKER).write_text(name)
 
     def prune_staging(self) -> None:
         """Keeps in staging what is not yet in the store, plus the newest (for a quick resume)."""

@@ -67,6 +67,13 @@ class SessionDeadline(keras.callbacks.Callback):
         from colabkit import env
 
         limit = parse_duration(session_limit or env.DEFAULT_SESSION_LIMIT, "session_limit")
+        if limit <= self.margin:
+            raise invalid_argument(
+                "session_limit",
+                session_limit,
+                f"a duration longer than the margin ({self.margin / 60:g} min) that colabkit keeps "
+                "to save and upload before the limit",
+            )
         if session_start is None:
             session_start = env.detect(session_limit=None).session_start
         return session_start + limit - self.margin
@@ -148,13 +155,13 @@ class Checkpoint(keras.callbacks.Callback):
 
     def _open(self) -> CheckpointManager:
         if self.manager is None:
-            from colabkit.training.run_setup import default_staging, set_aside_stale_staging
+            from colabkit.training import run_setup
 
-            staging = Path(self.staging_dir) if self.staging_dir else default_staging(self.store)
-            set_aside_stale_staging(self.store, staging)
-            self.manager = CheckpointManager(
+            staging = Path(self.staging_dir) if self.staging_dir else None
+            staging = staging or run_setup.default_staging(self.store)
+            self.manager = run_setup.open_manager(
                 self.store,
-                staging_dir=staging,
+                staging,
                 save_policy=self.save_policy,
                 keep_policy=self.keep_policy,
                 clock=self.clock,
@@ -188,7 +195,13 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.manager is not None:
-            self.manager.close()
+            from colabkit.training import run_setup
+
+            try:
+                self.manager.close()
+            finally:
+                run_setup.release(self.manager)
+                self.manager = None
 
     def save_now(self) -> bool:
         """Saves at the current position and waits until it is durable; False if it is not."""
@@ -276,7 +289,12 @@ class BackupAndRestore(Checkpoint):
             super().on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs: Any = None) -> None:
+        staging = self.manager.staging if self.manager is not None else None
         super().on_train_end(logs)
         if self.delete_checkpoint and not self.interrupted:
             for info in self.store.list():
                 self.store.delete(info.name)
+            if staging is not None:  # the local copies go too, or they would come back
+                from colabkit.training import run_setup
+
+                run_setup.forget_staging(staging)

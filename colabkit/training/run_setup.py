@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -16,9 +17,17 @@ from typing import Any
 
 import keras
 
+from colabkit.checkpoint import catalog
 from colabkit.checkpoint.format import CheckpointContents
+from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import Clock
-from colabkit.errors import ConfigError, ResumeMismatchError, invalid_argument
+from colabkit.errors import (
+    CheckpointError,
+    ColabkitError,
+    ConfigError,
+    ResumeMismatchError,
+    invalid_argument,
+)
 from colabkit.storage import Store, open_store
 from colabkit.training.callbacks import SessionDeadline
 from colabkit.training.data import (
@@ -33,7 +42,9 @@ from colabkit.training.loop import RunProgress
 log = logging.getLogger(__name__)
 
 
-def check_arguments(model: Any, *, epochs: Any, batch_size: Any, fresh: Any) -> None:
+def check_arguments(
+    model: Any, *, epochs: Any, batch_size: Any, fresh: Any, callbacks: Any
+) -> None:
     if not isinstance(model, keras.Model):
         raise invalid_argument("model", type(model).__name__, "a keras.Model")
     if not getattr(model, "compiled", False):
@@ -46,6 +57,10 @@ def check_arguments(model: Any, *, epochs: Any, batch_size: Any, fresh: Any) -> 
             raise invalid_argument(name, value, "an integer >= 1")
     if not isinstance(fresh, bool):
         raise invalid_argument("fresh", fresh, "True or False")
+    if not isinstance(callbacks, (list, tuple)) or not all(
+        isinstance(c, keras.callbacks.Callback) for c in callbacks
+    ):
+        raise invalid_argument("callbacks", callbacks, "a list of keras.callbacks.Callback")
 
 
 def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock) -> SessionDeadline:
@@ -64,8 +79,9 @@ def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock)
 
 
 def prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data: Any):
-    if x is None:
-        raise invalid_argument("x", x, "training data: arrays or a keras.utils.PyDataset")
+    """Checks the training data and splits off validation data (the last samples, as Keras)."""
+    if isinstance(split, bool) or not isinstance(split, (int, float)):
+        raise invalid_argument("validation_split", split, "a float in [0, 1)")
     if isinstance(x, keras.utils.PyDataset):
         if y is not None or sample_weight is not None:
             raise invalid_argument("y", type(y).__name__, "None when x is a PyDataset")
@@ -74,18 +90,53 @@ def prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data
                 "validation_split", split, "0 when x is a PyDataset (pass validation_data)"
             )
         return (x, None, None), validation_data
-    if isinstance(split, bool) or not isinstance(split, (int, float)):
-        raise invalid_argument("validation_split", split, "a float in [0, 1)")
+    _check_arrays(x, y, sample_weight)
     if split and validation_data is None:
-        train, validation = train_validation_split(x, y, sample_weight, float(split))
-        return train, validation
+        return train_validation_split(x, y, sample_weight, float(split))
     return (x, y, sample_weight), validation_data
+
+
+_DATA_EXPECTED = (
+    "in-memory arrays (numpy, or lists/dicts of arrays) or a keras.utils.PyDataset; colabkit "
+    "needs random access to replay a batch order, so convert a tf.data.Dataset or a generator "
+    "to arrays or wrap it in a PyDataset"
+)
+
+
+def _check_arrays(x: Any, y: Any, sample_weight: Any) -> None:
+    """Same first dimension everywhere, and indexable: else one line instead of an IndexError."""
+    lengths = {}
+    for name, value in (("x", x), ("y", y), ("sample_weight", sample_weight)):
+        if value is None and name != "x":
+            continue
+        parts = list(value.values()) if isinstance(value, dict) else value
+        parts = parts if isinstance(parts, (list, tuple)) else [parts]
+        if not parts or not all(hasattr(p, "shape") and len(p.shape) > 0 for p in parts):
+            raise invalid_argument(name, type(value).__name__, _DATA_EXPECTED)
+        sizes = {int(p.shape[0]) for p in parts}
+        if len(sizes) != 1:
+            raise invalid_argument(name, f"arrays of lengths {sorted(sizes)}", "equal lengths")
+        lengths[name] = sizes.pop()
+    if len(set(lengths.values())) > 1:
+        found = ", ".join(f"{k} has {v}" for k, v in lengths.items())
+        raise ConfigError(
+            f"The data arrays differ in length: {found} samples. Pass arrays of "
+            "equal length (one entry per sample)."
+        )
+    if lengths["x"] == 0:
+        raise invalid_argument("x", "0 samples", "at least one training sample")
 
 
 def resolve_store(run_dir: Any, store: Any) -> Store:
     if store is not None:
-        return open_store(store) if isinstance(store, (str, Path)) else store
-    if run_dir is None:
+        if isinstance(store, (str, Path)):
+            return open_store(store)
+        if not isinstance(store, Store):
+            raise invalid_argument("store", type(store).__name__, "a Store or a store URL")
+        return store
+    if run_dir is not None and not isinstance(run_dir, (str, Path)):
+        raise invalid_argument("run_dir", run_dir, "a folder path (str or pathlib.Path)")
+    if run_dir is None or str(run_dir) == "":
         raise ConfigError(
             "No place for checkpoints. Received: run_dir=None, store=None. Pass "
             "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
@@ -162,24 +213,118 @@ def run_progress(
 
 
 def set_aside_stale_staging(store: Store, staging: Path) -> None:
-    """Keeps a deleted run directory from coming back out of the local staging cache.
+    """Keeps checkpoints deleted from the store from coming back out of the staging cache.
 
-    Staging may hold a checkpoint newer than the store (it was not uploaded yet), so it is
-    trusted next to the store. But when the run's folder does not exist at all, the user
-    deleted it (or this is a new run under an old name): the staged checkpoints belong to a
-    run that is gone. They are moved aside, not deleted.
+    Staging may hold a checkpoint newer than the store (not uploaded yet: the process died
+    first), so it is trusted next to the store. But once this staging folder has delivered a
+    checkpoint to the store (the marker says so) and the store now holds none, they were
+    deleted there: a run folder removed to start over, ``BackupAndRestore`` cleaning up. What
+    is staged belongs to a run that is gone; it is moved aside, not deleted.
     """
-    from colabkit.storage.local import LocalStore
+    from colabkit.checkpoint.pipeline import IN_STORE_MARKER
 
-    if not isinstance(store, LocalStore) or store.root.exists():
+    if not (staging / IN_STORE_MARKER).exists() or catalog.store_checkpoints(store):
         return
-    if not staging.is_dir() or not any(staging.glob("*.ckpt")):
+    if any(staging.glob("*.ckpt")):
+        aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+        staging.rename(aside)
+        log.warning(
+            "No checkpoint in %s any more: not resuming from the copies left in local staging "
+            "(moved to %s).",
+            store.url,
+            aside,
+        )
+    else:
+        (staging / IN_STORE_MARKER).unlink()
+
+
+def forget_staging(staging: Path) -> None:
+    """Drops the local copies of a finished run that is durable in its store."""
+    from colabkit.checkpoint.pipeline import IN_STORE_MARKER
+
+    for copy in [*staging.glob("*.ckpt"), staging / IN_STORE_MARKER]:
+        copy.unlink(missing_ok=True)
+
+
+def open_manager(store: Store, staging: Path, **options: Any) -> CheckpointManager:
+    """A CheckpointManager on ``staging``, refusing a staging folder another process uses.
+
+    Raises:
+        ColabkitError: the staging folder cannot be created, or another process is training
+            this run (two writers would overwrite each other's checkpoints).
+    """
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise invalid_argument(
+            "staging_dir",
+            str(staging),
+            f"a writable local folder ({e.strerror}); pass staging_dir= or set XDG_CACHE_HOME",
+        ) from None
+    lock = _lock(staging)
+    set_aside_stale_staging(store, staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    manager = CheckpointManager(store, staging_dir=staging, **options)
+    manager.run_lock = lock  # held (and released by the OS) as long as the process uses it
+    return manager
+
+
+#: Run locks this process holds, by lock path: a notebook cell re-run after an exception in
+#: the same kernel is the same trainer, not a second one.
+_HELD: dict[str, Any] = {}
+
+
+def _lock(staging: Path) -> Any:
+    """An exclusive lock on the run's staging folder (released by the OS if the process dies)."""
+    path = str(staging.parent / f".{staging.name}.lock")
+    if path in _HELD:
+        return _HELD[path]
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ColabkitError(
+            f"This run is being trained by {owner} (lock on {staging}). Wait for it to finish "
+            "or stop it; two processes training one run would overwrite each other's checkpoints."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _HELD[path] = handle
+    return handle
+
+
+def release(manager: CheckpointManager) -> None:
+    """Releases the run lock taken by ``open_manager``."""
+    handle = getattr(manager, "run_lock", None)
+    if handle is None:
         return
-    aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
-    staging.rename(aside)
-    log.warning(
-        "%s does not exist: not resuming from the checkpoints left in local staging by an "
-        "earlier run with the same path (moved to %s).",
-        store.root,
-        aside,
+    manager.run_lock = None
+    for path, held in list(_HELD.items()):
+        if held is handle:
+            del _HELD[path]
+    handle.close()
+
+
+def refuse_if_all_corrupt(manager: CheckpointManager) -> None:
+    """No checkpoint verified, yet some exist: stop rather than silently start over.
+
+    Starting from scratch here would throw away the run's history without a word (and new,
+    lower-numbered checkpoints would sit below the damaged ones). The user decides.
+    """
+    names = sorted(catalog.store_checkpoints(manager.store))
+    if not names:
+        return
+    raise CheckpointError(
+        f"None of the {len(names)} checkpoints in {manager.store.url} verifies (newest: "
+        f"{names[-1]}); nothing was loaded. Inspect them with `colabkit ckpt verify`, or pass "
+        "fresh=True to archive them and start over."
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ import keras
 import numpy as np
 
 from colabkit.errors import ResumeMismatchError
+
+log = logging.getLogger(__name__)
 
 #: Attributes that hold the state of Keras' own stateful callbacks.
 KERAS_CALLBACK_STATE: dict[type, tuple[str, ...]] = {
@@ -186,32 +189,45 @@ def _unpack(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
 
 
 def capture_callbacks(callbacks: Sequence[Any]) -> tuple[list[Any], dict[str, np.ndarray]]:
-    """States of all stateful callbacks, by position, split into JSON and arrays."""
+    """States of the stateful callbacks, in order, split into JSON and arrays.
+
+    Stateless callbacks (CSVLogger, TensorBoard, ...) are skipped, so adding or removing one
+    between sessions does not disturb the matching on resume.
+    """
     states: list[Any] = []
     arrays: dict[str, np.ndarray] = {}
     for i, callback in enumerate(callbacks):
         state = get_callback_state(callback)
-        if state is None:
-            states.append(None)
-            continue
-        packed = _pack(state, f"callbacks/{i}", arrays)
-        states.append({"class": type(callback).__name__, "state": packed})
+        if state is not None:
+            packed = _pack(state, f"callbacks/{i}", arrays)
+            states.append({"class": type(callback).__name__, "state": packed})
     return states, arrays
 
 
 def restore_callbacks(
     callbacks: Sequence[Any], states: Sequence[Any], arrays: Mapping[str, np.ndarray]
 ) -> None:
-    """Puts saved states back into the callbacks, matched by position and class."""
-    saved = {i: s for i, s in enumerate(states) if s is not None}
-    for i, callback in enumerate(callbacks):
-        entry = saved.get(i)
+    """Puts saved states back into the stateful callbacks, matched by class, in order.
+
+    A stateful callback with no saved state (added since) starts fresh, and a saved state with
+    no callback (removed since) is dropped; both are logged, since the run then differs from
+    an uninterrupted one.
+    """
+    unused = [s for s in states if s is not None]
+    for callback in callbacks:
         if get_callback_state(callback) is None:
             continue
-        if entry is None or entry["class"] != type(callback).__name__:
-            raise ResumeMismatchError(
-                f"The checkpoint has no state for callback #{i} ({type(callback).__name__}): "
-                "the callbacks differ from the run that made it. Pass the same callbacks, or "
-                "fresh=True to archive the old checkpoints and start over."
+        name = type(callback).__name__
+        entry = next((s for s in unused if s["class"] == name), None)
+        if entry is None:
+            log.warning(
+                "No saved state for callback %s (new since the checkpoint): it starts fresh.", name
             )
+            continue
+        unused.remove(entry)
         set_callback_state(callback, _unpack(entry["state"], arrays))
+    for entry in unused:
+        log.warning(
+            "The checkpoint holds state for a %s callback that this call does not pass.",
+            entry["class"],
+        )

@@ -90,7 +90,9 @@ def fit(
             size, dataset size or seed (nothing is overwritten).
     """
     clock = clock or SYSTEM_CLOCK
-    run_setup.check_arguments(model, epochs=epochs, batch_size=batch_size, fresh=fresh)
+    run_setup.check_arguments(
+        model, epochs=epochs, batch_size=batch_size, fresh=fresh, callbacks=callbacks
+    )
     save_policy = parse_save_every(save_every)
     keep_policy = parse_keep(keep)
     deadline = run_setup.session_deadline(callbacks, session_limit, clock)
@@ -99,39 +101,50 @@ def fit(
     )
     checkpoints = run_setup.resolve_store(run_dir, store)
     staging = Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints)
-    run_setup.set_aside_stale_staging(checkpoints, staging)
-    manager = CheckpointManager(
-        checkpoints,
-        staging_dir=staging,
-        save_policy=save_policy,
-        keep_policy=keep_policy,
-        clock=clock,
+    manager = run_setup.open_manager(
+        checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
     )
+    history: keras.callbacks.History | None = None
     try:
         if fresh:
             archived = manager.archive()
             log.info("Archived previous checkpoints under %s; starting over.", archived)
         restored = manager.restore()
+        if restored is None:
+            run_setup.refuse_if_all_corrupt(manager)
         config = run_setup.run_config(train, validation, batch_size, seed, restored)
         data = run_setup.training_batches(train, batch_size, config["seed"])
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
-            return _return_finished(model, data, restored, progress, epochs)
+            history = _return_finished(model, data, restored, progress, epochs)
+            return history
         if deterministic:
             determinism.enable()
         runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
-        return runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
+        history = runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
+        return history
     finally:
-        _close(manager)
+        finished = history is not None and history.completed and history.durable
+        _close(manager, drop_staging=finished)
 
 
-def _close(manager: CheckpointManager) -> None:
-    """Stops the background threads. A store failure was already reported by ``_wait_durable``
-    (or an exception is on its way out): it must not replace the result or the exception."""
+def _close(manager: CheckpointManager, *, drop_staging: bool) -> None:
+    """Stops the background threads and releases the run.
+
+    A store failure was already reported by ``_wait_durable`` (or an exception is on its way
+    out): it must not replace the result or the exception. Once a finished run is durable in
+    the store, its local copies go: the staging cache would otherwise keep a full checkpoint
+    of every run forever.
+    """
     try:
         manager.close()
     except (OSError, CheckpointError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
+        drop_staging = False
+    finally:
+        run_setup.release(manager)
+    if drop_staging:
+        run_setup.forget_staging(manager.staging)
 
 
 def _already_done(progress: RunProgress, epochs: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -105,7 +106,7 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
     from colabkit import mnist
 
     config = mnist.MnistConfig(
-        run_dir=args.run_dir or mnist.default_run_dir(),
+        run_dir=mnist.default_run_dir() if args.run_dir is None else args.run_dir,
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -262,13 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Python argument name -> command-line option, for every (sub)command."""
+    found: dict[str, str] = {}
+    for action in parser._actions:  # argparse offers no public walk over subcommands
+        if action.option_strings:
+            found.setdefault(action.dest, max(action.option_strings, key=len))
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices[sub], argparse.ArgumentParser):
+                found.update(
+                    {k: v for k, v in _options(action.choices[sub]).items() if k not in found}
+                )
+    return found
+
+
+def command_line_wording(message: str, parser: argparse.ArgumentParser) -> str:
+    """Library errors speak Python (``save_every=...``, ``fresh=True``); say it as options."""
+    for dest, option in _options(parser).items():
+        message = re.sub(
+            rf"argument `{dest}`\. Received: {dest}=", f"{option}. Received: ", message
+        )
+        message = message.replace(f"{dest}=True", option)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ColabkitError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        print(f"Error: {command_line_wording(str(e), parser)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

@@ -39,6 +39,8 @@ COLAB_DRIVE_MOUNTPOINT = Path("/content/drive")
 COLAB_STAGING_ROOT = Path("/content/colabkit-cache")
 KAGGLE_DURABLE_ROOT = Path("/kaggle/working/colabkit")
 DEFAULT_SESSION_LIMIT = "12h"
+#: How long before the session limit training stops: time to save, upload and flush.
+SESSION_MARGIN = "15m"
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -259,3 +261,22 @@ def default_staging_dir(run_name: str, env: Environment | None = None) -> Path:
     """
     run_name = check_run_name(run_name)
     return (env or detect()).staging_root / run_name
+
+
+def check_session_limit(value: object, margin: object = SESSION_MARGIN) -> float:
+    """``value`` as seconds, if it leaves time to train before the stop ``margin``.
+
+    Raises:
+        ConfigError: not a duration, or not longer than the margin (the run could only ever
+            train one step per session).
+    """
+    limit = parse_duration(value, "session_limit")
+    margin_s = parse_duration(margin, "margin")
+    if limit <= margin_s:
+        raise invalid_argument(
+            "session_limit",
+            value,
+            f"a duration longer than the margin ({margin_s / 60:g} min) that colabkit keeps to "
+            "save and upload before the limit",
+        )
+    return limit

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
-from colabkit.duration import parse_duration
+from colabkit.env import check_session_limit
 from colabkit.errors import ColabkitError, ConfigError, invalid_argument
 from colabkit.mnist_data import (
     INPUT_SHAPE,
@@ -90,7 +90,7 @@ class MnistConfig:
         if self.store is not None:
             check_store(self.store)
         if self.session_limit is not None:
-            parse_duration(self.session_limit, "session_limit")
+            check_session_limit(self.session_limit)
         check_dataset(self.dataset)
         check_run_dir(self.run_dir)
 
@@ -137,6 +137,8 @@ def check_store(store: object) -> None:
     parts = urlsplit(store)
     if parts.scheme == "gdrive" and (parts.netloc + parts.path).strip("/"):
         return
+    if parts.scheme == "memory":  # gone when the command exits: nothing to resume from
+        raise invalid_argument("store", store, "a durable store; " + expected)
     try:
         open_store("" if parts.scheme == "gdrive" else store)
     except ConfigError:
@@ -149,6 +151,8 @@ def check_run_dir(run_dir: str | os.PathLike[str]) -> None:
     The nearest existing folder is probed with a temporary file that is removed at once, because
     permission bits do not tell the truth everywhere (root, read-only mounts, a dropped Drive).
     """
+    if not str(run_dir).strip():
+        raise invalid_argument("run_dir", str(run_dir), "a folder path (it is empty)")
     path = Path(run_dir).expanduser()
     if path.exists() and not path.is_dir():
         raise invalid_argument("run_dir", str(run_dir), "a directory, but this path is a file")

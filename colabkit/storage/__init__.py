@@ -46,15 +46,15 @@ def open_store(url_or_path: str | os.PathLike[str]) -> Store:
         ConfigError: the URL has another scheme or no folder.
     """
     if isinstance(url_or_path, os.PathLike):
-        return LocalStore(url_or_path)
+        return _local(url_or_path, url_or_path)
     if not isinstance(url_or_path, str) or not url_or_path.strip():
         raise invalid_argument("url", url_or_path, _EXPECTED_URL)
     if "://" not in url_or_path:
-        return LocalStore(url_or_path)
+        return _local(url_or_path, url_or_path)
     parts = urlsplit(url_or_path)
     location = unquote(parts.netloc + parts.path)
     if parts.scheme == "file" and parts.path and parts.netloc in ("", "localhost"):
-        return LocalStore(unquote(parts.path))
+        return _local(unquote(parts.path), url_or_path)
     if parts.scheme == "memory" and location.strip("/"):
         return MemoryStore.shared(location.strip("/"))
     if parts.scheme == "gdrive" and location.strip("/"):
@@ -62,6 +62,12 @@ def open_store(url_or_path: str | os.PathLike[str]) -> Store:
 
         return DriveApiStore(folder=location.strip("/"))
     raise invalid_argument("url", url_or_path, _EXPECTED_URL)
+
+
+def _local(path: str | os.PathLike[str], given: object) -> LocalStore:
+    if os.path.isfile(os.path.expanduser(path)):
+        raise invalid_argument("url", str(given), "a folder for checkpoints, but this is a file")
+    return LocalStore(path)
 
 
 def __getattr__(name: str) -> Any:

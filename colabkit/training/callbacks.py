@@ -66,14 +66,7 @@ class SessionDeadline(keras.callbacks.Callback):
             return math.inf
         from colabkit import env
 
-        limit = parse_duration(session_limit or env.DEFAULT_SESSION_LIMIT, "session_limit")
-        if limit <= self.margin:
-            raise invalid_argument(
-                "session_limit",
-                session_limit,
-                f"a duration longer than the margin ({self.margin / 60:g} min) that colabkit keeps "
-                "to save and upload before the limit",
-            )
+        limit = env.check_session_limit(session_limit or env.DEFAULT_SESSION_LIMIT, self.margin)
         if session_start is None:
             session_start = env.detect(session_limit=None).session_start
         return session_start + limit - self.margin

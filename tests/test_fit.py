@@ -414,3 +414,11 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before writing anything
     fit(make_model(), tmp_path / "run", epochs=1)  # the lock died with its process
     assert not run_setup._HELD  # and this process released its own
+
+
+def test_callbacks_import_like_keras_callbacks():
+    from colabkit.callbacks import BackupAndRestore, Checkpoint, SessionDeadline
+
+    assert issubclass(BackupAndRestore, keras.callbacks.Callback)
+    assert colabkit.callbacks.Checkpoint is Checkpoint
+    assert colabkit.callbacks.SessionDeadline is SessionDeadline

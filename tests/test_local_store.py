@@ -97,3 +97,14 @@ def test_remove_leftovers_frees_only_stale_temporaries(store, tmp_path):
     assert store.remove_leftovers(older_than=3600) == ["sub/.ckpt-000000000005.ckpt.tmp-1-aaaa"]
     assert fresh.exists() and not stale.exists()
     assert [o.name for o in store.list()] == ["sub/x"]
+
+
+def test_open_store_refuses_a_file(tmp_path):
+    from colabkit.errors import ConfigError
+    from colabkit.storage import open_store
+
+    (tmp_path / "afile").write_text("not a folder")
+    for given in (tmp_path / "afile", str(tmp_path / "afile"), (tmp_path / "afile").as_uri()):
+        with pytest.raises(ConfigError, match="this is a file"):
+            open_store(given)
+    assert (tmp_path / "afile").read_text() == "not a folder"

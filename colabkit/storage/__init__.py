@@ -1,7 +1,8 @@
 """Checkpoint stores: where checkpoint files live durably.
 
 ``LocalStore`` (a folder, also the Drive mount), ``DriveApiStore`` (Drive v3 API),
-``MemoryStore`` (tests), and ``open_store(url_or_path)``.
+``FsspecStore`` (buckets: gs://, s3://... via fsspec), ``MemoryStore`` (tests), and
+``open_store(url_or_path)``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from colabkit.storage.memory import MemoryStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from colabkit.storage.drive_api import DriveApiStore
+    from colabkit.storage.fsspec_store import FsspecStore
 
 __all__ = [
     "DriveApiStore",
+    "FsspecStore",
     "LocalStore",
     "MemoryStore",
     "ObjectInfo",
@@ -29,8 +32,8 @@ __all__ = [
 ]
 
 _EXPECTED_URL = (
-    "a folder path, 'file:///abs/path', 'memory://name' or 'gdrive://folder/path' "
-    "(a folder under My Drive)"
+    "a folder path, 'file:///abs/path', 'memory://name', 'gdrive://folder/path' "
+    "(a folder under My Drive) or a bucket URL such as 'gs://bucket/path' or 's3://bucket/path'"
 )
 
 
@@ -40,10 +43,13 @@ def open_store(url_or_path: str | os.PathLike[str]) -> Store:
     A plain path or ``file://`` URL is a :class:`LocalStore` (this is also how the Drive mount is
     used); ``memory://name`` is the process-wide :class:`MemoryStore` of that name;
     ``gdrive://folder/path`` is a ``DriveApiStore`` on that folder of My Drive (its client
-    libraries are imported only then).
+    libraries are imported only then); ``gs://``, ``s3://``, ``az://`` and the other schemes in
+    ``fsspec_store.DRIVERS``, or ``fsspec+<protocol>://`` for any fsspec protocol, are an
+    ``FsspecStore``.
 
     Raises:
-        ConfigError: the URL has another scheme or no folder.
+        ConfigError: the URL has another scheme or no folder, or fsspec or its driver for the
+            scheme is not installed (the message names the pip package).
     """
     if isinstance(url_or_path, os.PathLike):
         return _local(url_or_path, url_or_path)
@@ -61,6 +67,10 @@ def open_store(url_or_path: str | os.PathLike[str]) -> Store:
         from colabkit.storage.drive_api import DriveApiStore
 
         return DriveApiStore(folder=location.strip("/"))
+    from colabkit.storage import fsspec_store  # lazily: fsspec itself only once a store opens
+
+    if fsspec_store.handles(parts.scheme) and location.strip("/"):
+        return fsspec_store.FsspecStore(url_or_path)
     raise invalid_argument("url", url_or_path, _EXPECTED_URL)
 
 
@@ -75,4 +85,8 @@ def __getattr__(name: str) -> Any:
         from colabkit.storage.drive_api import DriveApiStore
 
         return DriveApiStore
+    if name == "FsspecStore":
+        from colabkit.storage.fsspec_store import FsspecStore
+
+        return FsspecStore
     raise AttributeError(f"module 'colabkit.storage' has no attribute {name!r}")

@@ -20,6 +20,7 @@ _LAZY = {
     "Session": ("colabkit.session", "Session"),
     "fit": ("colabkit.training.trainer", "fit"),
     "callbacks": ("colabkit.callbacks", None),
+    "distribute": ("colabkit.distribute", None),
     "storage": ("colabkit.storage", None),
     "errors": ("colabkit.errors", None),
     "ColabkitError": ("colabkit.errors", "ColabkitError"),
@@ -30,6 +31,7 @@ __all__ = [
     "Session",
     "__version__",
     "callbacks",
+    "distribute",
     "errors",
     "fit",
     "setup",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from colabkit import callbacks, errors, storage
+    from colabkit import callbacks, distribute, errors, storage
     from colabkit.errors import ColabkitError
     from colabkit.session import Session, setup
     from colabkit.training.trainer import fit

@@ -95,6 +95,8 @@ class ResumableLoop(keras.callbacks.Callback):
         stops: Stop requests (signals, the session deadline) checked after every step.
         deadline: Returns True when the session deadline is reached (checked after every step).
         clock_seconds: A function returning monotonic seconds, for ``train_seconds``.
+        chief: Whether this process writes checkpoints (False on the other workers of a
+            distributed run: they restore the chief's checkpoints but never write).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ResumableLoop(keras.callbacks.Callback):
         stops: StopRequests,
         deadline: Any,
         clock_seconds: Any,
+        chief: bool = True,
     ) -> None:
         super().__init__()
         self.user = user_callbacks
@@ -118,6 +121,7 @@ class ResumableLoop(keras.callbacks.Callback):
         self.stops = stops
         self.deadline = deadline
         self._seconds = clock_seconds
+        self.chief = chief  # only the chief writes; every worker captures (collective reads)
         self._started_at: float | None = None
         self._began = False
         self._pending_restore = restored is not None
@@ -206,7 +210,7 @@ class ResumableLoop(keras.callbacks.Callback):
 
     # -- saving --------------------------------------------------------------------------------
 
-    def save(self, metrics: Any = None) -> str:
+    def save(self, metrics: Any = None) -> str | None:
         """Checkpoints the run at its current position (blocks only to copy the variables)."""
         if self._started_at is not None:
             now = self._seconds()
@@ -218,6 +222,8 @@ class ResumableLoop(keras.callbacks.Callback):
         arrays.update(callback_arrays)
         state = self.progress.to_state()
         state["callbacks"] = states
+        if not self.chief:
+            return None
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
         return self.manager.save(self.progress.global_step, arrays, state, metrics=scalars)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import keras
 
+from colabkit import distribute
 from colabkit.checkpoint.format import CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
@@ -53,6 +54,7 @@ def fit(
     verbose: Any = "auto",
     fresh: bool = False,
     staging_dir: str | Path | None = None,
+    strategy: Any = None,
     clock: Clock | None = None,
 ) -> keras.callbacks.History:
     """Trains ``model`` like ``model.fit``, checkpointing so that a re-run resumes exactly.
@@ -76,6 +78,8 @@ def fit(
             ``"12h"``, ``"24h"``; ``None`` uses Colab's 12 h in Colab and no limit elsewhere;
             ``False`` never stops. A ``SessionDeadline`` in ``callbacks`` takes precedence.
         fresh: Archive existing checkpoints (never deleted) and start over.
+        strategy: A ``tf.distribute`` strategy (or a ``keras.distribution`` on JAX) whose scope
+            the model was built in; see ``colabkit.distribute``. Only the chief writes.
         staging_dir: Fast local folder for snapshots (default: a per-run cache folder).
         clock: Injected clock (tests).
 
@@ -93,6 +97,8 @@ def fit(
     run_setup.check_arguments(
         model, epochs=epochs, batch_size=batch_size, fresh=fresh, callbacks=callbacks
     )
+    distribute.check_model_strategy(model, strategy)
+    chief = strategy is None or distribute.is_chief(strategy)
     save_policy = parse_save_every(save_every)
     keep_policy = parse_keep(keep)
     deadline = run_setup.session_deadline(callbacks, session_limit, clock)
@@ -101,6 +107,8 @@ def fit(
     )
     checkpoints = run_setup.resolve_store(run_dir, store)
     staging = Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints)
+    if not chief:  # a worker on the chief's machine must not share (or lock) its staging
+        staging = staging.with_name(staging.name + distribute.worker_tag(strategy))
     manager = run_setup.open_manager(
         checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
     )
@@ -121,6 +129,7 @@ def fit(
         if deterministic:
             determinism.enable()
         runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
+        runner.chief = chief
         history = runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
         return history
     finally:
@@ -199,6 +208,7 @@ class _Runner:
         self.model, self.data, self.validation = model, data, validation
         self.manager, self.progress, self.restored = manager, progress, restored
         self.callbacks, self.clock = list(callbacks), clock
+        self.chief = True
 
     def run(
         self, *, epochs: int, verbose: Any, deadline: SessionDeadline
@@ -241,6 +251,7 @@ class _Runner:
             stops=stops,
             deadline=deadline.reached,
             clock_seconds=self.clock.monotonic,
+            chief=self.chief,
         )
         loop.epochs = epochs
         stopped: str | None = None

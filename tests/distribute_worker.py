@@ -1,0 +1,64 @@
+"""A MirroredStrategy job over two logical CPU devices, for the scale-out tests (a subprocess).
+
+Usage: python distribute_worker.py RUN_DIR OUT.npz [KILL_AFTER_STEP]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+import colabkit  # noqa: E402
+
+STEPS_PER_EPOCH = 12
+
+
+def main() -> int:
+    run_dir, out = sys.argv[1], sys.argv[2]
+    kill_after = int(sys.argv[3]) if len(sys.argv) > 3 else -1
+    strategy = colabkit.distribute.strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        model = keras.Sequential(
+            [
+                keras.Input((12,)),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dropout(0.3),
+                keras.layers.Dense(3, activation="softmax"),
+            ]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(400, 12)).astype("float32")
+    y = np.eye(3, dtype="float32")[(x[:, 0] > 0).astype(int) + (x[:, 1] > 1).astype(int)]
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch * STEPS_PER_EPOCH + batch + 1 == kill_after:
+                os.kill(os.getpid(), 9)
+
+    history = colabkit.fit(
+        model, x, y, run_dir=run_dir, staging_dir=run_dir + "-staging", epochs=3, batch_size=32,
+        validation_split=0.1, seed=3, save_every="5steps", deterministic=True,
+        session_limit=False, verbose=0, callbacks=[Kill()], strategy=strategy,
+    )  # fmt: skip
+    weights = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    np.savez(out, history=json.dumps(history.history), **weights)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

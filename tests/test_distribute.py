@@ -1,0 +1,191 @@
+"""Scale-out through tf.distribute: strategy choice, chief-only writes, exact resume mirrored."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colabkit import distribute
+from colabkit.errors import ConfigError
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(HERE.parent)}
+
+
+def worker(*args: str) -> int:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "distribute_worker.py"), *args],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    if proc.returncode not in (0, -9):
+        raise AssertionError(proc.stderr[-3000:])
+    return proc.returncode
+
+
+def load(path: Path):
+    with np.load(path) as f:
+        return json.loads(str(f["history"])), {k: f[k] for k in f.files if k != "history"}
+
+
+def test_mirrored_run_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
+    pytest.importorskip("tensorflow")
+    assert worker(str(tmp_path / "ref"), str(tmp_path / "ref.npz")) == 0
+    run, out = str(tmp_path / "run"), tmp_path / "out.npz"
+    assert worker(run, str(out), "7") == -9  # mid-epoch 1
+    assert worker(run, str(out), "19") == -9  # mid-epoch 2, after a resume
+    assert worker(run, str(out)) == 0
+    ref_history, ref = load(tmp_path / "ref.npz")
+    history, got = load(out)
+    assert history == ref_history
+    for key in ref:
+        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("environ", "gpus", "kind"),
+    [
+        ({}, 0, "default"),
+        ({}, 1, "default"),
+        ({}, 2, "mirrored"),
+        ({"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}}'}, 2, "multiworker"),
+        ({"TPU_ACCELERATOR_TYPE": "v5litepod-8"}, 0, "tpu"),
+    ],
+)
+def test_auto_picks_the_engine_strategy_for_the_hardware(environ, gpus, kind, monkeypatch):
+    monkeypatch.setattr("colabkit.tpu._glob.glob", lambda pattern: [])
+    assert distribute._auto_kind(environ, gpus=gpus) == kind
+
+
+def test_unknown_kind_is_one_line():
+    with pytest.raises(ConfigError, match="`strategy`. Received: strategy='ring'"):
+        distribute.strategy("ring")
+
+
+def _config(task_type: str, index: int, chief: bool) -> dict[str, str]:
+    cluster = {"worker": ["a:1", "b:2"], **({"chief": ["c:3"]} if chief else {})}
+    return {
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+    }
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, True),
+        (_config("worker", 0, chief=False), True),
+        (_config("worker", 1, chief=False), False),
+        (_config("worker", 0, chief=True), False),
+        (_config("chief", 0, chief=True), True),
+    ],
+)
+def test_only_the_chief_writes_checkpoints(environ, expected):
+    assert distribute.is_chief(object(), environ) is expected
+
+
+def test_a_model_built_outside_the_scope_is_refused(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    import colabkit
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with pytest.raises(colabkit.ColabkitError, match="strategy.scope"):
+        colabkit.fit(
+            model, np.zeros((8, 3)), np.zeros((8, 2)), run_dir=tmp_path / "run", epochs=1,
+            strategy=mirrored, session_limit=False,
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+PLAIN_KERAS_MULTIWORKER = """
+import numpy as np, tensorflow as tf, keras
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+with strategy.scope():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+try:
+    model.fit(np.zeros((64, 4), "float32"), np.zeros((64, 2), "float32"), batch_size=8, verbose=0)
+    print("KERAS-MULTIWORKER-OK")
+except Exception as e:
+    print("KERAS-MULTIWORKER-FAILS", type(e).__name__)
+"""
+
+
+def test_why_multiworker_is_refused_plain_keras_fit_fails_under_it():
+    """The premise of colabkit's refusal: Keras' own model.fit, two workers on loopback.
+
+    If this starts to print OK, Keras fixed it: multi-worker can then be enabled in colabkit.
+    """
+    pytest.importorskip("tensorflow")
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PLAIN_KERAS_MULTIWORKER],
+            env={
+                **ENV,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
+                ),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert all("KERAS-MULTIWORKER-FAILS" in out for out in outputs), outputs
+
+
+def test_colabkit_refuses_multiworker_before_writing_anything(tmp_path):
+    pytest.importorskip("tensorflow")
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    job = (
+        "import numpy as np, tensorflow as tf, keras, colabkit\n"
+        "s = tf.distribute.MultiWorkerMirroredStrategy()\n"
+        "with s.scope():\n"
+        "    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
+        "    m.compile(optimizer='sgd', loss='mse')\n"
+        f"colabkit.fit(m, np.zeros((8, 4)), np.zeros((8, 2)), run_dir={str(tmp_path / 'run')!r},\n"
+        "             epochs=1, strategy=s, session_limit=False)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", job],
+            env={
+                **ENV,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
+                ),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [1, 1]
+    assert all("MultiWorkerMirroredStrategy: Keras 3's model.fit fails" in e for e in errors)
+    assert not (tmp_path / "run").exists()

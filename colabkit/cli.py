@@ -114,6 +114,7 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         keep=args.keep,
         deterministic=args.deterministic,
+        strategy=args.strategy,
         session_limit=args.session_limit,
         fresh=args.fresh,
         store=args.store,
@@ -182,6 +183,13 @@ def _add_mnist_arguments(mnist: argparse.ArgumentParser) -> None:
     mnist.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints to keep")
     mnist.add_argument(
         "--deterministic", action="store_true", help="deterministic ops: bitwise-exact resume"
+    )
+    mnist.add_argument(
+        "--strategy",
+        default="auto",
+        metavar="KIND",
+        help="tf.distribute strategy: auto (a TPU, several GPUs or TF_CONFIG decide), default, "
+        "mirrored, multiworker or tpu (default auto)",
     )
     mnist.add_argument(
         "--session-limit", metavar="12h", help="save and stop cleanly before this much time"

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
+from colabkit.distribute import KINDS
 from colabkit.env import check_session_limit
 from colabkit.errors import ColabkitError, ConfigError, invalid_argument
 from colabkit.mnist_data import (
@@ -75,6 +76,7 @@ class MnistConfig:
     store: str | None = None
     limit: int | None = None
     validation_split: float = 0.1
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
@@ -91,6 +93,8 @@ class MnistConfig:
             check_store(self.store)
         if self.session_limit is not None:
             check_session_limit(self.session_limit)
+        if self.strategy not in KINDS:
+            raise invalid_argument("strategy", self.strategy, f"one of {', '.join(KINDS)}")
         check_dataset(self.dataset)
         check_run_dir(self.run_dir)
 
@@ -214,7 +218,12 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         import keras
 
         keras.utils.set_random_seed(config.seed)
-    model = build_model()
+    strategy = _scaled_out(config.strategy)
+    if strategy is None or not hasattr(strategy, "scope"):
+        model = build_model()
+    else:
+        with strategy.scope():  # variables live on every replica
+            model = build_model()
     history = fit(
         model,
         data.x_train,
@@ -230,6 +239,7 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         deterministic=config.deterministic,
         session_limit=config.session_limit,
         fresh=config.fresh,
+        strategy=strategy,
     )
     if not getattr(history, "completed", True):  # stopped before the end: no outputs yet
         raise TrainingStopped(
@@ -238,6 +248,18 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         )
     steps = _steps_per_epoch(len(data.x_train), config)
     return save_outputs(config.run_dir, model, data, history, steps_per_epoch=steps)
+
+
+def _scaled_out(kind: str) -> Any:
+    """The engine's strategy for ``kind``; on JAX a distribution is made active before building."""
+    from colabkit.distribute import strategy as make_strategy
+
+    strategy = make_strategy(kind)
+    if strategy is not None and not hasattr(strategy, "scope"):
+        import keras
+
+        keras.distribution.set_distribution(strategy)
+    return strategy
 
 
 class TrainingStopped(ColabkitError):

@@ -260,3 +260,14 @@ def test_session_limit_stops_cleanly_without_outputs_and_the_next_run_finishes(t
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "Resuming from" in finished.stderr
     assert _results(run_dir)[1] > 0
+
+
+def test_strategy_mirrored_trains_in_the_strategy_scope(tmp_path):
+    run_dir = tmp_path / "run"
+    done = _run_cli(
+        "--run-dir", str(run_dir), "--dataset", "mnist-5k", "--limit", "256", "--epochs", "1",
+        "--strategy", "mirrored",
+        env=_env(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _results(run_dir)[1] > 0

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -243,11 +244,21 @@ def test_missing_fsspec_names_both_packages(monkeypatch):
         open_store("gs://bucket/runs")
 
 
-@pytest.mark.parametrize("bad", ["s3://", "gs:///", "fsspec+nope://x/y", "ftp2://host/x"])
+@pytest.mark.parametrize("bad", ["s3://", "gs:///", "fsspec+nope://x/y", "ftp://host/x"])
 def test_open_store_rejects_unusable_bucket_urls_in_one_line(bad):
     with pytest.raises(ConfigError) as e:
         open_store(bad)
     assert "\n" not in str(e.value)
+
+
+def test_a_host_that_cannot_be_reached_is_a_store_error_in_one_line(monkeypatch):
+    def unreachable(url, **kwargs):  # what paramiko does for sftp:// at connection
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", unreachable)
+    with pytest.raises(StoreError, match="Could not open sftp://alice@nohost/x") as e:
+        open_store("sftp://alice:s3cret@nohost/x")
+    assert "s3cret" not in str(e.value) and "\n" not in str(e.value)
 
 
 def test_constructor_rejects_mixed_arguments():

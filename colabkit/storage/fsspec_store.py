@@ -45,8 +45,9 @@ from colabkit.storage.base import CHUNK, ObjectInfo, md5_file, validate_name
 logger = logging.getLogger(__name__)
 
 # URL schemes open_store sends here, and the pip package each needs on top of fsspec. Any other
-# protocol fsspec knows is reachable as "fsspec+<protocol>://..." (e.g. fsspec+memory://bucket).
-DRIVERS: dict[str, str | None] = {
+# protocol fsspec knows is reachable as "fsspec+<protocol>://..." (e.g. fsspec+memory://bucket);
+# plain ftp:// is left out on purpose (clear-text passwords, no atomic replace on many servers).
+DRIVERS: dict[str, str] = {
     "s3": "s3fs",
     "s3a": "s3fs",
     "gs": "gcsfs",
@@ -57,10 +58,9 @@ DRIVERS: dict[str, str | None] = {
     "oci": "ocifs",
     "oss": "ossfs",
     "hdfs": "pyarrow",
-    "webhdfs": None,
+    "webhdfs": "requests",
     "sftp": "paramiko",
     "ssh": "paramiko",
-    "ftp": None,
     "smb": "smbprotocol",
     "webdav": "webdav4",
 }
@@ -357,6 +357,8 @@ def _open_url(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
         raise invalid_argument("url", _without_password(url), expected) from e
     except ValueError as e:  # e.g. an unknown protocol
         raise invalid_argument("url", _without_password(url), f"a URL fsspec can open ({e})") from e
+    except Exception as e:  # drivers that connect at once (sftp, hdfs): DNS, refused, auth
+        raise StoreError(f"Could not open {_without_password(url)}: {type(e).__name__}: {e}") from e
 
 
 def _reopenable(url: str) -> str:

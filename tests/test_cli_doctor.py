@@ -106,12 +106,12 @@ def test_a_fake_nvidia_smi_a100_is_reported(runs):
 def test_bad_session_limit_is_an_error_line(capsys):
     assert main(["doctor", "--session-limit", "forever"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("Error: Invalid value for argument `session_limit`")
+    assert err.startswith("Error: Invalid value for --session-limit. Received: 'forever'")
 
 
 def test_unknown_framework_is_an_error_line(capsys):
     assert main(["doctor", "--frameworks", "tensorflow,caffe"]) == 1
-    assert "argument `frameworks`" in capsys.readouterr().err
+    assert "Invalid value for --frameworks" in capsys.readouterr().err
 
 
 def test_help_lists_the_options(capsys):

@@ -75,7 +75,7 @@ def test_open_store_urls(tmp_path):
     assert open_store("memory://run-a") is not open_store("memory://run-b")
 
 
-@pytest.mark.parametrize("bad", ["", "s3://bucket/x", "memory://", "gdrive://", "http://x/y", 3])
+@pytest.mark.parametrize("bad", ["", "ftp://host/x", "memory://", "gdrive://", "http://x/y", 3])
 def test_open_store_rejects_bad_urls_in_one_line(bad):
     with pytest.raises(ConfigError, match=r"Invalid value for argument `url`.*gdrive://") as e:
         open_store(bad)

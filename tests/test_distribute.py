@@ -130,46 +130,9 @@ except Exception as e:
 """
 
 
-def test_why_multiworker_is_refused_plain_keras_fit_fails_under_it():
-    """The premise of colabkit's refusal: Keras' own model.fit, two workers on loopback.
-
-    If this starts to print OK, Keras fixed it: multi-worker can then be enabled in colabkit.
-    """
-    pytest.importorskip("tensorflow")
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PLAIN_KERAS_MULTIWORKER],
-            env={
-                **ENV,
-                "TF_CONFIG": json.dumps(
-                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
-                ),
-            },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-    assert all("KERAS-MULTIWORKER-FAILS" in out for out in outputs), outputs
-
-
-def test_colabkit_refuses_multiworker_before_writing_anything(tmp_path):
-    pytest.importorskip("tensorflow")
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    job = (
-        "import numpy as np, tensorflow as tf, keras, colabkit\n"
-        "s = tf.distribute.MultiWorkerMirroredStrategy()\n"
-        "with s.scope():\n"
-        "    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
-        "    m.compile(optimizer='sgd', loss='mse')\n"
-        f"colabkit.fit(m, np.zeros((8, 4)), np.zeros((8, 2)), run_dir={str(tmp_path / 'run')!r},\n"
-        "             epochs=1, strategy=s, session_limit=False)\n"
-    )
+def two_workers(job: str) -> list[subprocess.CompletedProcess]:
+    """Runs ``job`` as workers 0 and 1 of a cluster on loopback (TF_CONFIG), to completion."""
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", job],
@@ -179,13 +142,43 @@ def test_colabkit_refuses_multiworker_before_writing_anything(tmp_path):
                     {"cluster": cluster, "task": {"type": "worker", "index": i}}
                 ),
             },
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
         for i in range(2)
     ]
-    errors = [p.communicate(timeout=180)[1] for p in procs]
-    assert [p.returncode for p in procs] == [1, 1]
-    assert all("MultiWorkerMirroredStrategy: Keras 3's model.fit fails" in e for e in errors)
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def test_why_multiworker_is_refused_plain_keras_fit_fails_under_it():
+    """The premise of colabkit's refusal: Keras' own model.fit, two workers on loopback.
+
+    If this starts to print OK, Keras fixed it: multi-worker can then be enabled in colabkit.
+    """
+    pytest.importorskip("tensorflow")
+    outputs = [w.stdout for w in two_workers(PLAIN_KERAS_MULTIWORKER)]
+    assert all("KERAS-MULTIWORKER-FAILS" in out for out in outputs), outputs
+
+
+def test_colabkit_refuses_multiworker_before_writing_anything(tmp_path):
+    pytest.importorskip("tensorflow")
+    job = (
+        "import numpy as np, tensorflow as tf, keras, colabkit\n"
+        "s = tf.distribute.MultiWorkerMirroredStrategy()\n"
+        "with s.scope():\n"
+        "    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
+        "    m.compile(optimizer='sgd', loss='mse')\n"
+        f"colabkit.fit(m, np.zeros((8, 4)), np.zeros((8, 2)), run_dir={str(tmp_path / 'run')!r},\n"
+        "             epochs=1, strategy=s, session_limit=False)\n"
+    )
+    workers = two_workers(job)
+    assert [w.returncode for w in workers] == [1, 1]
+    assert all(
+        "MultiWorkerMirroredStrategy: Keras 3's model.fit fails" in w.stderr for w in workers
+    )
     assert not (tmp_path / "run").exists()

@@ -85,8 +85,10 @@ def fit(
 
     Returns:
         A ``keras.callbacks.History`` holding the full per-epoch history across all resumes,
-        with extra attributes ``resumes`` (where each resume started), ``completed`` (False when
-        stopped early by a signal or the session deadline) and ``stop_reason``.
+        with extra attributes ``resumes`` (where each resume started: ``epoch`` and ``step`` are
+        the 0-based data position, ``global_step`` the steps trained before it), ``completed``
+        (False when stopped early by a signal or the session deadline), ``stop_reason`` and
+        ``durable`` (False when the last checkpoint could not reach the store).
 
     Raises:
         ConfigError: An argument is invalid (nothing is written).

@@ -272,6 +272,7 @@ class _Runner:
             return history
         history = _history(self.model, progress, epochs, completed=True)
         history.durable = self._wait_durable()
+        stops.reraise()  # a signal during the final save: the run is complete, then obey it
         return history
 
     def _segment(self, loop: ResumableLoop, start_step: int, first: int, end: int, verbose: Any):

@@ -1,6 +1,8 @@
 """A MirroredStrategy job over two logical CPU devices, for the scale-out tests (a subprocess).
 
 Usage: python distribute_worker.py RUN_DIR OUT.npz [KILL_AFTER_STEP]
+
+With TF_CONFIG set, the job runs under MultiWorkerMirroredStrategy instead (one CPU device).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+MULTIWORKER = bool(os.environ.get("TF_CONFIG"))
+if not MULTIWORKER:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 
@@ -25,8 +29,8 @@ STEPS_PER_EPOCH = 12
 def main() -> int:
     run_dir, out = sys.argv[1], sys.argv[2]
     kill_after = int(sys.argv[3]) if len(sys.argv) > 3 else -1
-    strategy = colabkit.distribute.strategy("mirrored")
-    assert strategy.num_replicas_in_sync == 2
+    strategy = colabkit.distribute.strategy("multiworker" if MULTIWORKER else "mirrored")
+    assert strategy.num_replicas_in_sync == (1 if MULTIWORKER else 2)
     keras.utils.set_random_seed(1)
     with strategy.scope():
         model = keras.Sequential(

@@ -1,20 +1,33 @@
-"""Training overhead of colabkit.fit against plain model.fit, and resume latency.
+"""Training overhead of colabkit.fit against plain model.fit, resume latency, work lost per kill.
 
-    python bench/bench_fit.py                      # 3 alternated pairs, 2 epochs, 12,800 images
-    python bench/bench_fit.py --pairs 5 --samples 54000 --epochs 2
+    python bench/bench_fit.py                      # all three parts with their defaults
+    python bench/bench_fit.py --part overhead --pairs 3 --samples 30000 --epochs 3
+    python bench/bench_fit.py --part resume --pairs 3
+    python bench/bench_fit.py --part kill --kills 10
 
 Part 1 (overhead): the tutorial's convnet on MNIST-5k images resampled to --samples, batch 128,
-validation split 0.1, the same seed and initial weights, run alternately as
-  plain     model.fit(x, y, shuffle=True)
-  keras-bar model.fit with keras.callbacks.BackupAndRestore (save every epoch)
-  colabkit  colabkit.fit(..., save_every="epoch")
-Each run's training throughput is images/s of the steady epochs (epoch 1 is dropped: tracing);
-ratios are reported pair by pair, colabkit / plain. Goal (issue 4): ratio >= 0.98.
+validation split 0.1, the same seed and initial weights, run alternately (the order reversed
+every other round) as
+  plain         model.fit(x, y, shuffle=True)
+  keras-bar     model.fit with keras.callbacks.BackupAndRestore (save every epoch)
+  ck-epoch      colabkit.fit(..., save_every="epoch")
+  ck-50steps    colabkit.fit(..., save_every="50steps")
+  ck-30s        colabkit.fit(..., save_every="30s")
+Each run's throughput is training images per second from the end of epoch 1 (tracing done) to
+the end of the last epoch: it includes validation and every checkpoint taken in between (for
+colabkit the epoch-end save runs after the user's on_epoch_end, so the interval between two
+on_epoch_end calls holds exactly one save). Ratios are reported round by round, kind / plain.
+Goal (issue 7): ck-epoch / plain >= 0.98 and above keras-bar / plain.
 
 Part 2 (resume latency): a fresh process to its first training step, against a fresh process
 that resumes a run killed mid-epoch, to its first resumed step (same script, same imports).
 
-Not a test: it prints a table and never fails on a number.
+Part 3 (work lost per kill): a child process runs colabkit.fit with --kill-every (default
+"20steps") and prints each finished global step; the parent SIGKILLs it at a random moment,
+then reads the newest checkpoint that verifies (in the store, and in the store or local
+staging) and reports the steps that must be redone. The next child resumes the same run.
+
+Not a test: it prints tables and never fails on a number.
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,24 +57,38 @@ def mnist(samples: int):
     return data.x_train[idx], data.y_train[idx]
 
 
-class EpochTimes:
+KINDS = {
+    "plain": None,
+    "keras-bar": None,
+    "ck-epoch": "epoch",
+    "ck-50steps": "50steps",
+    "ck-30s": "30s",
+}
+
+
+class EpochEnds:
+    """Records the wall and process CPU time of every ``on_epoch_end``.
+
+    Process CPU time counts every thread of the process (Keras' and colabkit's background
+    writers alike) and is far less disturbed than wall time by other work on a shared machine.
+    """
+
     def __init__(self):
         import keras
 
         outer = self
-        self.times: list[float] = []
+        self.ends: list[tuple[float, float]] = []
 
         class _Cb(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                outer._t = time.perf_counter()
-
             def on_epoch_end(self, epoch, logs=None):
-                outer.times.append(time.perf_counter() - outer._t)
+                outer.ends.append((time.perf_counter(), time.process_time()))
 
         self.callback = _Cb()
 
 
-def one_run(kind: str, x, y, epochs: int, tmp: Path) -> float:
+def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
+    """Steady images per wall second and per CPU second (from the end of epoch 1 to the end of
+    the last epoch), and the whole call's wall seconds."""
     import keras
 
     import colabkit
@@ -67,9 +96,10 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> float:
 
     keras.utils.set_random_seed(0)
     model = build_model()
-    timer = EpochTimes()
+    timer = EpochEnds()
     common = dict(epochs=epochs, batch_size=128, validation_split=0.1, verbose=0)
     run = tmp / f"{kind}-{time.monotonic_ns()}"
+    start = time.perf_counter()
     if kind == "plain":
         model.fit(x, y, callbacks=[timer.callback], **common)
     elif kind == "keras-bar":
@@ -83,41 +113,61 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> float:
             run_dir=run,
             staging_dir=str(run) + "-staging",
             seed=0,
-            save_every="epoch",
+            save_every=KINDS[kind],
             session_limit=False,
             callbacks=[timer.callback],
             **common,
         )
+    wall = time.perf_counter() - start
     n_train = int(len(x) * 0.9)
-    steady = timer.times[1:] or timer.times
-    # An epoch here includes validation (as users feel it), the same work for every kind.
-    return n_train / statistics.mean(steady)
+    images = (len(timer.ends) - 1) * n_train
+    (wall0, cpu0), (wall1, cpu1) = timer.ends[0], timer.ends[-1]
+    return {"img/s": images / (wall1 - wall0), "img/cpu-s": images / (cpu1 - cpu0), "wall": wall}
 
 
 def overhead(args) -> None:
     x, y = mnist(args.samples)
-    kinds = ["plain", "keras-bar", "colabkit"]
-    results: dict[str, list[float]] = {k: [] for k in kinds}
+    kinds = list(KINDS)
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.pairs):
             order = kinds if pair % 2 == 0 else kinds[::-1]
             for kind in order:
-                results[kind].append(one_run(kind, x, y, args.epochs, Path(tmp)))
+                runs[kind].append(one_run(kind, x, y, args.epochs, Path(tmp)))
+            plain = runs["plain"][-1]
             print(
-                f"pair {pair + 1}: "
-                + "  ".join(f"{k} {results[k][-1]:,.0f} img/s" for k in kinds)
-                + f"  colabkit/plain {results['colabkit'][-1] / results['plain'][-1]:.3f}",
+                f"round {pair + 1}: plain {plain['img/s']:,.0f} img/s, "
+                f"{plain['img/cpu-s']:,.0f} img/cpu-s; kind/plain wall (cpu): "
+                + "  ".join(
+                    f"{k} {runs[k][-1]['img/s'] / plain['img/s']:.3f}"
+                    f" ({runs[k][-1]['img/cpu-s'] / plain['img/cpu-s']:.3f})"
+                    for k in kinds[1:]
+                ),
                 flush=True,
             )
-    ratios = [c / p for c, p in zip(results["colabkit"], results["plain"], strict=True)]
-    kb = [c / p for c, p in zip(results["keras-bar"], results["plain"], strict=True)]
-    print(
-        "\nmedian throughput: "
-        + ", ".join(f"{k} {statistics.median(v):,.0f} img/s" for k, v in results.items())
-    )
-    for name, values in (("colabkit/plain", ratios), ("keras-BackupAndRestore/plain", kb)):
-        rounded = [round(r, 3) for r in values]
-        print(f"{name} ratios: {rounded}  median {statistics.median(values):.3f}")
+    report_overhead(runs, kinds)
+
+
+def report_overhead(runs: dict[str, list[dict[str, float]]], kinds: list[str]) -> None:
+    def med(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    print("\nmedians: steady img/s, steady img per CPU-second, whole-call wall time")
+    for k in kinds:
+        speeds = f"{med(k, 'img/s'):>8,.0f} {med(k, 'img/cpu-s'):>8,.0f}"
+        print(f"  {k:<11} {speeds} {med(k, 'wall'):6.1f} s")
+    print("ratios kind / plain, round by round, and their median (wall time: > 1 is slower):")
+    for key, name in (("img/s", "throughput"), ("img/cpu-s", "per CPU-s"), ("wall", "wall time")):
+        for k in kinds[1:]:
+            ratios = [a[key] / b[key] for a, b in zip(runs[k], runs["plain"], strict=True)]
+            print(
+                f"  {name:<10} {k:<11} {[round(r, 3) for r in ratios]}"
+                f"  median {statistics.median(ratios):.3f}"
+            )
+    for key in ("img/s", "img/cpu-s"):
+        values = [r[key] for r in runs["plain"]]
+        spread = (max(values) - min(values)) / statistics.median(values)
+        print(f"noise: plain {key} spread (max-min)/median over rounds = {spread:.1%}")
 
 
 LATENCY_JOB = r"""
@@ -180,12 +230,114 @@ def resume_latency(args) -> None:
     )
 
 
+KILL_JOB = r"""
+import sys
+import keras
+import colabkit
+from colabkit.mnist import build_model
+sys.path.insert(0, {bench!r})
+from bench_fit import mnist
+x, y = mnist({samples})
+keras.utils.set_random_seed(0)
+model = build_model()
+class Steps(keras.callbacks.Callback):
+    epoch = 0
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        print(self.epoch * self.params["steps"] + batch + 1, flush=True)
+colabkit.fit(model, x, y, run_dir={run!r}, staging_dir={run!r} + "-staging", epochs=1000,
+             batch_size=128, seed=0, save_every={save_every!r}, session_limit=False,
+             callbacks=[Steps()], verbose=0)
+"""
+
+
+def _read_steps(stream, steps: list[int], first: threading.Event) -> None:
+    for line in stream:
+        if line.strip().isdigit():
+            steps.append(int(line))
+            first.set()
+
+
+def newest_step(run: Path, staging: Path) -> int:
+    """Global step of the newest checkpoint that verifies (0 when there is none)."""
+    from colabkit.checkpoint.manager import CheckpointManager
+    from colabkit.storage import LocalStore
+
+    with CheckpointManager(LocalStore(run / "checkpoints"), staging_dir=staging) as manager:
+        record = manager.latest()
+    return 0 if record is None else record.step
+
+
+def one_kill(run: Path, samples: int, save_every: str, window: float, rng) -> tuple[int, int, int]:
+    """Starts (or resumes) the run in a child, SIGKILLs it at a random moment after its first
+    step; returns (steps done, newest step in the store, newest step in store or staging)."""
+    job = KILL_JOB.format(
+        bench=str(Path(__file__).parent), samples=samples, run=str(run), save_every=save_every
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c", job],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    steps: list[int] = []
+    first = threading.Event()
+    reader = threading.Thread(target=_read_steps, args=(proc.stdout, steps, first), daemon=True)
+    reader.start()
+    if not first.wait(300):
+        proc.kill()
+        raise RuntimeError("the child trained no step in 300 s")
+    time.sleep(rng.uniform(0, window))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reader.join()
+    with tempfile.TemporaryDirectory() as empty:
+        in_store = newest_step(run, Path(empty))
+    return steps[-1], in_store, newest_step(run, Path(str(run) + "-staging"))
+
+
+def work_lost(args) -> None:
+    import random
+
+    rng = random.Random(args.seed)
+    lost_store, lost_any = [], []
+    print(
+        f"save_every={args.kill_every!r}, kill uniformly within {args.kill_window} s of the "
+        "child's first step"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        for i in range(args.kills):
+            done, store, anywhere = one_kill(
+                run, args.samples, args.kill_every, args.kill_window, rng
+            )
+            lost_store.append(done - store)
+            lost_any.append(done - anywhere)
+            print(
+                f"kill {i + 1}: {done} steps done, newest checkpoint step {store} in the store, "
+                f"{anywhere} in store or staging: {done - store} / {done - anywhere} steps lost",
+                flush=True,
+            )
+    for name, lost in (("store (VM lost)", lost_store), ("store or staging", lost_any)):
+        print(
+            f"steps lost, {name}: median {statistics.median(lost)}, max {max(lost)} "
+            f"(interval {args.kill_every})"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--pairs", type=int, default=3, help="rounds of the overhead / resume parts")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--samples", type=int, default=12800)
-    p.add_argument("--part", choices=["all", "overhead", "resume"], default="all")
+    p.add_argument("--part", choices=["all", "overhead", "resume", "kill"], default="all")
+    p.add_argument("--kills", type=int, default=8, help="kills in the work-lost part")
+    p.add_argument("--kill-every", default="20steps", help="save_every of the killed runs")
+    p.add_argument("--kill-window", type=float, default=10.0, help="seconds; kill time range")
+    p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(REPO))
@@ -196,6 +348,8 @@ def main() -> None:
         overhead(args)
     if args.part in ("all", "resume"):
         resume_latency(args)
+    if args.part in ("all", "kill"):
+        work_lost(args)
 
 
 if __name__ == "__main__":

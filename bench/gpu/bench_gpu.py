@@ -6,17 +6,20 @@ Run through ``bench/gpu/run.sh`` (sets KERAS_BACKEND=jax and XLA_FLAGS before JA
     PYTHON=.venv/bin/python bash bench/gpu/run.sh --samples 6000 --epochs 2 --pairs 1  # CPU
 
 Part 1: the tutorial's convnet (batch 128, validation split 0.1) on MNIST-5k images resampled to
---samples, run alternately as plain ``model.fit`` and ``colabkit.fit(save_every="epoch")``, the
-same seed and initial weights. Reported per kind (medians over rounds): the first epoch (XLA
-compilation included), a steady epoch (the interval between two ``on_epoch_end`` calls:
-training, validation and, for colabkit, its epoch-end checkpoint) and a training step
-(``on_epoch_begin`` to ``on_test_begin``, after waiting for the last step's result, divided by
-the steps).
+--samples, run alternately as plain ``model.fit``, ``model.fit`` with a no-op
+``on_train_batch_end`` callback (``plain+batch-cb``: Keras then reads every step's logs, a
+device sync per step, as it does under ``colabkit.fit``, whose loop callback watches every step)
+and ``colabkit.fit(save_every="epoch")``, the same seed and initial weights. Reported per kind
+(medians over rounds): the first epoch (XLA compilation included), a steady epoch (the interval
+between two ``on_epoch_end`` calls: training, validation and, for colabkit, its epoch-end
+checkpoint) and a training step (``on_epoch_begin`` to ``on_test_begin``, after waiting for the
+last step's result, divided by the steps).
 
-Part 2 (exact resume): ``colabkit.fit(deterministic=True, seed=0, save_every="50steps")`` for
---resume-epochs epochs, in child processes: run A uninterrupted, run A again (the baseline: are
-two uninterrupted runs bitwise equal?), run B SIGKILLed by itself in the middle of its last
-epoch and then resumed to the end. Compares every model and optimizer variable bit for bit.
+Part 2 (exact resume): ``colabkit.fit(deterministic=True, seed=0)`` saving every min(50, a
+quarter epoch) steps, for --resume-epochs epochs, in child processes: run A uninterrupted, run
+A again (the baseline: are two uninterrupted runs bitwise equal?), run B SIGKILLed by itself in
+the middle of its last epoch and then resumed to the end. Compares every model and optimizer
+variable bit for bit.
 
 Not a test: it prints a table and never fails on a number.
 """
@@ -92,6 +95,16 @@ class Timer:
         }
 
 
+def _every_step():
+    import keras
+
+    class EveryStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return EveryStep
+
+
 def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
     import keras
 
@@ -101,9 +114,12 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
     keras.utils.set_random_seed(0)
     model = build_model()
     timer = Timer()
+    EveryStep = _every_step()  # noqa: N806
     common = dict(epochs=epochs, batch_size=128, validation_split=0.1, verbose=0)
     if kind == "plain":
         model.fit(x, y, callbacks=[timer.callback], **common)
+    elif kind == "plain+batch-cb":
+        model.fit(x, y, callbacks=[timer.callback, EveryStep()], **common)
     else:
         run = tmp / f"run-{time.monotonic_ns()}"
         colabkit.fit(
@@ -123,7 +139,7 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
 
 def timings(args) -> None:
     x, y = data(args.samples)
-    kinds = ["plain", "colabkit"]
+    kinds = ["plain", "plain+batch-cb", "colabkit"]
     results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.pairs):
@@ -141,14 +157,14 @@ def timings(args) -> None:
     med = {k: {c: statistics.median(r[c] for r in results[k]) for c in columns} for k in kinds}
     for k in kinds:
         print(f"| {k} | " + " | ".join(f"{med[k][c]:.3f}" for c in columns) + " |")
-    ratios = [
-        c["epoch s"] / p["epoch s"]
-        for c, p in zip(results["colabkit"], results["plain"], strict=True)
-    ]
-    print(
-        f"colabkit / plain steady epoch time, round by round: "
-        f"{[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}"
-    )
+    for k in kinds[1:]:
+        ratios = [
+            c["epoch s"] / p["epoch s"] for c, p in zip(results[k], results["plain"], strict=True)
+        ]
+        print(
+            f"{k} / plain steady epoch time, round by round: "
+            f"{[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}"
+        )
 
 
 def child(args) -> None:

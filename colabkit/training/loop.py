@@ -165,14 +165,16 @@ class ResumableLoop(keras.callbacks.Callback):
     # -- training steps ------------------------------------------------------------------------
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        # The work for the step just finished happens here, not in on_train_batch_end: Keras
+        # syncs with the device after every step as soon as any callback overrides a batch-end
+        # hook, and this one only needs the variables when it saves.
+        if batch > 0:
+            self._after_step(self.data.start_step + batch)
         self.user.on_train_batch_begin(self.data.start_step + batch, logs)
 
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        step = self.data.start_step + batch
-        self.progress.step = step + 1
-        self.user.on_train_batch_end(step, logs)
-        if self.progress.step >= self.progress.steps_per_epoch:
-            return  # the epoch-end checkpoint covers the last step (after validation)
+    def _after_step(self, done: int) -> None:
+        """``done`` steps of the epoch are trained: stop or save here if asked to."""
+        self.progress.step = done
         if self.deadline():
             self.stops.request("deadline")
         if self.stops.reason is not None:
@@ -259,3 +261,22 @@ def restore_model(model: keras.Model, restored: CheckpointContents) -> None:
                 "fresh=True to archive the old checkpoints and start over."
             )
     training_state.restore_variables(model, restored.arrays, metrics=False)
+
+
+class _ForwardingLoop(ResumableLoop):
+    """A ResumableLoop for user callbacks that act after each batch (they get true indices)."""
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.user.on_train_batch_end(self.data.start_step + batch, logs)
+
+
+def _overrides(callback: Any, hook: str) -> bool:
+    return not getattr(getattr(callback, hook, None), "_is_default", False)
+
+
+def resumable_loop(**options: Any) -> ResumableLoop:
+    """The loop callback, forwarding batch ends only if a user callback has a batch-end hook."""
+    user = options["user_callbacks"].callbacks
+    hooks = ("on_train_batch_end", "on_batch_end")
+    forward = any(_overrides(callback, hook) for callback in user for hook in hooks)
+    return (_ForwardingLoop if forward else ResumableLoop)(**options)

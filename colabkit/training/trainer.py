@@ -28,7 +28,13 @@ from colabkit.training.data import (
     ResumableBatches,
 )
 from colabkit.training.interrupts import StopRequests
-from colabkit.training.loop import ResumableLoop, RunProgress, StopForResume, restore_model
+from colabkit.training.loop import (
+    ResumableLoop,
+    RunProgress,
+    StopForResume,
+    restore_model,
+    resumable_loop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +250,7 @@ class _Runner:
         )
         stops = StopRequests()
         deadline.managed = True
-        loop = ResumableLoop(
+        loop = resumable_loop(
             user_callbacks=user,
             manager=self.manager,
             data=self.data,

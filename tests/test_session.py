@@ -138,9 +138,11 @@ def test_require_gpu_fails_before_drive_is_touched_or_anything_is_created(tmp_pa
         ({"require_gpu": "yes"}, "require_gpu"),
     ],
 )
-def test_bad_arguments_fail_before_anything_happens(tmp_path, kwargs, name):
+def test_bad_arguments_fail_before_anything_happens(tmp_path, monkeypatch, kwargs, name):
+    monkeypatch.chdir(tmp_path)  # a relative folder lands here, not in the repository
     if name is None:  # a string that is not "auto" is a folder path: valid
         setup(environment=local_env(tmp_path), accelerator=accelerator(None), show=False, **kwargs)
+        assert (tmp_path / kwargs["drive"]).is_dir()
         return
     with pytest.raises(ConfigError, match=f"argument `{name}`"):
         setup(environment=local_env(tmp_path), accelerator=accelerator(None), show=False, **kwargs)

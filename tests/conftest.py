@@ -18,3 +18,13 @@ def _staging_cache_in_tmp(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture
+def drive():
+    """A fake Drive v3 behind `responses`: the real client library, no network."""
+    import responses
+    from fake_drive import FakeDrive
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakeDrive(mock)

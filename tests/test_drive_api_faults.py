@@ -26,12 +26,6 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def drive():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeDrive(mock)
-
-
-@pytest.fixture
 def clock():
     return FakeClock()
 

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import responses
-from fake_drive import FakeDrive, open_store
+from fake_drive import open_store
 
 from colabkit.checkpoint.format import checkpoint_name
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import FakeClock
-
-
-@pytest.fixture
-def drive():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeDrive(mock)
 
 
 def test_checkpoints_reach_drive_verified_and_a_new_vm_resumes_from_them(drive, tmp_path):

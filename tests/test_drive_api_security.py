@@ -6,19 +6,12 @@ import logging
 import os
 
 import pytest
-import responses
-from fake_drive import FakeDrive, open_store
+from fake_drive import open_store
 
 from colabkit.errors import StoreError
 
 SECRETS = ("token-0", "token-1", "refresh-secret-1234", "client-secret-5678")
 HOSTILE = ["../../x", "a/b", "x\x00y", "..", ".", "back\\slash"]
-
-
-@pytest.fixture
-def drive():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeDrive(mock)
 
 
 @pytest.fixture

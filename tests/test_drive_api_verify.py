@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import responses
-from fake_drive import FakeDrive, open_store
+from fake_drive import open_store
 
 from colabkit.errors import ConfigError, StoreError
 from colabkit.storage.drive_transport import RetryPolicy
 from colabkit.storage.drive_verify import verify_on_drive
-
-
-@pytest.fixture
-def drive():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeDrive(mock)
 
 
 @pytest.fixture

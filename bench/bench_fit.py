@@ -170,10 +170,10 @@ def report_overhead(runs: dict[str, list[dict[str, float]]], kinds: list[str]) -
         print(f"noise: plain {key} spread (max-min)/median over rounds = {spread:.1%}")
 
 
-LATENCY_JOB = r"""
+#: What both subprocess jobs start with: the tutorial model and the resampled data.
+JOB_PREAMBLE = r"""
 import os, sys, time, json
-t_import = time.time()
-import keras, numpy as np
+import keras
 import colabkit
 from colabkit.mnist import build_model
 sys.path.insert(0, {bench!r})
@@ -181,6 +181,9 @@ from bench_fit import mnist
 x, y = mnist({samples})
 keras.utils.set_random_seed(0)
 model = build_model()
+"""
+
+LATENCY_JOB = JOB_PREAMBLE + r"""
 class First(keras.callbacks.Callback):
     n = 0
     def on_train_batch_end(self, batch, logs=None):
@@ -230,16 +233,7 @@ def resume_latency(args) -> None:
     )
 
 
-KILL_JOB = r"""
-import sys
-import keras
-import colabkit
-from colabkit.mnist import build_model
-sys.path.insert(0, {bench!r})
-from bench_fit import mnist
-x, y = mnist({samples})
-keras.utils.set_random_seed(0)
-model = build_model()
+KILL_JOB = JOB_PREAMBLE + r"""
 class Steps(keras.callbacks.Callback):
     epoch = 0
     def on_epoch_begin(self, epoch, logs=None):

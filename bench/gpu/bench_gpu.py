@@ -6,10 +6,17 @@ Run through ``bench/gpu/run.sh`` (sets KERAS_BACKEND=jax and XLA_FLAGS before JA
     PYTHON=.venv/bin/python bash bench/gpu/run.sh --samples 6000 --epochs 2 --pairs 1  # CPU
 
 Part 1: the tutorial's convnet (batch 128, validation split 0.1) on MNIST-5k images resampled to
---samples, run alternately as plain ``model.fit``, ``model.fit`` with a no-op
-``on_train_batch_end`` callback (``plain+batch-cb``: Keras then reads every step's logs, a
-device sync per step, as it does under ``colabkit.fit``, whose loop callback watches every step)
-and ``colabkit.fit(save_every="epoch")``, the same seed and initial weights. Reported per kind
+--samples, run alternately with the same seed and initial weights as:
+
+- ``plain``: ``model.fit(x, y)``;
+- ``plain+batch-cb``: the same with a no-op ``on_train_batch_end`` callback (Keras then reads
+  every step's logs, a device sync per step);
+- ``plain+pydataset``: ``model.fit`` over colabkit's ``ArrayBatches`` (the (seed, epoch) batch
+  order colabkit trains on), no colabkit callbacks -- the data path alone;
+- ``keras-bar``: ``model.fit`` with Keras' ``BackupAndRestore`` (a backup every epoch);
+- ``colabkit``: ``colabkit.fit(save_every="epoch")``;
+- ``colabkit-50steps``: ``colabkit.fit(save_every="50steps")``.
+ Reported per kind
 (medians over rounds): the first epoch (XLA compilation included), a steady epoch (the interval
 between two ``on_epoch_end`` calls: training, validation and, for colabkit, its epoch-end
 checkpoint) and a training step (``on_epoch_begin`` to ``on_test_begin``, after waiting for the
@@ -105,6 +112,16 @@ def _every_step():
     return EveryStep
 
 
+KINDS = [
+    "plain",
+    "plain+batch-cb",
+    "plain+pydataset",
+    "keras-bar",
+    "colabkit",
+    "colabkit-50steps",
+]
+
+
 def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
     import keras
 
@@ -116,12 +133,27 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
     timer = Timer()
     EveryStep = _every_step()  # noqa: N806
     common = dict(epochs=epochs, batch_size=128, validation_split=0.1, verbose=0)
+    run = tmp / f"run-{time.monotonic_ns()}"
     if kind == "plain":
         model.fit(x, y, callbacks=[timer.callback], **common)
     elif kind == "plain+batch-cb":
         model.fit(x, y, callbacks=[timer.callback, EveryStep()], **common)
+    elif kind == "plain+pydataset":
+        from colabkit.training.data import ArrayBatches, train_validation_split
+
+        (xt, yt, _), validation = train_validation_split(x, y, None, 0.1)
+        batches = ArrayBatches(xt, yt, batch_size=128, seed=0)
+        model.fit(
+            batches,
+            validation_data=validation[:2],
+            epochs=epochs,
+            verbose=0,
+            callbacks=[timer.callback],
+        )
+    elif kind == "keras-bar":
+        bar = keras.callbacks.BackupAndRestore(str(run))
+        model.fit(x, y, callbacks=[timer.callback, bar], **common)
     else:
-        run = tmp / f"run-{time.monotonic_ns()}"
         colabkit.fit(
             model,
             x,
@@ -129,7 +161,7 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
             run_dir=run,
             staging_dir=str(run) + "-staging",
             seed=0,
-            save_every="epoch",
+            save_every="50steps" if kind == "colabkit-50steps" else "epoch",
             session_limit=False,
             callbacks=[timer.callback],
             **common,
@@ -139,7 +171,7 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
 
 def timings(args) -> None:
     x, y = data(args.samples)
-    kinds = ["plain", "plain+batch-cb", "colabkit"]
+    kinds = KINDS
     results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.pairs):

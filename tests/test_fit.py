@@ -119,6 +119,63 @@ def test_more_epochs_continue_the_run(tmp_path):
     assert counter(model) == 24
 
 
+class ValidationBatches(keras.callbacks.Callback):
+    """Records each validation pass's batch count, from batch begins or batch ends."""
+
+    def __init__(self, hook: str = "begin"):
+        super().__init__()
+        self.counts: list[int] = []
+        if hook == "end":
+            self.on_test_batch_end = self._count
+
+    def on_test_begin(self, logs=None):
+        self.counts.append(0)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        if "on_test_batch_end" not in vars(self):
+            self._count(batch, logs)
+
+    def _count(self, batch, logs=None):
+        self.counts[-1] += 1
+
+
+def test_validation_runs_at_the_training_batch_size_like_model_fit(tmp_path):
+    # 48 validation samples: 3 batches of 16 (Keras' fallback of 32 would make 2).
+    ours, keras_own = ValidationBatches(), ValidationBatches()
+    fit(make_model(), tmp_path / "run", validation_split=0.5, callbacks=[ours])
+    x, y = make_data()
+    make_model().fit(
+        x, y, epochs=3, batch_size=BATCH, validation_split=0.5, verbose=0, callbacks=[keras_own]
+    )
+    assert ours.counts == keras_own.counts == [3, 3, 3]
+
+
+def test_batch_end_hooks_are_forwarded_only_to_callbacks_that_have_them(tmp_path):
+    """Keras waits for every step's result when any callback has a batch-end hook: colabkit's
+    own loop must not add one, yet a user's hook must still be called."""
+    from keras.src.utils.python_utils import is_default
+
+    from colabkit.training.loop import resumable_loop
+
+    def loop(*callbacks):
+        user = keras.callbacks.CallbackList(list(callbacks))
+        return resumable_loop(
+            user_callbacks=user, manager=None, data=None, progress=None, restored=None,
+            stops=None, deadline=None, clock_seconds=None,
+        )  # fmt: skip
+
+    quiet = loop(ValidationBatches())
+    assert is_default(quiet.on_train_batch_end) and is_default(quiet.on_test_batch_end)
+    test_end = loop(ValidationBatches("end"))
+    assert is_default(test_end.on_train_batch_end) and not is_default(test_end.on_test_batch_end)
+    train_end = loop(RaiseAt(9, 9))
+    assert not is_default(train_end.on_train_batch_end) and is_default(train_end.on_test_batch_end)
+
+    ends = ValidationBatches("end")
+    fit(make_model(), tmp_path / "run", validation_split=0.5, callbacks=[ends])
+    assert ends.counts == [3, 3, 3]
+
+
 def test_interrupted_mid_epoch_every_batch_trained_once(tmp_path):
     """Keras' interruption scenario, through colabkit.fit: a callback raises mid-fit."""
     model = make_model()

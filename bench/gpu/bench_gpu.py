@@ -262,6 +262,8 @@ def _child(args, run: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
         str(args.resume_epochs),
         "--kill-at",
         str(kill_at),
+        "--save-steps",
+        str(args.save_steps),
     ]
     return subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
 

@@ -240,9 +240,6 @@ class ResumableLoop(keras.callbacks.Callback):
     def on_test_batch_begin(self, batch: int, logs: Any = None) -> None:
         self.user.on_test_batch_begin(batch, logs)
 
-    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
-        self.user.on_test_batch_end(batch, logs)
-
 
 def restore_model(model: keras.Model, restored: CheckpointContents) -> None:
     """Checks the architecture and optimizer against the checkpoint, then loads the variables."""
@@ -263,20 +260,42 @@ def restore_model(model: keras.Model, restored: CheckpointContents) -> None:
     training_state.restore_variables(model, restored.arrays, metrics=False)
 
 
-class _ForwardingLoop(ResumableLoop):
-    """A ResumableLoop for user callbacks that act after each batch (they get true indices)."""
+class _ForwardTrainBatchEnd:
+    """Forwards training batch ends, with true in-epoch indices, to the user's callbacks."""
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         self.user.on_train_batch_end(self.data.start_step + batch, logs)
+
+
+class _ForwardTestBatchEnd:
+    """Forwards validation batch ends to the user's callbacks."""
+
+    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.user.on_test_batch_end(batch, logs)
 
 
 def _overrides(callback: Any, hook: str) -> bool:
     return not getattr(getattr(callback, hook, None), "_is_default", False)
 
 
+_BATCH_END_FORWARDERS = (
+    (("on_train_batch_end", "on_batch_end"), _ForwardTrainBatchEnd),
+    (("on_test_batch_end",), _ForwardTestBatchEnd),
+)
+
+
 def resumable_loop(**options: Any) -> ResumableLoop:
-    """The loop callback, forwarding batch ends only if a user callback has a batch-end hook."""
+    """The loop callback, forwarding batch ends only where a user callback has such a hook.
+
+    Keras waits for every step's result (a device sync) when any callback overrides a batch-end
+    hook; forwarding one that no user callback needs would cost every run that sync.
+    """
     user = options["user_callbacks"].callbacks
-    hooks = ("on_train_batch_end", "on_batch_end")
-    forward = any(_overrides(callback, hook) for callback in user for hook in hooks)
-    return (_ForwardingLoop if forward else ResumableLoop)(**options)
+    bases = tuple(
+        forwarder
+        for hooks, forwarder in _BATCH_END_FORWARDERS
+        if any(_overrides(callback, hook) for callback in user for hook in hooks)
+    )
+    if not bases:
+        return ResumableLoop(**options)
+    return type("ResumableLoop", (*bases, ResumableLoop), {})(**options)

@@ -298,6 +298,9 @@ class _Runner:
             epochs=end,
             callbacks=outer,
             validation_data=self.validation,
+            # model.fit validates arrays at the training batch size; over a PyDataset it would
+            # fall back to 32 (4x the steps at 128, and as many device syncs).
+            validation_batch_size=self.data.batch_size,
             verbose=verbose,
             shuffle=False,
         )

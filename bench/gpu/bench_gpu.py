@@ -146,6 +146,7 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
         model.fit(
             batches,
             validation_data=validation[:2],
+            validation_batch_size=128,
             epochs=epochs,
             verbose=0,
             callbacks=[timer.callback],
@@ -171,7 +172,7 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
 
 def timings(args) -> None:
     x, y = data(args.samples)
-    kinds = KINDS
+    kinds = args.kinds
     results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.pairs):
@@ -191,10 +192,10 @@ def timings(args) -> None:
         print(f"| {k} | " + " | ".join(f"{med[k][c]:.3f}" for c in columns) + " |")
     for k in kinds[1:]:
         ratios = [
-            c["epoch s"] / p["epoch s"] for c, p in zip(results[k], results["plain"], strict=True)
+            c["epoch s"] / p["epoch s"] for c, p in zip(results[k], results[kinds[0]], strict=True)
         ]
         print(
-            f"{k} / plain steady epoch time, round by round: "
+            f"{k} / {kinds[0]} steady epoch time, round by round: "
             f"{[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}"
         )
 
@@ -320,11 +321,19 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=3, help="alternated rounds of the timing part")
     p.add_argument("--resume-epochs", type=int, default=2, help="epochs of the resume check")
     p.add_argument("--part", choices=["all", "timing", "resume"], default="all")
+    p.add_argument(
+        "--kinds",
+        type=lambda text: text.split(","),
+        default=KINDS,
+        help=f"comma-separated, the first is the baseline (default: {','.join(KINDS)})",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)
     p.add_argument("--kill-at", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--save-steps", type=int, default=50, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if unknown := set(args.kinds) - set(KINDS):
+        p.error(f"unknown --kinds {sorted(unknown)}: choose from {', '.join(KINDS)}")
     _environment()
     if args.child:
         child(args)

@@ -148,6 +148,10 @@ def test_validation_runs_at_the_training_batch_size_like_model_fit(tmp_path):
         x, y, epochs=3, batch_size=BATCH, validation_split=0.5, verbose=0, callbacks=[keras_own]
     )
     assert ours.counts == keras_own.counts == [3, 3, 3]
+    chosen = ValidationBatches()
+    fit(make_model(), tmp_path / "other", validation_split=0.5, validation_batch_size=24,
+        callbacks=[chosen])  # fmt: skip
+    assert chosen.counts == [2, 2, 2]
 
 
 def test_batch_end_hooks_are_forwarded_only_to_callbacks_that_have_them(tmp_path):
@@ -230,6 +234,7 @@ def test_fresh_archives_instead_of_deleting(tmp_path):
     [
         (dict(epochs=0), "`epochs`"),
         (dict(batch_size=0), "`batch_size`"),
+        (dict(validation_split=0.5, validation_batch_size=0), "`validation_batch_size`"),
         (dict(save_every="10x"), "`save_every`"),
         (dict(keep=0), "`keep`"),
         (dict(validation_split=1.5), "`validation_split`"),

@@ -43,7 +43,13 @@ log = logging.getLogger(__name__)
 
 
 def check_arguments(
-    model: Any, *, epochs: Any, batch_size: Any, fresh: Any, callbacks: Any
+    model: Any,
+    *,
+    epochs: Any,
+    batch_size: Any,
+    fresh: Any,
+    callbacks: Any,
+    validation_batch_size: Any = None,
 ) -> None:
     if not isinstance(model, keras.Model):
         raise invalid_argument("model", type(model).__name__, "a keras.Model")
@@ -52,7 +58,10 @@ def check_arguments(
             "The model is not compiled. Call model.compile(optimizer=..., loss=...) before "
             "colabkit.fit()."
         )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+    sizes = [("epochs", epochs), ("batch_size", batch_size)]
+    if validation_batch_size is not None:
+        sizes.append(("validation_batch_size", validation_batch_size))
+    for name, value in sizes:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise invalid_argument(name, value, "an integer >= 1")
     if not isinstance(fresh, bool):

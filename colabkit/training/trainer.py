@@ -50,6 +50,7 @@ def fit(
     batch_size: int = 32,
     validation_split: float = 0.0,
     validation_data: Any = None,
+    validation_batch_size: int | None = None,
     sample_weight: Any = None,
     seed: int | None = None,
     save_every: Any = "epoch",
@@ -74,6 +75,8 @@ def fit(
         epochs: Total epochs of the run (not "more epochs"): re-running continues up to it.
         batch_size, validation_split, validation_data, verbose: As in ``model.fit``
             (``validation_split`` takes the last samples, as Keras does).
+        validation_batch_size: As in ``model.fit``: by default ``batch_size`` (for a
+            ``PyDataset`` ``x``, Keras' default of 32).
         seed: Seed of the data order; ``None`` picks one on the first run and keeps it.
         save_every: ``"epoch"``, ``"500steps"``, ``"10m"`` or a combination like ``"epoch|10m"``.
         keep: How many checkpoints to keep (or a ``colabkit.checkpoint.policy.KeepPolicy``).
@@ -103,7 +106,12 @@ def fit(
     """
     clock = clock or SYSTEM_CLOCK
     run_setup.check_arguments(
-        model, epochs=epochs, batch_size=batch_size, fresh=fresh, callbacks=callbacks
+        model,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_batch_size=validation_batch_size,
+        fresh=fresh,
+        callbacks=callbacks,
     )
     distribute.check_model_strategy(model, strategy)
     chief = strategy is None or distribute.is_chief(strategy)
@@ -138,6 +146,7 @@ def fit(
             determinism.enable()
         runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
         runner.chief = chief
+        runner.validation_batch_size = validation_batch_size or data.batch_size
         history = runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
         return history
     finally:
@@ -217,6 +226,7 @@ class _Runner:
         self.manager, self.progress, self.restored = manager, progress, restored
         self.callbacks, self.clock = list(callbacks), clock
         self.chief = True
+        self.validation_batch_size: int | None = None
 
     def run(
         self, *, epochs: int, verbose: Any, deadline: SessionDeadline
@@ -298,9 +308,9 @@ class _Runner:
             epochs=end,
             callbacks=outer,
             validation_data=self.validation,
-            # model.fit validates arrays at the training batch size; over a PyDataset it would
-            # fall back to 32 (4x the steps at 128, and as many device syncs).
-            validation_batch_size=self.data.batch_size,
+            # model.fit validates arrays at the training batch size; over colabkit's PyDataset
+            # it would fall back to 32 (4x the steps at 128, and as many device syncs).
+            validation_batch_size=self.validation_batch_size,
             verbose=verbose,
             shuffle=False,
         )

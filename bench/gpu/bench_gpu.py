@@ -16,7 +16,8 @@ Part 1: the tutorial's convnet (batch 128, validation split 0.1) on MNIST-5k ima
 - ``keras-bar``: ``model.fit`` with Keras' ``BackupAndRestore`` (a backup every epoch);
 - ``colabkit``: ``colabkit.fit(save_every="epoch")``;
 - ``colabkit-50steps``: ``colabkit.fit(save_every="50steps")``.
- Reported per kind
+
+``--kinds`` picks some of them (the first is the baseline of the ratios). Reported per kind
 (medians over rounds): the first epoch (XLA compilation included), a steady epoch (the interval
 between two ``on_epoch_end`` calls: training, validation and, for colabkit, its epoch-end
 checkpoint) and a training step (``on_epoch_begin`` to ``on_test_begin``, after waiting for the

@@ -20,6 +20,7 @@ Session start, and how far to trust it:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -253,14 +254,17 @@ def default_run_dir(run_name: str, env: Environment | None = None) -> Path:
     return (env or detect()).durable_root / run_name
 
 
-def default_staging_dir(run_name: str, env: Environment | None = None) -> Path:
-    """The fast local staging directory for ``run_name``: never the only copy of anything.
+def staging_dir_for(store_url: str, env: Environment | None = None) -> Path:
+    """The fast local staging directory of the run whose checkpoints live at ``store_url``.
 
-    Colab: ``/content/colabkit-cache/<run>``; elsewhere ``$XDG_CACHE_HOME/colabkit/<run>``,
-    defaulting to ``~/.cache/colabkit/<run>``.
+    ``<staging root>/<run>-<first 10 hex digits of sha256(store_url)>``: two runs of one name in
+    different places never share a staging folder. The staging root is
+    ``/content/colabkit-cache`` in Colab, elsewhere ``$XDG_CACHE_HOME/colabkit``, defaulting to
+    ``~/.cache/colabkit``. Staging is never the only copy of anything.
     """
-    run_name = check_run_name(run_name)
-    return (env or detect()).staging_root / run_name
+    tag = hashlib.sha256(store_url.encode()).hexdigest()[:10]
+    name = Path(store_url.rstrip("/")).parent.name or "run"
+    return (env or detect()).staging_root / f"{name}-{tag}"
 
 
 def check_session_limit(value: object, margin: object = SESSION_MARGIN) -> float:

@@ -24,12 +24,13 @@ from colabkit.env import (
     DEFAULT_SESSION_LIMIT,
     Environment,
     check_run_name,
-    default_staging_dir,
     detect,
+    staging_dir_for,
 )
 from colabkit.errors import DriveError, invalid_argument
 from colabkit.gpu import FRAMEWORKS, AcceleratorReport, accelerator_report
 from colabkit.gpu import require_gpu as _require_gpu
+from colabkit.storage.local import LocalStore
 from colabkit.summary import render_html, render_text, summary_rows
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,10 @@ def setup(
         drive,
         lambda e: mount_drive(e.drive_mountpoint, env=e, colab_drive=colab_drive, clock=clock),
     )
-    session = Session(name, env, accel, root / name, default_staging_dir(name, env), mount)
+    run_dir = root / name
+    # The folder colabkit.fit(run_dir=session.run_dir) will stage in (its checkpoints' store).
+    staging = staging_dir_for(LocalStore(run_dir / "checkpoints").url, env)
+    session = Session(name, env, accel, run_dir, staging, mount)
     _create_dirs(session)
     logger.info("colabkit session %r: run dir %s", name, session.run_dir)
     if show:

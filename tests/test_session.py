@@ -63,12 +63,35 @@ def test_setup_is_the_public_entry_point():
 def test_local_setup_creates_the_run_and_staging_dirs_and_prints_a_summary(tmp_path, capsys):
     session = setup("mnist", environment=local_env(tmp_path), accelerator=accelerator("t4"))
     assert session.run_dir == tmp_path / "runs" / "mnist" and session.run_dir.is_dir()
-    assert session.staging_dir == tmp_path / "home" / ".cache" / "colabkit" / "mnist"
+    assert session.staging_dir.parent == tmp_path / "home" / ".cache" / "colabkit"
+    assert session.staging_dir.name.startswith("mnist-")
     assert session.staging_dir.is_dir()
     assert session.drive is None
     out = capsys.readouterr().out
     assert "local machine" in out and "Tesla T4" in out and str(session.run_dir) in out
     assert session.deadline == session.environment.session_start + 12 * 3600
+
+
+def test_the_staging_folder_setup_reports_is_the_one_fit_stages_in(tmp_path):
+    import keras
+    import numpy as np
+
+    session = setup("exp", drive=tmp_path / "runs", accelerator=accelerator("t4"), show=False)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise RuntimeError("disconnected")
+
+    x = np.zeros((64, 3), "float32")
+    with pytest.raises(RuntimeError, match="disconnected"):
+        colabkit.fit(model, x, x[:, :1], run_dir=session.run_dir, epochs=1, batch_size=8,
+                     save_every="1steps", session_limit=False, verbose=0,
+                     callbacks=[Interrupt()])  # fmt: skip
+    assert any(session.staging_dir.glob("*.ckpt"))  # the interrupted run's local copies
 
 
 def test_in_colab_auto_mounts_drive_and_puts_the_run_on_it(tmp_path, colab_drive):

@@ -6,7 +6,6 @@ another model, batch size, dataset or seed fails with one line and leaves the ru
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import secrets
@@ -159,9 +158,7 @@ def resolve_store(run_dir: Any, store: Any) -> Store:
 def default_staging(store: Store) -> Path:
     from colabkit import env
 
-    tag = hashlib.sha256(store.url.encode()).hexdigest()[:10]
-    name = Path(store.url.rstrip("/")).parent.name or "run"
-    return env.detect(session_limit=None).staging_root / f"{name}-{tag}"
+    return env.staging_dir_for(store.url, env.detect(session_limit=None))
 
 
 def run_config(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -192,7 +193,10 @@ def _add_mnist_arguments(mnist: argparse.ArgumentParser) -> None:
         "mirrored, multiworker or tpu (default auto)",
     )
     mnist.add_argument(
-        "--session-limit", metavar="12h", help="save and stop cleanly before this much time"
+        "--session-limit",
+        metavar="12h",
+        help="save and stop cleanly 15 minutes before this session limit (default: 12h in Colab "
+        "and Kaggle, none elsewhere)",
     )
     mnist.add_argument(
         "--fresh", action="store_true", help="archive old checkpoints and start over"
@@ -221,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--session-limit",
-        default="12h",
+        default="auto",
         metavar="DURATION",
-        help="session limit to count time left against (default 12h; 24h on paid plans)",
+        help="session limit to count time left against: 'auto' (the default) is 12h in Colab "
+        "and Kaggle and none elsewhere; 24h on paid plans",
     )
     doctor.add_argument(
         "--frameworks",
@@ -306,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `colabkit doctor | head`: the reader left. Quietly, and no second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process killed by SIGPIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

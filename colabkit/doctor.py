@@ -16,7 +16,7 @@ from typing import Any, Literal
 from colabkit import __version__
 from colabkit.drive import DriveHealth, drive_health, mount_state
 from colabkit.duration import format_duration
-from colabkit.env import DEFAULT_SESSION_LIMIT, Environment, detect
+from colabkit.env import AUTO, Environment, detect
 from colabkit.errors import invalid_argument
 from colabkit.findings import Finding
 from colabkit.frameworks import FRAMEWORKS, FrameworkView
@@ -161,7 +161,7 @@ def _drive_error(code: str, mountpoint: Path, result: DriveHealth | None) -> Fin
 
 def diagnose(
     *,
-    session_limit: str | float | None = DEFAULT_SESSION_LIMIT,
+    session_limit: str | float | None = AUTO,
     environment: Environment | None = None,
     accelerator: AcceleratorReport | None = None,
     drive: DriveStatus | None = None,
@@ -171,7 +171,8 @@ def diagnose(
     """Runs every check (frameworks in subprocesses) and returns the report.
 
     Args:
-        session_limit: The session limit to count time left against.
+        session_limit: The session limit to count time left against: a duration, None, or
+            ``"auto"`` (12 h in Colab and Kaggle, none elsewhere).
         environment: A detected environment (detected when None).
         accelerator: An accelerator report (built when None; this asks every framework).
         drive: A Drive status (checked when None).

@@ -40,6 +40,9 @@ COLAB_DRIVE_MOUNTPOINT = Path("/content/drive")
 COLAB_STAGING_ROOT = Path("/content/colabkit-cache")
 KAGGLE_DURABLE_ROOT = Path("/kaggle/working/colabkit")
 DEFAULT_SESSION_LIMIT = "12h"
+#: ``session_limit="auto"``: Colab's and Kaggle's 12 h limit there, no limit elsewhere.
+AUTO = "auto"
+_LIMITED_KINDS = ("colab", "kaggle")
 #: How long before the session limit training stops: time to save, upload and flush.
 SESSION_MARGIN = "15m"
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -126,21 +129,23 @@ class Environment:
 
 
 def detect(
-    *, session_limit: str | float | None = DEFAULT_SESSION_LIMIT, system: SystemView | None = None
+    *, session_limit: str | float | None = AUTO, system: SystemView | None = None
 ) -> Environment:
     """Detects where this runs and when the session started.
 
     Args:
         session_limit: How long a session may run (``"12h"`` for free Colab, ``"24h"`` for paid
-            plans), or None for no limit.
+            plans), None for no limit, or ``"auto"``: 12 h in Colab and Kaggle, none elsewhere
+            (a local process has no session limit).
         system: What to read; the real machine by default.
 
     Raises:
         ConfigError: ``session_limit`` is not a duration.
     """
-    limit = None if session_limit is None else parse_duration(session_limit, "session_limit")
+    resolve_session_limit(session_limit, "local")  # a bad value fails before anything is read
     system = system or SystemView()
     kind, evidence = _detect_kind(system)
+    limit = resolve_session_limit(session_limit, kind)
     now = system.clock.time()
     start, source = _session_start(kind, system, now)
     mounted = kind == "colab" and system.exists(str(COLAB_DRIVE_MOUNTPOINT / "MyDrive"))
@@ -265,6 +270,19 @@ def staging_dir_for(store_url: str, env: Environment | None = None) -> Path:
     tag = hashlib.sha256(store_url.encode()).hexdigest()[:10]
     name = Path(store_url.rstrip("/")).parent.name or "run"
     return (env or detect()).staging_root / f"{name}-{tag}"
+
+
+def resolve_session_limit(session_limit: object, kind: Kind) -> float | None:
+    """Seconds, or None for no limit; ``"auto"`` is 12 h in Colab and Kaggle, none elsewhere.
+
+    Raises:
+        ConfigError: ``session_limit`` is neither None, ``"auto"`` nor a duration.
+    """
+    if session_limit is None:
+        return None
+    if isinstance(session_limit, str) and session_limit.strip().lower() == AUTO:
+        return parse_duration(DEFAULT_SESSION_LIMIT) if kind in _LIMITED_KINDS else None
+    return parse_duration(session_limit, "session_limit")
 
 
 def check_session_limit(value: object, margin: object = SESSION_MARGIN) -> float:

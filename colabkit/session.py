@@ -19,12 +19,12 @@ from typing import Any
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.drive import MountResult, mount_drive
-from colabkit.duration import parse_duration
 from colabkit.env import (
-    DEFAULT_SESSION_LIMIT,
+    AUTO,
     Environment,
     check_run_name,
     detect,
+    resolve_session_limit,
     staging_dir_for,
 )
 from colabkit.errors import DriveError, invalid_argument
@@ -85,7 +85,7 @@ def setup(
     *,
     drive: str | bool | os.PathLike[str] = "auto",
     require_gpu: bool = False,
-    session_limit: str | float | None = DEFAULT_SESSION_LIMIT,
+    session_limit: str | float | None = AUTO,
     show: bool = True,
     environment: Environment | None = None,
     accelerator: AcceleratorReport | None = None,
@@ -102,8 +102,9 @@ def setup(
             with the VM); a path puts the run under that folder (mounting Drive first when the
             path is on the Colab mount).
         require_gpu: Raise, with the fix, unless Keras' backend can use a GPU.
-        session_limit: Session length to plan saves against (``"12h"`` free, ``"24h"`` paid),
-            or None for no limit.
+        session_limit: Session length to count time left against (``"12h"`` free Colab,
+            ``"24h"`` paid), None for no limit, or ``"auto"``: 12 h in Colab and Kaggle, none
+            elsewhere.
         show: Show the summary (HTML in a notebook, text in a terminal).
         environment: A detected environment (tests; detected when None).
         accelerator: An accelerator report (tests; built when None, asking only Keras'
@@ -120,9 +121,9 @@ def setup(
     _check_drive_arg(drive)
     if not isinstance(require_gpu, bool):
         raise invalid_argument("require_gpu", require_gpu, "True or False")
-    limit = None if session_limit is None else parse_duration(session_limit, "session_limit")
-    env = environment or detect(session_limit=limit)
-    env = dataclasses.replace(env, session_limit_s=limit)
+    resolve_session_limit(session_limit, "local")  # a bad value fails before anything is done
+    env = environment or detect(session_limit=session_limit)
+    env = dataclasses.replace(env, session_limit_s=resolve_session_limit(session_limit, env.kind))
     accel = accelerator or accelerator_report(frameworks=_backend_only())
     if require_gpu:
         _require_gpu(accel)

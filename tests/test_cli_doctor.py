@@ -190,3 +190,21 @@ def test_report_warns_when_the_session_is_about_to_end(tmp_path):
     assert report.ok and schema_errors(report.to_json()) == []
     assert "about 30m 00s left of 2h 00m" in report.text()
     assert "<table>" in report.html()
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`colabkit doctor | head -1`: the pipe's reader is gone before doctor prints."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "colabkit", "doctor", "--frameworks", "none"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr

@@ -66,6 +66,7 @@ def test_kaggle_sets_colab_release_tag_too_but_is_reported_as_kaggle():
     assert env.kind == "kaggle"
     assert "KAGGLE_KERNEL_RUN_TYPE=Batch" in env.evidence
     assert default_run_dir("exp1", env) == Path("/kaggle/working/colabkit/exp1")
+    assert env.session_limit_s == 12 * 3600  # Kaggle's GPU sessions end after 12 h too
 
 
 def test_colab_release_tag_alone_means_colab():
@@ -102,6 +103,12 @@ def test_time_left_counts_down_with_the_clock_and_goes_negative_past_the_limit()
     assert env.time_left(BOOT + 30) == 24 * 3600
     assert env.time_left(BOOT + 30 + 25 * 3600) == -3600
     assert env.elapsed(BOOT + 90) == 60
+
+
+def test_a_local_process_has_no_session_limit_unless_one_is_given():
+    assert detect(system=machine(files=PROC)).session_limit_s is None  # "auto"
+    assert detect(session_limit="AUTO", system=machine(files=PROC)).session_limit_s is None
+    assert detect(session_limit="2h", system=machine(files=PROC)).session_limit_s == 7200
 
 
 def test_no_session_limit():

@@ -77,11 +77,12 @@ def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock)
             return callback
     if session_limit is False:
         return SessionDeadline.never()
-    if session_limit is None or session_limit is True:
-        from colabkit import env
+    from colabkit import env
 
-        if env.detect(session_limit=None).kind != "colab":
-            return SessionDeadline.never()
+    auto = isinstance(session_limit, str) and session_limit.strip().lower() == env.AUTO
+    if session_limit is None or session_limit is True or auto:
+        if env.detect(session_limit=env.AUTO).session_limit_s is None:
+            return SessionDeadline.never()  # no session limit outside Colab and Kaggle
         session_limit = env.DEFAULT_SESSION_LIMIT
     return SessionDeadline(session_limit=session_limit, clock=clock)
 

@@ -84,8 +84,9 @@ def fit(
             ``get_state()``/``set_state()``) is checkpointed and restored.
         deterministic: Turns on the backend's deterministic ops (see ``determinism.enable``).
         session_limit: Stop cleanly (saved and durable) 15 minutes before the session limit:
-            ``"12h"``, ``"24h"``; ``None`` uses Colab's 12 h in Colab and no limit elsewhere;
-            ``False`` never stops. A ``SessionDeadline`` in ``callbacks`` takes precedence.
+            ``"12h"``, ``"24h"``; ``None`` (or ``"auto"``) uses the 12 h limit in Colab and
+            Kaggle and no limit elsewhere; ``False`` never stops. A ``SessionDeadline`` in
+            ``callbacks`` takes precedence.
         fresh: Archive existing checkpoints (never deleted) and start over.
         strategy: A ``tf.distribute`` strategy (or a ``keras.distribution`` on JAX) whose scope
             the model was built in; see ``colabkit.distribute``. Only the chief writes.

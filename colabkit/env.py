@@ -280,9 +280,14 @@ def resolve_session_limit(session_limit: object, kind: Kind) -> float | None:
     """
     if session_limit is None:
         return None
-    if isinstance(session_limit, str) and session_limit.strip().lower() == AUTO:
+    if is_auto(session_limit):
         return parse_duration(DEFAULT_SESSION_LIMIT) if kind in _LIMITED_KINDS else None
     return parse_duration(session_limit, "session_limit")
+
+
+def is_auto(session_limit: object) -> bool:
+    """Whether ``session_limit`` is ``"auto"`` (in any case, spaces around ignored)."""
+    return isinstance(session_limit, str) and session_limit.strip().lower() == AUTO
 
 
 def check_session_limit(value: object, margin: object = SESSION_MARGIN) -> float:

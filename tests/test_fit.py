@@ -484,3 +484,30 @@ def test_callbacks_import_like_keras_callbacks():
     assert issubclass(BackupAndRestore, keras.callbacks.Callback)
     assert colabkit.callbacks.Checkpoint is Checkpoint
     assert colabkit.callbacks.SessionDeadline is SessionDeadline
+
+
+@pytest.mark.parametrize(
+    ("marker", "session_limit", "hours"),
+    [
+        (None, None, None),  # a local process: no session limit
+        ("/var/colab/hostname", None, 12.0),
+        ("/kaggle", "auto", 12.0),
+        (None, "24h", 24.0),  # given explicitly, it applies anywhere
+        ("/var/colab/hostname", False, None),
+    ],
+)
+def test_the_default_session_limit_follows_the_environment(
+    monkeypatch, marker, session_limit, hours
+):
+    from colabkit import env
+    from colabkit.training import run_setup
+
+    real_detect = env.detect
+    system = env.SystemView(environ={}, exists=lambda path: path == marker)
+    monkeypatch.setattr(env, "detect", lambda **kw: real_detect(system=system, **kw))
+    deadline = run_setup.session_deadline([], session_limit, FakeClock())
+    if hours is None:
+        assert deadline.deadline == float("inf")
+    else:
+        start = real_detect(system=system).session_start
+        assert deadline.deadline == start + hours * 3600 - 15 * 60

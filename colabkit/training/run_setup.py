@@ -79,11 +79,10 @@ def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock)
         return SessionDeadline.never()
     from colabkit import env
 
-    auto = isinstance(session_limit, str) and session_limit.strip().lower() == env.AUTO
-    if session_limit is None or session_limit is True or auto:
-        if env.detect(session_limit=env.AUTO).session_limit_s is None:
+    if session_limit is None or session_limit is True or env.is_auto(session_limit):
+        session_limit = env.detect(session_limit=env.AUTO).session_limit_s
+        if session_limit is None:
             return SessionDeadline.never()  # no session limit outside Colab and Kaggle
-        session_limit = env.DEFAULT_SESSION_LIMIT
     return SessionDeadline(session_limit=session_limit, clock=clock)
 
 

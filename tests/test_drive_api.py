@@ -112,6 +112,42 @@ def test_list_hides_temporary_uploads_trashed_files_and_google_docs(drive, store
     assert [o.name for o in store.list()] == ["kept"]
 
 
+def test_uploads_a_crash_left_behind_are_removed_once_an_hour_old(drive, tmp_path):
+    """A kill between an upload and its rename leaves a checkpoint-sized file on the user's
+    quota; only old temporaries inside the store's folders go."""
+    from datetime import datetime
+
+    from colabkit.clock import FakeClock
+
+    temporary = {"colabkit_temporary": "1"}
+    now = datetime.fromisoformat("2026-01-01T12:00:00+00:00").timestamp()
+    store = open_store(drive, clock=FakeClock(start=now))
+    store.put(_write(tmp_path / "a", b"a"), "checkpoints/ckpt-1.zip")
+    checkpoints = drive.path("colabkit/run/checkpoints").id
+    old = drive.add(".colabkit-upload-old", checkpoints, b"x" * 10, app_properties=temporary)
+    untagged = drive.add(".colabkit-upload-untagged", drive.path("colabkit/run").id, b"y")
+    young = drive.add(".colabkit-upload-young", checkpoints, b"z", app_properties=temporary)
+    elsewhere = drive.add(".colabkit-upload-other", drive.path("colabkit").id, b"w")
+    for file in (old, untagged, elsewhere):
+        file.created = "2026-01-01T10:00:00.000Z"  # two hours ago
+    young.created = "2026-01-01T11:30:00.000Z"  # half an hour ago: maybe a put in progress
+
+    removed = store.remove_leftovers()
+
+    assert sorted(removed) == [".colabkit-upload-untagged", "checkpoints/.colabkit-upload-old"]
+    assert old.id not in drive.files and untagged.id not in drive.files
+    assert young.id in drive.files and elsewhere.id in drive.files
+    assert [o.name for o in store.list()] == ["checkpoints/ckpt-1.zip"]
+
+    # What a user meets: colabkit.fit's CheckpointManager cleans up when it opens the store.
+    from colabkit.checkpoint.manager import CheckpointManager
+
+    again = drive.add(".colabkit-upload-again", checkpoints, b"v", app_properties=temporary)
+    again.created = "2026-01-01T09:00:00.000Z"
+    CheckpointManager(store, staging_dir=tmp_path / "staging").close()
+    assert again.id not in drive.files and young.id in drive.files
+
+
 def test_small_file_goes_up_in_one_multipart_request(drive, store, tmp_path):
     drive.seen.clear()
     info = store.put(_write(tmp_path / "a", b"small"), "a")

@@ -82,7 +82,11 @@ def remove_temporary_files(folder: Path) -> None:
 
 
 def remove_store_leftovers(store: Store) -> None:
-    """Frees the space of uploads a crash interrupted, where the store can tell (LocalStore)."""
+    """Frees the space of uploads a crash interrupted, where the store can tell.
+
+    LocalStore (the Drive mount), DriveApiStore and FsspecStore remove their temporaries once an
+    hour old; each can be as big as a checkpoint.
+    """
     remove = getattr(store, "remove_leftovers", None)
     if remove is None:
         return

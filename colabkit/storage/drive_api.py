@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any
 
@@ -196,6 +197,26 @@ class DriveApiStore:
                 )
             logger.info("Deleted %s from %s", name, self.url)
 
+    def remove_leftovers(self, older_than: float = 3600.0) -> list[str]:
+        """Deletes uploads that a crash left under temporary names; returns their names.
+
+        A process killed between an upload and its rename leaves a whole checkpoint's bytes on
+        Drive, counted against the user's quota. Only temporaries in the store's folders whose
+        last change is ``older_than`` seconds old go: a put still running on another machine
+        renames its upload within seconds.
+        """
+        cutoff = self._clock.time() - older_than
+        removed = []
+        with self._lock:
+            for path, file in self._temporaries(self._folder_ids[""], ""):
+                if 0 < _info(path, file).modified < cutoff:
+                    self._execute(
+                        self._service.files().delete(fileId=file["id"], supportsAllDrives=True),
+                        f"removal of the unfinished upload {path!r}",
+                    )
+                    removed.append(path)
+        return removed
+
     # -- folders and names ---------------------------------------------------------------------
 
     def _open_folder(self) -> str:
@@ -280,6 +301,16 @@ class DriveApiStore:
             self._folder_ids.setdefault(name, child["id"])
             if prefix.startswith(name + "/") or (name + "/").startswith(prefix):
                 self._walk(child["id"], name + "/", prefix, found)
+
+    def _temporaries(self, folder_id: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(store-relative name, file) of every temporary upload under a folder, every copy."""
+        query = f"{quote(folder_id)} in parents and trashed = false"
+        for child in self._query(query, FILE_FIELDS):
+            name = path + child.get("name", "")
+            if child.get("mimeType") == FOLDER_MIME:
+                yield from self._temporaries(child["id"], name + "/")
+            elif _is_temporary(child):
+                yield name, child
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -373,13 +404,16 @@ def _build_service(http: Any) -> Any:
     return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
 
 
+def _is_temporary(file: dict[str, Any]) -> bool:
+    """An upload not yet renamed to its final name (tagged, or still under its temporary name)."""
+    tagged = TEMP_KEY in (file.get("appProperties") or {})
+    return tagged or str(file.get("name", "")).startswith(TEMP_PREFIX)
+
+
 def _is_committed_file(file: dict[str, Any]) -> bool:
     """Regular content files only: not folders, Google Docs, or temporary uploads."""
-    return (
-        not str(file.get("mimeType", "")).startswith("application/vnd.google-apps.")
-        and TEMP_KEY not in (file.get("appProperties") or {})
-        and not str(file.get("name", "")).startswith(TEMP_PREFIX)
-    )
+    google_doc = str(file.get("mimeType", "")).startswith("application/vnd.google-apps.")
+    return not google_doc and not _is_temporary(file)
 
 
 def _age_key(file: dict[str, Any]) -> tuple[str, str]:

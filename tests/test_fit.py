@@ -154,6 +154,32 @@ def test_validation_runs_at_the_training_batch_size_like_model_fit(tmp_path):
     assert chosen.counts == [2, 2, 2]
 
 
+def test_validation_data_can_be_anything_model_fit_validates_on(tmp_path):
+    """Only training needs colabkit's replayable order: validation may be a tf.data.Dataset or
+    a PyDataset, as in model.fit, also when the run resumes."""
+    tf = pytest.importorskip("tensorflow")
+    x, y = make_data()
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return x[i * 10 : (i + 1) * 10], y[i * 10 : (i + 1) * 10]
+
+    for name, validation, batches in [
+        ("tf.data", tf.data.Dataset.from_tensor_slices((x[:30], y[:30])).batch(10), 3),
+        ("pydataset", Batches(), 4),
+    ]:
+        seen = ValidationBatches()
+        with pytest.raises(RuntimeError, match="interrupted"):
+            fit(make_model(), tmp_path / name, save_every="1steps", validation_data=validation,
+                callbacks=[RaiseAt(1, 2)])  # fmt: skip
+        history = fit(make_model(), tmp_path / name, validation_data=validation, callbacks=[seen])
+        assert history.resumes and len(history.history["val_loss"]) == 3
+        assert seen.counts == [batches, batches]  # the resumed call validates epochs 2 and 3
+
+
 def test_batch_end_hooks_are_forwarded_only_to_callbacks_that_have_them(tmp_path):
     """Keras waits for every step's result when any callback has a batch-end hook: colabkit's
     own loop must not add one, yet a user's hook must still be called."""

@@ -189,10 +189,14 @@ def run_config(
     return {**saved, **config}
 
 
-def _validation_size(validation: Any) -> int:
+def _validation_size(validation: Any) -> int | None:
+    """Samples (batches, for a PyDataset) of the validation data; None where Keras alone knows
+    (a ``tf.data.Dataset`` or another iterable that ``model.fit`` accepts for validation)."""
     if isinstance(validation, keras.utils.PyDataset):
         return len(validation)
-    return num_samples(validation[0])
+    if isinstance(validation, (tuple, list)) and validation:
+        return num_samples(validation[0])
+    return None
 
 
 def training_batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:

@@ -255,6 +255,19 @@ def test_fresh_archives_instead_of_deleting(tmp_path):
     assert any(n.startswith("archive/") and n.endswith(old[-1]) for n in names)
 
 
+def test_numpy_integers_are_taken_like_python_ints(tmp_path):
+    # e.g. epochs computed with numpy; model.fit takes them, so does colabkit.fit.
+    history = fit(
+        make_model(), tmp_path / "run", epochs=np.int64(2), batch_size=np.int32(BATCH),
+        seed=np.uint8(5), keep=np.int64(2), validation_split=0.25,
+        validation_batch_size=np.int64(8),
+    )  # fmt: skip
+    assert len(history.history["loss"]) == 2
+    same = fit(make_model(), tmp_path / "py", epochs=2, validation_split=0.25,
+               validation_batch_size=8)  # fmt: skip
+    assert history.history == same.history
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [

@@ -10,6 +10,7 @@ they sound.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -279,8 +280,8 @@ def parse_keep(value: object, argname: str = "keep") -> KeepPolicy:
         items = list(value)
         if items and all(isinstance(item, KeepPolicy) for item in items):
             return KeepAny(tuple(items))
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return KeepLast(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return KeepLast(int(value))
     raise invalid_argument(argname, value, _KEEP_EXPECTED)
 
 

@@ -7,6 +7,7 @@ another model, batch size, dataset or seed fails with one line and leaves the ru
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import secrets
 import time
@@ -41,15 +42,7 @@ from colabkit.training.loop import RunProgress
 log = logging.getLogger(__name__)
 
 
-def check_arguments(
-    model: Any,
-    *,
-    epochs: Any,
-    batch_size: Any,
-    fresh: Any,
-    callbacks: Any,
-    validation_batch_size: Any = None,
-) -> None:
+def check_arguments(model: Any, *, fresh: Any, callbacks: Any) -> None:
     if not isinstance(model, keras.Model):
         raise invalid_argument("model", type(model).__name__, "a keras.Model")
     if not getattr(model, "compiled", False):
@@ -57,18 +50,19 @@ def check_arguments(
             "The model is not compiled. Call model.compile(optimizer=..., loss=...) before "
             "colabkit.fit()."
         )
-    sizes = [("epochs", epochs), ("batch_size", batch_size)]
-    if validation_batch_size is not None:
-        sizes.append(("validation_batch_size", validation_batch_size))
-    for name, value in sizes:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise invalid_argument(name, value, "an integer >= 1")
     if not isinstance(fresh, bool):
         raise invalid_argument("fresh", fresh, "True or False")
     if not isinstance(callbacks, (list, tuple)) or not all(
         isinstance(c, keras.callbacks.Callback) for c in callbacks
     ):
         raise invalid_argument("callbacks", callbacks, "a list of keras.callbacks.Callback")
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int: any integer type (numpy's too, as ``model.fit`` takes), not bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise invalid_argument(name, value, "an integer >= 1")
+    return int(value)
 
 
 def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock) -> SessionDeadline:
@@ -164,8 +158,10 @@ def default_staging(store: Store) -> Path:
 def run_config(
     train: tuple, validation: Any, batch_size: int, seed: Any, restored: Any
 ) -> dict[str, Any]:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise invalid_argument("seed", seed, "a non-negative integer or None")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise invalid_argument("seed", seed, "a non-negative integer or None")
+        seed = int(seed)  # numpy integers too; it is saved as JSON
     config = {
         "batch_size": batch_size,
         "train_samples": num_samples(train[0]),

@@ -106,14 +106,13 @@ def fit(
             size, dataset size or seed (nothing is overwritten).
     """
     clock = clock or SYSTEM_CLOCK
-    run_setup.check_arguments(
-        model,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_batch_size=validation_batch_size,
-        fresh=fresh,
-        callbacks=callbacks,
-    )
+    run_setup.check_arguments(model, fresh=fresh, callbacks=callbacks)
+    epochs = run_setup.positive_int("epochs", epochs)
+    batch_size = run_setup.positive_int("batch_size", batch_size)
+    if validation_batch_size is not None:
+        validation_batch_size = run_setup.positive_int(
+            "validation_batch_size", validation_batch_size
+        )
     distribute.check_model_strategy(model, strategy)
     chief = strategy is None or distribute.is_chief(strategy)
     save_policy = parse_save_every(save_every)

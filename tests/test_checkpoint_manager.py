@@ -341,3 +341,16 @@ def test_a_bug_in_pruning_is_logged_and_never_leaves_wait_hanging(make, store, c
     assert names(store)[-1] == checkpoint_name(2)  # the mirror thread is still alive
     assert "bug in a keep policy" in caplog.text
     manager.close()
+
+
+def test_close_with_a_timeout_gives_up_on_a_hung_store_and_keeps_the_staged_copy(
+    make, store, tmp_path
+):
+    manager = make()
+    put_waiting = store.hold_puts()
+    save(manager, 1)
+    put_waiting.wait()  # the upload is stuck inside the store
+    with pytest.raises(TimeoutError, match="not yet durable"):
+        manager.close(timeout=0)
+    store.release_puts()
+    assert verify(tmp_path / "staging" / checkpoint_name(1))  # whole, ready for the next run

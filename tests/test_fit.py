@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -348,6 +349,38 @@ def test_session_deadline_stops_at_the_right_step_with_a_durable_checkpoint(tmp_
     resumed = make_model()
     done = fit(resumed, tmp_path / "run")
     assert done.completed and counter(resumed) == 18
+
+
+def test_a_store_that_hangs_at_the_session_limit_is_given_up_before_the_limit(tmp_path, capsys):
+    """The store takes nothing (a hung Drive mount): fit must say so while the VM lives, not
+    wait past the session limit; the checkpoint stays in local staging."""
+    from colabkit.storage import LocalStore
+    from colabkit.storage.faults import FaultyStore
+
+    clock = FakeClock(start=1_000.0)
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.advance(60.0 if batch < 4 else 16 * 60.0)  # step 5 ends at the limit itself
+
+    store = FaultyStore(LocalStore(tmp_path / "store"))
+    store.hold_puts()
+    deadline = SessionDeadline("15m", session_limit="20m", session_start=1_000.0, clock=clock)
+    result = {}
+
+    def train():
+        result["history"] = fit(make_model(), tmp_path / "run", store=store,
+                                callbacks=[Tick(), deadline], clock=clock)  # fmt: skip
+
+    runner = threading.Thread(target=train, daemon=True)
+    runner.start()
+    runner.join(timeout=300)  # a guard only: the fixed code returns at once, the old one never
+    store.release_puts()
+    assert not runner.is_alive(), "fit kept waiting for a store that hangs past the limit"
+    history = result["history"]
+    assert history.stop_reason == "deadline" and not history.durable
+    assert "NOT yet durable" in capsys.readouterr().out
+    assert (tmp_path / "run-staging" / "ckpt-000000000005.ckpt").exists()
 
 
 def test_session_limit_argument_validated(tmp_path):

@@ -154,18 +154,24 @@ class CheckpointManager:
         """
         self._pipeline.wait(timeout)
 
-    def close(self) -> None:
-        """Waits for pending work, stops the background threads, then raises any failure."""
+    def close(self, timeout: float | None = None) -> None:
+        """Waits for pending work, stops the background threads, then raises any failure.
+
+        Args:
+            timeout: Seconds to wait for pending work (None: until done or failed). After it,
+                whatever is not in the store stays in staging, a store call in progress is left
+                to finish on its own, and ``TimeoutError`` is raised.
+        """
         if self._closed:
             return
         self._closed = True
         error: Exception | None = None
         if self._pipeline.started:
             try:
-                self._pipeline.wait()
-            except (StoreError, CheckpointError) as e:
+                self._pipeline.wait(timeout)
+            except (StoreError, CheckpointError, TimeoutError) as e:
                 error = e
-        self._pipeline.stop()
+        self._pipeline.stop(join_timeout=0.0 if isinstance(error, TimeoutError) else 60.0)
         if error is not None:
             raise error
 

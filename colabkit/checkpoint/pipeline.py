@@ -131,13 +131,17 @@ class SavePipeline:
             if self._write_failure:
                 raise CheckpointError(self._write_failure)
 
-    def stop(self) -> None:
-        """Stops both threads (after ``wait()``: whatever is still queued stays in staging)."""
+    def stop(self, join_timeout: float = 60.0) -> None:
+        """Stops both threads (after ``wait()``: whatever is still queued stays in staging).
+
+        A thread stuck in the store (a hung mount) cannot be interrupted: it is waited for at
+        most ``join_timeout`` seconds, then left to finish or die with the process (daemon).
+        """
         with self.cond:
             self._stop = True
             self.cond.notify_all()
         for thread in self._threads:
-            thread.join(timeout=60)
+            thread.join(timeout=join_timeout)
 
     @property
     def started(self) -> bool:

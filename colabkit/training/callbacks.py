@@ -79,6 +79,10 @@ class SessionDeadline(keras.callbacks.Callback):
     def reached(self) -> bool:
         return self.clock.time() >= self.deadline
 
+    def seconds_to_session_end(self) -> float:
+        """Seconds until the session limit itself (the deadline is ``margin`` before it)."""
+        return self.deadline + self.margin - self.clock.time()
+
     def after_save(self, *, durable: bool) -> None:
         """Flushes the Drive mount once the checkpoint is saved (it unmounts: the end is near)."""
         self.triggered = True

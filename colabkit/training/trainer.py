@@ -38,6 +38,10 @@ from colabkit.training.loop import (
 
 log = logging.getLogger(__name__)
 
+#: At a session-limit stop, how long before the limit itself colabkit stops waiting for the
+#: store and says the checkpoint is not durable (while the VM is still there to show it).
+FINAL_WORDS_S = 60.0
+
 
 def fit(
     model: keras.Model,
@@ -151,10 +155,12 @@ def fit(
         return history
     finally:
         finished = history is not None and history.completed and history.durable
-        _close(manager, drop_staging=finished)
+        # Stopped at the session limit before the store took the checkpoint: no more waiting.
+        gave_up = history is not None and history.stop_reason == "deadline" and not history.durable
+        _close(manager, drop_staging=finished, timeout=0.0 if gave_up else None)
 
 
-def _close(manager: CheckpointManager, *, drop_staging: bool) -> None:
+def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | None) -> None:
     """Stops the background threads and releases the run.
 
     A store failure was already reported by ``_wait_durable`` (or an exception is on its way
@@ -163,7 +169,7 @@ def _close(manager: CheckpointManager, *, drop_staging: bool) -> None:
     of every run forever.
     """
     try:
-        manager.close()
+        manager.close(timeout)
     except (OSError, CheckpointError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
         drop_staging = False
@@ -317,7 +323,11 @@ class _Runner:
         self.data.start_step = 0
 
     def _stopped(self, reason: str, deadline: SessionDeadline, epochs: int):
-        durable = self._wait_durable()
+        timeout = None
+        if reason == "deadline":  # say "not durable" while the VM still lives, not hang in it
+            self.manager.wait_staged()  # local disk: at least the staged copy is whole
+            timeout = max(0.0, deadline.seconds_to_session_end() - FINAL_WORDS_S)
+        durable = self._wait_durable(timeout)
         where = f"step {self.progress.global_step} (epoch {self.progress.epoch + 1})"
         if reason == "deadline":
             deadline.after_save(durable=durable)
@@ -333,11 +343,12 @@ class _Runner:
         history.durable = durable
         return history
 
-    def _wait_durable(self) -> bool:
-        """Waits until the checkpoints are in the store; a failure is reported, not raised."""
+    def _wait_durable(self, timeout: float | None = None) -> bool:
+        """Waits until the checkpoints are in the store; a failure (or ``timeout`` seconds
+        passing first) is reported, not raised."""
         started = time.monotonic()
         try:
-            self.manager.wait()
+            self.manager.wait(timeout)
         except (OSError, CheckpointError) as e:
             log.error(
                 "The newest checkpoint is only in local staging (%s), not in %s: %s. "

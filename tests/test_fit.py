@@ -383,6 +383,49 @@ def test_a_store_that_hangs_at_the_session_limit_is_given_up_before_the_limit(tm
     assert (tmp_path / "run-staging" / "ckpt-000000000005.ckpt").exists()
 
 
+@pytest.mark.parametrize("store_hangs", [False, True])
+def test_session_deadline_in_a_plain_model_fit(tmp_path, caplog, store_hangs):
+    """colabkit.callbacks for users who keep model.fit: saved and durable at the deadline, or,
+    when the store takes nothing, given up on before the limit with the staged copy kept."""
+    from colabkit.callbacks import Checkpoint
+    from colabkit.storage import LocalStore
+    from colabkit.storage.faults import FaultyStore
+
+    clock = FakeClock(start=1_000.0)
+    minutes = [1, 1, 1, 1, 16 if store_hangs else 1, 1]  # per step; the limit is at minute 20
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.advance(60.0 * minutes[batch])
+
+    store = FaultyStore(LocalStore(tmp_path / "store"))
+    checkpoint = Checkpoint(store=store, staging_dir=tmp_path / "staging", clock=clock)
+    deadline = SessionDeadline(
+        "15m", session_limit="20m", session_start=1_000.0, clock=clock, checkpoint=checkpoint
+    )
+    if store_hangs:
+        store.hold_puts()
+    model, (x, y) = make_model(), make_data()
+    result = {}
+
+    def train():
+        callbacks = [Tick(), checkpoint, deadline]
+        model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0, callbacks=callbacks)
+        result["done"] = True
+
+    runner = threading.Thread(target=train, daemon=True)
+    runner.start()
+    runner.join(timeout=300)  # a guard only: the fixed code returns at once
+    store.release_puts()
+    assert result.get("done"), "model.fit kept waiting for a store that hangs past the limit"
+    assert counter(model) == 5  # stopped after the step that reached the deadline
+    staged = tmp_path / "staging" / "ckpt-000000000005.ckpt"
+    if store_hangs:
+        assert "Checkpoint not durable" in caplog.text and staged.exists()
+    else:
+        assert [o.name for o in LocalStore(tmp_path / "store").list()] == [staged.name]
+
+
 def test_session_limit_argument_validated(tmp_path):
     with pytest.raises(ConfigError, match="session_limit"):
         fit(make_model(), tmp_path / "run", session_limit="soon")

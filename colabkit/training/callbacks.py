@@ -12,6 +12,7 @@ for notebooks that keep their own ``model.fit`` call. The difference is document
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -22,11 +23,15 @@ import keras
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import parse_duration
-from colabkit.errors import invalid_argument
+from colabkit.errors import CheckpointError, invalid_argument
 from colabkit.storage import Store, open_store
 from colabkit.training import state as training_state
 
 log = logging.getLogger(__name__)
+
+#: At a session-limit stop, how long before the limit itself colabkit stops waiting for the
+#: store and says the checkpoint is not durable (while the VM is still there to show it).
+FINAL_WORDS_S = 60.0
 
 
 class SessionDeadline(keras.callbacks.Callback):
@@ -79,9 +84,10 @@ class SessionDeadline(keras.callbacks.Callback):
     def reached(self) -> bool:
         return self.clock.time() >= self.deadline
 
-    def seconds_to_session_end(self) -> float:
-        """Seconds until the session limit itself (the deadline is ``margin`` before it)."""
-        return self.deadline + self.margin - self.clock.time()
+    def store_wait_budget(self) -> float:
+        """How long, after a stop here, to wait for the store: until ``FINAL_WORDS_S`` before
+        the session limit itself, so that "not durable" is said while the VM still lives."""
+        return max(0.0, self.deadline + self.margin - FINAL_WORDS_S - self.clock.time())
 
     def after_save(self, *, durable: bool) -> None:
         """Flushes the Drive mount once the checkpoint is saved (it unmounts: the end is near)."""
@@ -100,7 +106,7 @@ class SessionDeadline(keras.callbacks.Callback):
             return
         durable = True
         if self.checkpoint is not None:
-            durable = self.checkpoint.save_now()
+            durable = self.checkpoint.save_now(timeout=self.store_wait_budget())
         self.after_save(durable=durable)
         self._model.stop_training = True
         print("colabkit: session limit near: checkpoint saved; re-run in a new session to resume.")
@@ -149,6 +155,7 @@ class Checkpoint(keras.callbacks.Callback):
         self._step = 0
         self._global_step = 0
         self.interrupted = False
+        self._gave_up = False
 
     def _open(self) -> CheckpointManager:
         if self.manager is None:
@@ -195,19 +202,31 @@ class Checkpoint(keras.callbacks.Callback):
             from colabkit.training import run_setup
 
             try:
-                self.manager.close()
+                if self._gave_up:  # save_now() already said "not durable": no more waiting
+                    with contextlib.suppress(OSError, CheckpointError):
+                        self.manager.close(timeout=0.0)
+                else:
+                    self.manager.close()
             finally:
                 run_setup.release(self.manager)
                 self.manager = None
 
-    def save_now(self) -> bool:
-        """Saves at the current position and waits until it is durable; False if it is not."""
+    def save_now(self, timeout: float | None = None) -> bool:
+        """Saves at the current position and waits until it is durable; False if it is not.
+
+        Args:
+            timeout: Seconds to wait for the store (None: until it took the checkpoint or
+                failed for good); the staged copy on local disk is always waited for.
+        """
         self.interrupted = True
         self._save(epoch=self._epoch, step=self._step)
+        manager = self._open()
+        manager.wait_staged()
         try:
-            self._open().wait()
-        except OSError as e:
+            manager.wait(timeout)
+        except (OSError, CheckpointError) as e:
             log.error("Checkpoint not durable: %s", e)
+            self._gave_up = timeout is not None
             return False
         return True
 

@@ -38,10 +38,6 @@ from colabkit.training.loop import (
 
 log = logging.getLogger(__name__)
 
-#: At a session-limit stop, how long before the limit itself colabkit stops waiting for the
-#: store and says the checkpoint is not durable (while the VM is still there to show it).
-FINAL_WORDS_S = 60.0
-
 
 def fit(
     model: keras.Model,
@@ -326,7 +322,7 @@ class _Runner:
         timeout = None
         if reason == "deadline":  # say "not durable" while the VM still lives, not hang in it
             self.manager.wait_staged()  # local disk: at least the staged copy is whole
-            timeout = max(0.0, deadline.seconds_to_session_end() - FINAL_WORDS_S)
+            timeout = deadline.store_wait_budget()
         durable = self._wait_durable(timeout)
         where = f"step {self.progress.global_step} (epoch {self.progress.epoch + 1})"
         if reason == "deadline":

@@ -86,25 +86,21 @@ class EpochEnds:
         self.callback = _Cb()
 
 
-def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
-    """Steady images per wall second and per CPU second (from the end of epoch 1 to the end of
-    the last epoch), and the whole call's wall seconds."""
+COMMON = dict(batch_size=128, validation_split=0.1, verbose=0)
+
+
+def train(kind: str, model, x, y, *, epochs: int, run: Path, callbacks, save_every=None):
+    """One training call of ``kind``: ``plain`` model.fit, ``keras-bar`` (with Keras'
+    BackupAndRestore in ``run``) or ``colabkit.fit`` saving by ``save_every`` into ``run``."""
     import keras
 
     import colabkit
-    from colabkit.mnist import build_model
 
-    keras.utils.set_random_seed(0)
-    model = build_model()
-    timer = EpochEnds()
-    common = dict(epochs=epochs, batch_size=128, validation_split=0.1, verbose=0)
-    run = tmp / f"{kind}-{time.monotonic_ns()}"
-    start = time.perf_counter()
     if kind == "plain":
-        model.fit(x, y, callbacks=[timer.callback], **common)
+        model.fit(x, y, epochs=epochs, callbacks=callbacks, **COMMON)
     elif kind == "keras-bar":
         backup = keras.callbacks.BackupAndRestore(str(run))
-        model.fit(x, y, callbacks=[backup, timer.callback], **common)
+        model.fit(x, y, epochs=epochs, callbacks=[backup, *callbacks], **COMMON)
     else:
         colabkit.fit(
             model,
@@ -112,12 +108,32 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
             y,
             run_dir=run,
             staging_dir=str(run) + "-staging",
+            epochs=epochs,
             seed=0,
-            save_every=KINDS[kind],
+            save_every=save_every,
             session_limit=False,
-            callbacks=[timer.callback],
-            **common,
+            callbacks=callbacks,
+            **COMMON,
         )
+
+
+def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
+    """Steady images per wall second and per CPU second (from the end of epoch 1 to the end of
+    the last epoch), and the whole call's wall seconds."""
+    import keras
+
+    from colabkit.mnist import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    timer = EpochEnds()
+    run = tmp / f"{kind}-{time.monotonic_ns()}"
+    start = time.perf_counter()
+    kind_of_call = kind if kind in ("plain", "keras-bar") else "colabkit"
+    train(
+        kind_of_call, model, x, y, epochs=epochs, run=run, callbacks=[timer.callback],
+        save_every=KINDS[kind],
+    )  # fmt: skip
     wall = time.perf_counter() - start
     n_train = int(len(x) * 0.9)
     images = (len(timer.ends) - 1) * n_train

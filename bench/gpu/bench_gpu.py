@@ -125,20 +125,17 @@ KINDS = [
 
 def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
     import keras
+    from bench_fit import train  # plain, keras-bar and colabkit, as the CPU benchmark runs them
 
-    import colabkit
     from colabkit.mnist import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model()
     timer = Timer()
     EveryStep = _every_step()  # noqa: N806
-    common = dict(epochs=epochs, batch_size=128, validation_split=0.1, verbose=0)
     run = tmp / f"run-{time.monotonic_ns()}"
-    if kind == "plain":
-        model.fit(x, y, callbacks=[timer.callback], **common)
-    elif kind == "plain+batch-cb":
-        model.fit(x, y, callbacks=[timer.callback, EveryStep()], **common)
+    if kind == "plain+batch-cb":
+        train("plain", model, x, y, epochs=epochs, run=run, callbacks=[timer.callback, EveryStep()])
     elif kind == "plain+pydataset":
         from colabkit.training.data import ArrayBatches, train_validation_split
 
@@ -152,22 +149,13 @@ def one_run(kind: str, x, y, epochs: int, tmp: Path) -> dict[str, float]:
             verbose=0,
             callbacks=[timer.callback],
         )
-    elif kind == "keras-bar":
-        bar = keras.callbacks.BackupAndRestore(str(run))
-        model.fit(x, y, callbacks=[timer.callback, bar], **common)
     else:
-        colabkit.fit(
-            model,
-            x,
-            y,
-            run_dir=run,
-            staging_dir=str(run) + "-staging",
-            seed=0,
-            save_every="50steps" if kind == "colabkit-50steps" else "epoch",
-            session_limit=False,
-            callbacks=[timer.callback],
-            **common,
-        )
+        save_every = "50steps" if kind == "colabkit-50steps" else "epoch"
+        kind_of_call = "colabkit" if kind.startswith("colabkit") else kind
+        train(
+            kind_of_call, model, x, y, epochs=epochs, run=run, callbacks=[timer.callback],
+            save_every=save_every,
+        )  # fmt: skip
     return timer.summary()
 
 

@@ -121,8 +121,7 @@ def setup(
     _check_drive_arg(drive)
     if not isinstance(require_gpu, bool):
         raise invalid_argument("require_gpu", require_gpu, "True or False")
-    resolve_session_limit(session_limit, "local")  # a bad value fails before anything is done
-    env = environment or detect(session_limit=session_limit)
+    env = environment or detect(session_limit=session_limit)  # a bad value fails here or below
     env = dataclasses.replace(env, session_limit_s=resolve_session_limit(session_limit, env.kind))
     accel = accelerator or accelerator_report(frameworks=_backend_only())
     if require_gpu:

@@ -4,8 +4,8 @@ A run that was interrupted three times is still one run: ``colabkit.fit`` return
 per-epoch history, and this plot draws it as such, with a dashed line where each session resumed,
 so a user can see that nothing was lost or repeated.
 
-matplotlib is optional (``pip install colabkit[plot]``); without it the plot is skipped with one
-log line, because a missing picture must never fail a training job.
+matplotlib is optional (``pip install 'colabkit-keras[plot]'``); without it the plot is skipped
+with one log line, because a missing picture must never fail a training job.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def learning_curve_figure(
     if importlib.util.find_spec("matplotlib") is None:
         logger.info(
             "matplotlib is not installed; skipping the learning-curve plot "
-            "(pip install 'colabkit[plot]')."
+            "(pip install 'colabkit-keras[plot]')."
         )
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -152,7 +152,7 @@ def test_in_colab_sign_in_happens_when_the_store_opens_not_on_put(fake_colab, tm
 def test_from_pydrive2_without_pydrive2_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydrive2", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "pydrive2.auth", None)
-    with pytest.raises(ColabkitError, match=r"pip install colabkit\[pydrive2\]"):
+    with pytest.raises(ColabkitError, match=r"pip install .colabkit-keras\[pydrive2\]."):
         from_pydrive2(object())
 
 

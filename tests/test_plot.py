@@ -67,7 +67,7 @@ def test_without_matplotlib_the_plot_is_skipped_with_one_log_line(monkeypatch, c
         assert learning_curve_png(HISTORY, RESUMES) is None
 
     assert len(caplog.records) == 1
-    assert "pip install 'colabkit[plot]'" in caplog.records[0].getMessage()
+    assert "pip install 'colabkit-keras[plot]'" in caplog.records[0].getMessage()
 
 
 @pytest.mark.parametrize("history", [{}, {"loss": [1.0]}])

@@ -133,7 +133,7 @@ def from_pydrive2(gauth: Any) -> Any:
     except ImportError:
         raise ColabkitError(
             "from_pydrive2() needs PyDrive2, which is not installed. Install it with "
-            "`pip install colabkit[pydrive2]`, or pass google-auth credentials instead."
+            "`pip install 'colabkit-keras[pydrive2]'`, or pass google-auth credentials instead."
         ) from None
     source = getattr(gauth, "credentials", None)
     if not isinstance(gauth, pydrive_auth.GoogleAuth) or source is None:

@@ -36,6 +36,14 @@ class CorruptCheckpointError(CheckpointError, ValueError):
     """A checkpoint file is truncated, garbled or fails its checksums."""
 
 
+class UnsupportedCheckpointError(CheckpointError):
+    """A checkpoint is in a newer format than this colabkit reads: upgrade, never skip it.
+
+    Not a :class:`CorruptCheckpointError`: skipping it would resume from an older checkpoint and
+    lose the newer one's work, so resume stops here and the file is left untouched.
+    """
+
+
 class ResumeMismatchError(CheckpointError, ValueError):
     """The checkpoint to resume from was made by a different model, optimizer, data or seed."""
 

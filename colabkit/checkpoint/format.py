@@ -10,7 +10,10 @@ Inside (stored, not compressed: weights do not compress and speed matters):
 
 A file cut short by a crash has no zip central directory and no manifest; a file with garbled
 bytes fails a checksum. Either way :func:`verify` raises
-:class:`~colabkit.errors.CorruptCheckpointError`, and nothing here needs keras to decide it.
+:class:`~colabkit.errors.CorruptCheckpointError`, and nothing here needs keras to decide it. A
+checkpoint in a newer format (a newer colabkit wrote it) raises
+:class:`~colabkit.errors.UnsupportedCheckpointError` instead: it is not damaged, and resuming from
+an older one in its place would lose its work.
 Files are written under a hidden temporary name, fsynced and renamed (see
 :mod:`colabkit.storage.atomic`), so a reader never sees a half-written checkpoint by name.
 """
@@ -31,7 +34,12 @@ import numpy as np
 
 from colabkit import __version__
 from colabkit.checkpoint import npy
-from colabkit.errors import ConfigError, CorruptCheckpointError, invalid_argument
+from colabkit.errors import (
+    ConfigError,
+    CorruptCheckpointError,
+    UnsupportedCheckpointError,
+    invalid_argument,
+)
 from colabkit.storage.atomic import atomic_output
 from colabkit.storage.base import CHUNK, validate_name
 
@@ -145,6 +153,7 @@ def verify(path: str | os.PathLike[str]) -> dict:
 
     Raises:
         CorruptCheckpointError: truncated, garbled, incomplete or unreadable file.
+        UnsupportedCheckpointError: a newer checkpoint format than this colabkit reads.
         FileNotFoundError: there is no file at ``path``.
     """
     return _read(path, load_arrays=False).state
@@ -200,7 +209,7 @@ def _read(path: str | os.PathLike[str], *, load_arrays: bool) -> CheckpointConte
                 array = _read_member(zf, member, members, path, load_arrays)
                 if load_arrays:
                     arrays[key] = array
-    except (FileNotFoundError, CorruptCheckpointError):
+    except (FileNotFoundError, CorruptCheckpointError, UnsupportedCheckpointError):
         raise
     except Exception as e:  # noqa: BLE001 -- zipfile raises many types on damaged input
         raise _corrupt(path, f"unreadable zip ({type(e).__name__}: {e})") from None
@@ -218,10 +227,15 @@ def _check_manifest(zf: zipfile.ZipFile, path: str | os.PathLike[str]) -> dict[s
         version, members = manifest["format_version"], manifest["members"]
     except (ValueError, KeyError, TypeError) as e:
         raise _corrupt(path, f"unreadable manifest ({e})") from None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise _corrupt(
-            path, f"format_version {version!r} is newer than this colabkit reads; upgrade colabkit"
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise UnsupportedCheckpointError(
+            f"Checkpoint {os.fspath(path)} is in checkpoint format {version}"
+            f"{_written_by(zf)}; this colabkit ({__version__}) reads format {FORMAT_VERSION} and "
+            "older. Upgrade it (pip install -U colabkit-keras) and run again; the checkpoint was "
+            "left as it is."
         )
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _corrupt(path, f"format_version {version!r} is not a format colabkit wrote")
     listed, present = set(members), set(names) - {MANIFEST_MEMBER}
     if listed != present or STATE_MEMBER not in listed:
         raise _corrupt(path, f"members {sorted(present ^ listed)} disagree with the manifest")
@@ -229,6 +243,15 @@ def _check_manifest(zf: zipfile.ZipFile, path: str | os.PathLike[str]) -> dict[s
     if bad:
         raise _corrupt(path, f"unexpected members {sorted(bad)}")
     return members
+
+
+def _written_by(zf: zipfile.ZipFile) -> str:
+    """`` (written by colabkit X)`` when a newer checkpoint's state says so, else ``""``."""
+    try:
+        written = json.loads(zf.read(STATE_MEMBER)).get("colabkit_version")
+    except Exception:  # noqa: BLE001 -- only decoration for the message
+        return ""
+    return f" (written by colabkit {written})" if isinstance(written, str) else ""
 
 
 def _is_array_member(member: str) -> bool:

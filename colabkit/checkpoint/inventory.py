@@ -18,7 +18,7 @@ from pathlib import Path
 from colabkit.checkpoint.catalog import store_call
 from colabkit.checkpoint.format import step_of, verify
 from colabkit.duration import format_duration
-from colabkit.errors import CorruptCheckpointError, invalid_argument
+from colabkit.errors import CorruptCheckpointError, UnsupportedCheckpointError, invalid_argument
 from colabkit.storage import LocalStore, open_store
 from colabkit.storage.base import Store
 
@@ -37,6 +37,8 @@ class CheckpointStatus:
         created: Creation time from its state, else the store's modification time.
         verified: Whether every member matched its checksum.
         problem: Why it did not verify (None if it did).
+        newer_format: Written in a checkpoint format newer than this colabkit reads (a newer
+            colabkit wrote it): not damaged, never pruned here.
     """
 
     name: str
@@ -46,6 +48,7 @@ class CheckpointStatus:
     created: float
     verified: bool
     problem: str | None = None
+    newer_format: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,6 +80,9 @@ def inspect_store(store: Store) -> list[CheckpointStatus]:
 def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str]:
     """Deletes all but the newest ``keep`` checkpoints; never the newest one that verifies.
 
+    Checkpoints in a newer format than this colabkit reads are never deleted: it cannot tell
+    what they hold.
+
     Args:
         store: Where they live.
         keep: How many of the newest to keep (>= 1).
@@ -93,7 +99,7 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
         kept.add(newest_good)
     deleted = []
     for status in statuses:
-        if status.name not in kept:
+        if status.name not in kept and not status.newer_format:
             store_call(store.delete, status.name)
             deleted.append(status.name)
     return deleted
@@ -101,10 +107,13 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
 
 def _status(store: Store, info) -> CheckpointStatus:
     with _local_copy(store, info.name) as path:
+        newer = False
         try:
             state, problem = verify(path), None
         except CorruptCheckpointError as e:
             state, problem = {}, str(e)
+        except UnsupportedCheckpointError as e:
+            state, problem, newer = {}, str(e), True
     epoch = state.get("epoch")
     return CheckpointStatus(
         name=info.name,
@@ -114,6 +123,7 @@ def _status(store: Store, info) -> CheckpointStatus:
         created=float(state.get("created", info.modified)),
         verified=problem is None,
         problem=problem,
+        newer_format=newer,
     )
 
 

@@ -178,6 +178,7 @@ class Checkpoint(keras.callbacks.Callback):
         restored = manager.restore()
         if restored is None:
             return
+        training_state.warn_on_version_drift(restored.state, restored.name)
         training_state.restore_variables(self.model, restored.arrays, metrics=False)
         self._global_step = int(restored.state.get("global_step", 0))
         self._epoch = int(restored.state.get("epoch", 0))
@@ -237,7 +238,7 @@ class Checkpoint(keras.callbacks.Callback):
             "epoch": epoch,
             "step_in_epoch": step,
             "run": {"model": training_state.model_fingerprint(model)},
-            "keras": {"backend": keras.backend.backend(), "version": keras.version()},
+            "versions": training_state.runtime_versions(),
         }
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
         arrays = training_state.capture_variables(model)

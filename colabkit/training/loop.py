@@ -64,7 +64,7 @@ class RunProgress:
             "finished": self.finished,
             "stop_reason": self.stop_reason,
             "train_seconds": self.train_seconds,
-            "keras": {"backend": keras.backend.backend(), "version": keras.version()},
+            "versions": training_state.runtime_versions(),
         }
 
     @classmethod

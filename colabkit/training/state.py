@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -49,6 +50,66 @@ def _host_copies(variables: Sequence[Any]) -> list[np.ndarray]:
     else:
         values = [keras.ops.convert_to_numpy(v) for v in variables]
     return [np.array(value, copy=True) for value in values]
+
+
+#: The framework module behind each Keras backend, whose version a checkpoint records.
+_FRAMEWORK = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def runtime_versions() -> dict[str, str]:
+    """What decides a run's numbers besides its own code: recorded in every checkpoint.
+
+    Keras and its backend framework (tensorflow, jax or torch), numpy (the data order's random
+    streams are not promised stable across numpy releases) and Python's minor version.
+    """
+    backend = keras.backend.backend()
+    versions = {"keras": keras.version(), "backend": backend}
+    framework = sys.modules.get(_FRAMEWORK.get(backend, ""))
+    if framework is not None:
+        versions[backend] = str(getattr(framework, "__version__", "unknown"))
+    versions["numpy"] = np.__version__
+    versions["python"] = "{}.{}".format(*sys.version_info[:2])
+    return versions
+
+
+def version_drift(saved_state: Mapping[str, Any]) -> list[str]:
+    """How the versions a checkpoint was written with differ from this runtime's.
+
+    Returns:
+        One ``"keras 3.10.0 -> 3.13.2"`` item per difference; empty when nothing differs or
+        the checkpoint recorded nothing comparable.
+    """
+    saved = saved_state.get("versions")
+    if not isinstance(saved, Mapping):  # colabkit 0.1 recorded Keras and the backend only
+        old = saved_state.get("keras")
+        saved = (
+            {"keras": old.get("version"), "backend": old.get("backend")}
+            if isinstance(old, Mapping)
+            else {}
+        )
+    now = runtime_versions()
+    return [
+        f"{key} {saved[key]} -> {now.get(key, 'absent')}"
+        for key in ("keras", "backend", *_FRAMEWORK, "numpy", "python")
+        if saved.get(key) is not None and str(saved[key]) != now.get(key)
+    ]
+
+
+def warn_on_version_drift(saved_state: Mapping[str, Any], name: str) -> list[str]:
+    """Says in one warning when a checkpoint comes from other versions; returns the drift.
+
+    A run can cross a runtime upgrade (Colab moved Keras 3.10 -> 3.13.2 in March 2026): it goes
+    on, but identical results to an uninterrupted run are no longer promised.
+    """
+    drift = version_drift(saved_state)
+    if drift:
+        log.warning(
+            "Resuming from %s, written with other versions (%s): training continues, but the "
+            "result is no longer promised to be bitwise equal to an uninterrupted run.",
+            name,
+            ", ".join(drift),
+        )
+    return drift
 
 
 def ensure_built(model: keras.Model, batch: Any = None) -> None:

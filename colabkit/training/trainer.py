@@ -23,6 +23,7 @@ from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError
 from colabkit.storage import Store
 from colabkit.training import determinism, run_setup
+from colabkit.training import state as training_state
 from colabkit.training.callbacks import SessionDeadline
 from colabkit.training.data import (
     ResumableBatches,
@@ -235,14 +236,16 @@ class _Runner:
     ) -> keras.callbacks.History:
         progress = self.progress
         if self.restored is not None:
-            progress.resumes.append(
-                {
-                    "epoch": progress.epoch,
-                    "step": progress.step,
-                    "global_step": progress.global_step,
-                    "time": self.clock.time(),
-                }
-            )
+            resume = {
+                "epoch": progress.epoch,
+                "step": progress.step,
+                "global_step": progress.global_step,
+                "time": self.clock.time(),
+            }
+            drift = training_state.warn_on_version_drift(self.restored.state, self.restored.name)
+            if drift:
+                resume["versions_changed"] = drift
+            progress.resumes.append(resume)
             log.info(
                 "Resuming from %s: epoch %d, step %d of %d.",
                 self.restored.name,

@@ -98,7 +98,7 @@ def _colabkit_requirements(line: str) -> list[str]:
         token = token.strip("'\"")
         if token.startswith("-"):
             continue
-        name = re.split(r"[\[<>=!~;@ ]", token, maxsplit=1)[0]
+        name = re.match(r"[A-Za-z0-9._-]*", token).group(0)  # up to [extras], ==, ), ...
         if "colabkit" in name.lower():
             names.append(name)
     return names

@@ -85,7 +85,7 @@ def test_every_checkpoint_records_the_versions_it_was_written_with(tmp_path):
 def test_a_resume_across_an_upgrade_says_so_in_one_line_and_continues(tmp_path, caplog):
     run = tmp_path / "run"
     fit(make_model(), run, epochs=1)
-    rewrite_state(newest(run), lambda s: s["versions"].update(keras="3.10.0", numpy="1.26.4"))
+    rewrite_state(newest(run), lambda s: s["versions"].update(keras="3.0.1", numpy="1.26.4"))
     new_vm(run)
 
     with caplog.at_level(logging.WARNING):
@@ -93,12 +93,12 @@ def test_a_resume_across_an_upgrade_says_so_in_one_line_and_continues(tmp_path, 
 
     (line,) = drift_warnings(caplog)
     assert "\n" not in line
-    assert f"keras 3.10.0 -> {keras.version()}" in line
+    assert f"keras 3.0.1 -> {keras.version()}" in line
     assert f"numpy 1.26.4 -> {np.__version__}" in line
     assert "no longer promised to be bitwise equal" in line
     assert len(history.history["loss"]) == 2  # it went on
     assert history.resumes[-1]["versions_changed"] == [
-        f"keras 3.10.0 -> {keras.version()}",
+        f"keras 3.0.1 -> {keras.version()}",
         f"numpy 1.26.4 -> {np.__version__}",
     ]
 
@@ -121,7 +121,7 @@ def test_a_checkpoint_of_colabkit_0_1_is_compared_by_what_it_recorded(tmp_path, 
 
     def as_written_by_0_1(state):
         del state["versions"]
-        state["keras"] = {"backend": keras.backend.backend(), "version": "3.8.0"}
+        state["keras"] = {"backend": keras.backend.backend(), "version": "3.0.2"}
 
     rewrite_state(newest(run), as_written_by_0_1)
     new_vm(run)
@@ -129,7 +129,7 @@ def test_a_checkpoint_of_colabkit_0_1_is_compared_by_what_it_recorded(tmp_path, 
         fit(make_model(), run, epochs=2)
 
     (line,) = drift_warnings(caplog)
-    assert f"keras 3.8.0 -> {keras.version()}" in line and "backend" not in line
+    assert f"keras 3.0.2 -> {keras.version()}" in line and "backend" not in line
 
 
 def test_the_callbacks_path_says_so_too(tmp_path, caplog):
@@ -138,7 +138,7 @@ def test_the_callbacks_path_says_so_too(tmp_path, caplog):
     model = make_model()
     first = colabkit.callbacks.Checkpoint(folder, staging_dir=tmp_path / "vm1")
     model.fit(x, y, epochs=1, verbose=0, callbacks=[first])
-    rewrite_state(newest(folder), lambda s: s["versions"].update(keras="3.10.0"))
+    rewrite_state(newest(folder), lambda s: s["versions"].update(keras="3.0.1"))
 
     with caplog.at_level(logging.WARNING):
         model = make_model()
@@ -146,7 +146,7 @@ def test_the_callbacks_path_says_so_too(tmp_path, caplog):
         model.fit(x, y, epochs=2, verbose=0, callbacks=[second])
 
     (line,) = drift_warnings(caplog)
-    assert f"keras 3.10.0 -> {keras.version()}" in line
+    assert f"keras 3.0.1 -> {keras.version()}" in line
 
 
 # -- a newer checkpoint format ------------------------------------------------------------------

@@ -3,21 +3,28 @@
 Usage: python distribute_worker.py RUN_DIR OUT.npz [KILL_AFTER_STEP]
 
 With TF_CONFIG set, the job runs under MultiWorkerMirroredStrategy instead (one CPU device).
+With KERAS_BACKEND=jax, it runs under the keras.distribution that colabkit.distribute.strategy()
+picks (DataParallel; XLA_FLAGS=--xla_force_host_platform_device_count=2 gives two CPU devices).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 
+JAX = os.environ.get("KERAS_BACKEND") == "jax"
 MULTIWORKER = bool(os.environ.get("TF_CONFIG"))
-if not MULTIWORKER:
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+if not JAX:
+    import tensorflow as tf
+
+    if not MULTIWORKER:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
 
 import keras  # noqa: E402
 
@@ -29,10 +36,20 @@ STEPS_PER_EPOCH = 12
 def main() -> int:
     run_dir, out = sys.argv[1], sys.argv[2]
     kill_after = int(sys.argv[3]) if len(sys.argv) > 3 else -1
-    strategy = colabkit.distribute.strategy("multiworker" if MULTIWORKER else "mirrored")
-    assert strategy.num_replicas_in_sync == (1 if MULTIWORKER else 2)
+    if JAX:
+        import jax
+
+        strategy = colabkit.distribute.strategy("auto")
+        assert isinstance(strategy, keras.distribution.DataParallel), strategy
+        assert len(jax.devices()) == 2, jax.devices()
+        keras.distribution.set_distribution(strategy)
+        scope = contextlib.nullcontext()
+    else:
+        strategy = colabkit.distribute.strategy("multiworker" if MULTIWORKER else "mirrored")
+        assert strategy.num_replicas_in_sync == (1 if MULTIWORKER else 2)
+        scope = strategy.scope()
     keras.utils.set_random_seed(1)
-    with strategy.scope():
+    with scope:
         model = keras.Sequential(
             [
                 keras.Input((12,)),

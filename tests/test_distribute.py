@@ -48,6 +48,27 @@ def test_mirrored_run_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
 
 
+def test_jax_data_parallel_on_two_devices_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
+    """The JAX path: colabkit.distribute.strategy() gives keras.distribution.DataParallel over
+    two CPU devices; the batch is split across them, and the run resumes exactly."""
+    pytest.importorskip("jax")
+    env = {
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    assert worker(str(tmp_path / "ref"), str(tmp_path / "ref.npz"), env=env) == 0
+    run, out = str(tmp_path / "run"), tmp_path / "out.npz"
+    assert worker(run, str(out), "7", env=env) == -9  # mid-epoch 1
+    assert worker(run, str(out), "19", env=env) == -9  # mid-epoch 2, after a resume
+    assert worker(run, str(out), env=env) == 0
+    ref_history, ref = load(tmp_path / "ref.npz")
+    history, got = load(out)
+    assert history == ref_history
+    for key in ref:
+        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+
+
 def test_multiworker_code_path_with_one_worker_resumes_bitwise_equal(tmp_path):
     """The strongest multi-worker property that holds on Keras 3.15 (two workers cannot train,
     see below): MultiWorkerMirroredStrategy's collective path, chief logic and TF_CONFIG, with
@@ -106,6 +127,42 @@ def _config(task_type: str, index: int, chief: bool) -> dict[str, str]:
 )
 def test_only_the_chief_writes_checkpoints(environ, expected):
     assert distribute.is_chief(object(), environ) is expected
+
+
+def test_through_fit_a_worker_that_is_not_the_chief_trains_and_writes_nothing(
+    tmp_path, monkeypatch
+):
+    """Two workers of one run, one after the other in this process (a one-device mirrored
+    strategy; TF_CONFIG says which worker this is): only the chief's checkpoints reach the store.
+    """
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    import colabkit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.normal(size=(64, 2)).astype("float32")
+    run = tmp_path / "run"
+
+    def train(environ):
+        monkeypatch.setenv("TF_CONFIG", environ["TF_CONFIG"])
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+        with mirrored.scope():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            model.compile(optimizer="sgd", loss="mse")
+        return colabkit.fit(
+            model, x, y, run_dir=run, staging_dir=tmp_path / "staging", epochs=2,
+            batch_size=16, seed=1, strategy=mirrored, session_limit=False, verbose=0,
+        )  # fmt: skip
+
+    history = train(_config("worker", 1, chief=False))
+    assert len(history.history["loss"]) == 2  # it trained
+    assert sorted(run.rglob("*.ckpt")) == []  # and wrote nothing to the run
+
+    history = train(_config("worker", 0, chief=False))  # the chief of the same cluster
+    assert len(history.history["loss"]) == 2
+    assert [p.name for p in sorted(run.rglob("*.ckpt"))][-1] == "ckpt-000000000008.ckpt"
 
 
 def test_a_model_built_outside_the_scope_is_refused(tmp_path):

@@ -1,10 +1,11 @@
 """The accelerator report: which GPUs the driver sees, what each framework sees, TPUs, and fixes.
 
 The driver's view comes from ``nvidia-smi`` (the same query Colab's resource monitor runs), parsed
-by a pure function tested on captured output, or from NVML (``nvidia-ml-py``) where ``nvidia-smi``
-is missing. Output colabkit cannot read is an error finding, never "no GPU": a silent CPU
-fallback turns a one-hour run into a twelve-hour one. The frameworks' views come from
-:mod:`colabkit.frameworks` (subprocesses), TPUs from :mod:`colabkit.tpu`.
+by a pure function tested on output in nvidia-smi's exact CSV format, or from NVML
+(``nvidia-ml-py``) where ``nvidia-smi`` is missing. Output colabkit cannot read is an error
+finding, never "no GPU": a silent CPU fallback turns a one-hour run into a twelve-hour one. The
+frameworks' views come from :mod:`colabkit.frameworks` (subprocesses), TPUs from
+:mod:`colabkit.tpu`.
 """
 
 from __future__ import annotations

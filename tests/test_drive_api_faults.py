@@ -10,7 +10,6 @@ import io
 import itertools
 import os
 import random
-import time
 import tracemalloc
 
 import pytest
@@ -266,7 +265,6 @@ def test_two_gib_upload_holds_about_one_chunk_in_memory(clock):
         drive = FakeDrive(mock, keep_content=False)
         store = open_store(drive, clock=clock, chunk_size=chunk)
         drive.fail("chunk", 503, "backendError", skip=100)  # one failed chunk mid-way too
-        started = time.monotonic()
         tracemalloc.start()
         try:
             info = store.put_stream(LazySource(TWO_GIB), "huge", size=TWO_GIB, md5=TWO_GIB_MD5)
@@ -277,4 +275,3 @@ def test_two_gib_upload_holds_about_one_chunk_in_memory(clock):
     assert drive.chunks == TWO_GIB // chunk + 1
     assert drive.max_chunk_body == chunk
     assert peak < chunk + MiB, f"peak {peak / MiB:.1f} MiB for {chunk / MiB:.0f} MiB chunks"
-    assert time.monotonic() - started < 60

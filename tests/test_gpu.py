@@ -32,7 +32,7 @@ from colabkit.tpu import TpuInfo, detect_tpu
         ("h100", "NVIDIA H100 80GB HBM3", 81559, 80994),
     ],
 )
-def test_parse_captured_boards(board, name, total, free):
+def test_parse_each_board_in_nvidia_smi_csv_format(board, name, total, free):
     (gpu,) = parse_nvidia_smi(nvidia_smi_output(board))
     assert (gpu.index, gpu.name) == (0, name)
     assert (gpu.memory_total_mib, gpu.memory_free_mib) == (total, free)

@@ -15,7 +15,11 @@ NVIDIA_SMI = FAKES / "nvidia_smi"
 
 
 def nvidia_smi_output(name: str) -> str:
-    """The captured ``nvidia-smi --query-gpu=...`` output called ``name`` (e.g. ``"t4"``)."""
+    """The ``nvidia-smi --query-gpu=...`` output called ``name`` (e.g. ``"t4"``).
+
+    Typed in nvidia-smi's exact CSV format with each board's real name and memory, not captured
+    on the board (see nvidia_smi/README.md).
+    """
     return (NVIDIA_SMI / f"{name}.csv").read_text()
 
 

@@ -34,18 +34,24 @@ def load(path: Path):
         return json.loads(str(f["history"])), {k: f[k] for k in f.files if k != "history"}
 
 
-def test_mirrored_run_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
-    pytest.importorskip("tensorflow")
-    assert worker(str(tmp_path / "ref"), str(tmp_path / "ref.npz")) == 0
+def killed_and_resumed_equals_uninterrupted(tmp_path, kills, env=None) -> None:
+    """Runs the job uninterrupted, then SIGKILLed after each step in ``kills`` and resumed to
+    the end; the resumed run's weights and per-epoch history must equal the uninterrupted's."""
+    assert worker(str(tmp_path / "ref"), str(tmp_path / "ref.npz"), env=env) == 0
     run, out = str(tmp_path / "run"), tmp_path / "out.npz"
-    assert worker(run, str(out), "7") == -9  # mid-epoch 1
-    assert worker(run, str(out), "19") == -9  # mid-epoch 2, after a resume
-    assert worker(run, str(out)) == 0
+    for step in kills:
+        assert worker(run, str(out), str(step), env=env) == -9
+    assert worker(run, str(out), env=env) == 0
     ref_history, ref = load(tmp_path / "ref.npz")
     history, got = load(out)
     assert history == ref_history
     for key in ref:
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+
+
+def test_mirrored_run_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
+    pytest.importorskip("tensorflow")
+    killed_and_resumed_equals_uninterrupted(tmp_path, [7, 19])  # mid-epochs 1 and 2
 
 
 def test_jax_data_parallel_on_two_devices_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
@@ -57,16 +63,7 @@ def test_jax_data_parallel_on_two_devices_killed_twice_and_resumed_ends_bitwise_
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
     }
-    assert worker(str(tmp_path / "ref"), str(tmp_path / "ref.npz"), env=env) == 0
-    run, out = str(tmp_path / "run"), tmp_path / "out.npz"
-    assert worker(run, str(out), "7", env=env) == -9  # mid-epoch 1
-    assert worker(run, str(out), "19", env=env) == -9  # mid-epoch 2, after a resume
-    assert worker(run, str(out), env=env) == 0
-    ref_history, ref = load(tmp_path / "ref.npz")
-    history, got = load(out)
-    assert history == ref_history
-    for key in ref:
-        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+    killed_and_resumed_equals_uninterrupted(tmp_path, [7, 19], env)  # mid-epochs 1 and 2
 
 
 def test_multiworker_code_path_with_one_worker_resumes_bitwise_equal(tmp_path):
@@ -77,15 +74,7 @@ def test_multiworker_code_path_with_one_worker_resumes_bitwise_equal(tmp_path):
     (port,) = _free_ports(1)
     config = {"cluster": {"worker": [f"localhost:{port}"]}, "task": {"type": "worker", "index": 0}}
     env = {"TF_CONFIG": json.dumps(config)}
-    assert worker(str(tmp_path / "ref"), str(tmp_path / "ref.npz"), env=env) == 0
-    run, out = str(tmp_path / "run"), tmp_path / "out.npz"
-    assert worker(run, str(out), "9", env=env) == -9
-    assert worker(run, str(out), env=env) == 0
-    ref_history, ref = load(tmp_path / "ref.npz")
-    history, got = load(out)
-    assert history == ref_history
-    for key in ref:
-        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+    killed_and_resumed_equals_uninterrupted(tmp_path, [9], env)
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_the_first_cell_installs_colabkit_and_is_harmless_where_it_is_installed(
     first = nbformat.read(NOTEBOOK, as_version=4).cells[0]
 
     assert first.cell_type == "code"
-    assert "%pip install -q colabkit" in first.source
+    assert "%pip install -q colabkit-keras" in first.source
     assert 'if importlib.util.find_spec("colabkit") is None:' in first.source
 
 

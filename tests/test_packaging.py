@@ -14,14 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["tensorflow", "google.colab", "keras", "jax", "torch", "IPython"]
 
 
-def _dependencies() -> list[str]:
+def _project() -> dict:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     with open(ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["dependencies"]
+        return tomllib.load(f)["project"]
+
+
+def _canonical(name: str) -> str:
+    """PEP 503 normalisation."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dependencies() -> list[str]:
+    return _project()["dependencies"]
 
 
 def _name(requirement: str) -> str:
-    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    return _canonical(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
 
 
 def test_core_dependencies_never_include_tensorflow():
@@ -64,17 +73,6 @@ def test_import_is_light(statement):
 # `colabkit` on the package index is an unrelated project (ColabKit 0.0.1, media helpers, whose
 # wheel holds only `ColabKit/`): `pip install colabkit` installs that and `import colabkit` fails.
 TAKEN = {"colabkit"}
-
-
-def _project() -> dict:
-    tomllib = pytest.importorskip("tomllib")
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]
-
-
-def _canonical(name: str) -> str:
-    """PEP 503 normalisation."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _confusable(name: str) -> str:

@@ -92,6 +92,46 @@ def test_auto_picks_the_engine_strategy_for_the_hardware(environ, gpus, kind, mo
     assert distribute._auto_kind(environ, gpus=gpus) == kind
 
 
+def test_tpu_kind_connects_initialises_and_builds_the_tpu_strategy_in_that_order(monkeypatch):
+    """The TensorFlow TPU path, which no CPU machine can run: on a TPU VM the chips are local, so
+    the resolver is ``tpu="local"``; TensorFlow needs connect → initialise before TPUStrategy.
+    TensorFlow's entry points are replaced by recorders; "auto" on a TPU runtime takes the same
+    route."""
+    tf = pytest.importorskip("tensorflow")
+    calls = []
+
+    class Resolver:
+        def __init__(self, tpu=None):
+            calls.append(("resolver", tpu))
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", Resolver)
+    monkeypatch.setattr(
+        tf.config, "experimental_connect_to_cluster", lambda r: calls.append(("connect", r))
+    )
+    monkeypatch.setattr(
+        tf.tpu.experimental, "initialize_tpu_system", lambda r: calls.append(("init", r))
+    )
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", lambda r: ("TPUStrategy", r))
+    monkeypatch.setattr("colabkit.tpu._glob.glob", lambda pattern: [])
+
+    for kind, environ in [("tpu", {}), ("auto", {"TPU_ACCELERATOR_TYPE": "v5litepod-8"})]:
+        calls.clear()
+        name, resolver = distribute.strategy(kind, environ=environ)
+        assert name == "TPUStrategy" and isinstance(resolver, Resolver)
+        assert calls == [("resolver", "local"), ("connect", resolver), ("init", resolver)]
+
+
+def test_on_jax_a_tpu_is_data_parallel_over_its_chips(monkeypatch):
+    """On the JAX backend the TPU's chips are jax devices: every kind but "default" (and "auto"
+    on one device) is keras.distribution.DataParallel."""
+    pytest.importorskip("jax")
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert isinstance(distribute.strategy("tpu"), keras.distribution.DataParallel)
+    assert distribute.strategy("default") is None
+
+
 def test_unknown_kind_is_one_line():
     with pytest.raises(ConfigError, match="`strategy`. Received: strategy='ring'"):
         distribute.strategy("ring")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -11,6 +12,13 @@ import numpy as np
 import pytest
 
 from colabkit import mnist, mnist_data
+from colabkit.checkpoint.policy import (
+    SaveAny,
+    SaveEveryEpoch,
+    SaveEverySeconds,
+    SaveEverySteps,
+    parse_save_every,
+)
 from colabkit.errors import ConfigError
 
 UNREACHABLE = "http://127.0.0.1:9/mnist.npz"  # the discard port: refused at once, offline or not
@@ -167,9 +175,22 @@ def test_bad_settings_are_rejected_with_one_line_naming_them(tmp_path, field, va
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("save_every", ["epoch", "500steps", "1step", "10m", "1h30m", "epoch|10m"])
-def test_the_documented_save_intervals_are_accepted(tmp_path, save_every):
-    assert mnist.MnistConfig(run_dir=str(tmp_path), save_every=save_every).save_every == save_every
+@pytest.mark.parametrize(
+    ("save_every", "policy"),
+    [
+        ("epoch", SaveEveryEpoch()),
+        ("500steps", SaveEverySteps(500)),
+        ("1step", SaveEverySteps(1)),
+        ("10m", SaveEverySeconds(600)),
+        ("1h30m", SaveEverySeconds(5400)),
+        ("epoch|10m", SaveAny((SaveEveryEpoch(), SaveEverySeconds(600)))),
+    ],
+)
+def test_the_documented_save_intervals_mean_what_the_docs_say(tmp_path, save_every, policy):
+    """Each interval of the docs is accepted and becomes the save policy it names (what fit
+    receives), not merely a string that survived validation."""
+    config = mnist.MnistConfig(run_dir=str(tmp_path), save_every=save_every)
+    assert parse_save_every(config.save_every) == policy
 
 
 def test_a_run_dir_that_is_a_file_is_rejected_and_left_alone(tmp_path):
@@ -222,13 +243,18 @@ def test_a_failed_output_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.txt"]
 
 
-def test_history_json_marks_resumes():
-    history = {"loss": [1.0, 0.5, 0.25], "accuracy": [0.5, 0.7, 0.9]}
+def test_history_json_is_plain_json_numbered_from_one_with_the_resumes():
+    """Keras' History holds numpy scalars, which json cannot write; the record converts them,
+    numbers epochs as the console does (from 1), and keeps where each session resumed."""
+    history = {"loss": [np.float32(1.0), np.float32(0.5)], "accuracy": [np.float64(0.5), 0.75]}
     resumes = ({"epoch": 1, "step": 4, "global_step": 12, "time": 3.0},)
 
     record = mnist.history_record(history, resumes, steps_per_epoch=8, source="test data")
 
-    assert record["epochs"] == [1, 2, 3]
-    assert record["history"] == history
-    assert record["resumes"] == [dict(resumes[0])]
-    assert record["steps_per_epoch"] == 8
+    assert json.loads(json.dumps(record)) == {
+        "epochs": [1, 2],
+        "history": {"loss": [1.0, 0.5], "accuracy": [0.5, 0.75]},
+        "resumes": [{"epoch": 1, "step": 4, "global_step": 12, "time": 3.0}],
+        "steps_per_epoch": 8,
+        "dataset": "test data",
+    }

@@ -67,9 +67,7 @@ def test_every_event_of_what_survives_what_is_listed():
 
 def test_every_row_is_backed_or_says_why_not():
     unbacked = [
-        promise
-        for _, promise, backed in _rows()
-        if "`" not in backed and "no test" not in backed
+        promise for _, promise, backed in _rows() if "`" not in backed and "no test" not in backed
     ]
     assert not unbacked, unbacked
 

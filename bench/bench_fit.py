@@ -199,7 +199,9 @@ keras.utils.set_random_seed(0)
 model = build_model()
 """
 
-LATENCY_JOB = JOB_PREAMBLE + r"""
+LATENCY_JOB = (
+    JOB_PREAMBLE
+    + r"""
 class First(keras.callbacks.Callback):
     n = 0
     def on_train_batch_end(self, batch, logs=None):
@@ -212,6 +214,7 @@ colabkit.fit(model, x, y, run_dir={run!r}, staging_dir={run!r} + "-staging", epo
              batch_size=128, seed=0, save_every="{save_every}", session_limit=False,
              callbacks=[First()], verbose=0)
 """
+)
 
 
 def first_step_latency(run: Path, samples: int, *, exit_after: int) -> float:
@@ -249,7 +252,9 @@ def resume_latency(args) -> None:
     )
 
 
-KILL_JOB = JOB_PREAMBLE + r"""
+KILL_JOB = (
+    JOB_PREAMBLE
+    + r"""
 class Steps(keras.callbacks.Callback):
     epoch = 0
     def on_epoch_begin(self, epoch, logs=None):
@@ -260,6 +265,7 @@ colabkit.fit(model, x, y, run_dir={run!r}, staging_dir={run!r} + "-staging", epo
              batch_size=128, seed=0, save_every={save_every!r}, session_limit=False,
              callbacks=[Steps()], verbose=0)
 """
+)
 
 
 def _read_steps(stream, steps: list[int], first: threading.Event) -> None:

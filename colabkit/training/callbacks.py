@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,94 +21,15 @@ import keras
 
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.duration import parse_duration
 from colabkit.errors import CheckpointError, invalid_argument
 from colabkit.storage import Store, open_store
+from colabkit.training import run_setup
 from colabkit.training import state as training_state
+from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
+
+__all__ = ["FINAL_WORDS_S", "BackupAndRestore", "Checkpoint", "SessionDeadline"]
 
 log = logging.getLogger(__name__)
-
-#: At a session-limit stop, how long before the limit itself colabkit stops waiting for the
-#: store and says the checkpoint is not durable (while the VM is still there to show it).
-FINAL_WORDS_S = 60.0
-
-
-class SessionDeadline(keras.callbacks.Callback):
-    """Stops training ``margin`` before the session limit, after a durable checkpoint.
-
-    Inside ``colabkit.fit`` the loop saves, waits until the checkpoint is in the store, flushes
-    the Drive mount and stops. In a plain ``model.fit``, pass the colabkit ``Checkpoint`` (or
-    ``BackupAndRestore``) callback as ``checkpoint`` so that it can save first.
-
-    Args:
-        margin: How long before the limit to stop (``"15m"``): enough to save and upload.
-        session_limit: The session limit (``"12h"``, ``"24h"``); default: the environment's.
-        session_start: Seconds since the epoch when the session started (default: detected).
-        checkpoint: In a plain ``model.fit``, the colabkit checkpoint callback to save with.
-        clock: Injected clock (tests).
-    """
-
-    def __init__(
-        self,
-        margin: str | float = "15m",
-        *,
-        session_limit: str | float | None = None,
-        session_start: float | None = None,
-        checkpoint: Checkpoint | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__()
-        self.margin = parse_duration(margin, "margin")
-        self.clock = clock or SYSTEM_CLOCK
-        self.checkpoint = checkpoint
-        self.managed = False  # True inside colabkit.fit, whose loop does the saving
-        self.deadline = self._deadline(session_limit, session_start)
-        self.triggered = False
-
-    def _deadline(self, session_limit: Any, session_start: float | None) -> float:
-        if session_limit is math.inf:
-            return math.inf
-        from colabkit import env
-
-        limit = env.check_session_limit(session_limit or env.DEFAULT_SESSION_LIMIT, self.margin)
-        if session_start is None:
-            session_start = env.detect(session_limit=None).session_start
-        return session_start + limit - self.margin
-
-    @classmethod
-    def never(cls) -> SessionDeadline:
-        """A deadline that is never reached (no session limit)."""
-        return cls(session_limit=math.inf)
-
-    def reached(self) -> bool:
-        return self.clock.time() >= self.deadline
-
-    def store_wait_budget(self) -> float:
-        """How long, after a stop here, to wait for the store: until ``FINAL_WORDS_S`` before
-        the session limit itself, so that "not durable" is said while the VM still lives."""
-        return max(0.0, self.deadline + self.margin - FINAL_WORDS_S - self.clock.time())
-
-    def after_save(self, *, durable: bool) -> None:
-        """Flushes the Drive mount once the checkpoint is saved (it unmounts: the end is near)."""
-        self.triggered = True
-        if not durable:
-            return
-        from colabkit import drive
-
-        try:
-            drive.flush_drive()
-        except Exception as e:  # noqa: BLE001 - best effort: the checkpoint is already durable
-            log.debug("Drive flush skipped: %s", e)
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        if self.managed or self.triggered or not self.reached():
-            return
-        durable = True
-        if self.checkpoint is not None:
-            durable = self.checkpoint.save_now(timeout=self.store_wait_budget())
-        self.after_save(durable=durable)
-        self._model.stop_training = True
-        print("colabkit: session limit near: checkpoint saved; re-run in a new session to resume.")
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -159,8 +79,6 @@ class Checkpoint(keras.callbacks.Callback):
 
     def _open(self) -> CheckpointManager:
         if self.manager is None:
-            from colabkit.training import run_setup
-
             staging = Path(self.staging_dir) if self.staging_dir else None
             staging = staging or run_setup.default_staging(self.store)
             self.manager = run_setup.open_manager(
@@ -200,8 +118,6 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.manager is not None:
-            from colabkit.training import run_setup
-
             try:
                 if self._gave_up:  # save_now() already said "not durable": no more waiting
                     with contextlib.suppress(OSError, CheckpointError):
@@ -312,6 +228,4 @@ class BackupAndRestore(Checkpoint):
             for info in self.store.list():
                 self.store.delete(info.name)
             if staging is not None:  # the local copies go too, or they would come back
-                from colabkit.training import run_setup
-
                 run_setup.forget_staging(staging)

@@ -47,6 +47,7 @@ class RunProgress:
     finished: bool = False
     stop_reason: str | None = None
     train_seconds: float = 0.0
+    epoch_fingerprint: str | None = None  # tf.data input: the epoch's first batch (tfdata.py)
 
     @property
     def global_step(self) -> int:
@@ -64,6 +65,7 @@ class RunProgress:
             "finished": self.finished,
             "stop_reason": self.stop_reason,
             "train_seconds": self.train_seconds,
+            "epoch_fingerprint": self.epoch_fingerprint,
             "versions": training_state.runtime_versions(),
         }
 
@@ -79,6 +81,7 @@ class RunProgress:
             finished=bool(state.get("finished", False)),
             stop_reason=state.get("stop_reason"),
             train_seconds=float(state.get("train_seconds", 0.0)),
+            epoch_fingerprint=state.get("epoch_fingerprint"),
         )
 
 

@@ -29,7 +29,6 @@ from colabkit.errors import (
     invalid_argument,
 )
 from colabkit.storage import Store, open_store
-from colabkit.training.callbacks import SessionDeadline
 from colabkit.training.data import (
     ArrayBatches,
     DatasetBatches,
@@ -37,7 +36,9 @@ from colabkit.training.data import (
     num_samples,
     train_validation_split,
 )
+from colabkit.training.deadline import SessionDeadline
 from colabkit.training.loop import RunProgress
+from colabkit.training.tfdata import DatasetEpochs, is_tf_dataset
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,15 @@ def prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data
     """Checks the training data and splits off validation data (the last samples, as Keras)."""
     if isinstance(split, bool) or not isinstance(split, (int, float)):
         raise invalid_argument("validation_split", split, "a float in [0, 1)")
-    if isinstance(x, keras.utils.PyDataset):
+    kind = _input_kind(x)
+    if kind is not None:
         if y is not None or sample_weight is not None:
-            raise invalid_argument("y", type(y).__name__, "None when x is a PyDataset")
+            name = "y" if y is not None else "sample_weight"
+            value = y if y is not None else sample_weight
+            raise invalid_argument(name, type(value).__name__, f"None when x is {kind}")
         if split:
             raise invalid_argument(
-                "validation_split", split, "0 when x is a PyDataset (pass validation_data)"
+                "validation_split", split, f"0 when x is {kind} (pass validation_data)"
             )
         return (x, None, None), validation_data
     _check_arrays(x, y, sample_weight)
@@ -99,10 +103,21 @@ def prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data
 
 
 _DATA_EXPECTED = (
-    "in-memory arrays (numpy, or lists/dicts of arrays) or a keras.utils.PyDataset; colabkit "
-    "needs random access to replay a batch order, so convert a tf.data.Dataset or a generator "
-    "to arrays or wrap it in a PyDataset"
+    "in-memory arrays (numpy, or lists/dicts of arrays), a keras.utils.PyDataset, a "
+    "tf.data.Dataset or a dataset_fn(epoch); colabkit must replay a batch order, so wrap a "
+    "Python generator in a PyDataset or a tf.data.Dataset"
 )
+
+
+def _input_kind(x: Any) -> str | None:
+    """What ``x`` is when it is not arrays: it then holds its own targets and batching."""
+    if isinstance(x, keras.utils.PyDataset):
+        return "a PyDataset"
+    if is_tf_dataset(x):
+        return "a tf.data.Dataset"
+    if callable(x) and not hasattr(x, "shape"):
+        return "a dataset_fn"
+    return None
 
 
 def _check_arrays(x: Any, y: Any, sample_weight: Any) -> None:
@@ -164,7 +179,7 @@ def run_config(
         seed = int(seed)  # numpy integers too; it is saved as JSON
     config = {
         "batch_size": batch_size,
-        "train_samples": num_samples(train[0]),
+        "train_samples": None if _input_kind(train[0]) else num_samples(train[0]),
         "validation_samples": None if validation is None else _validation_size(validation),
         "seed": seed,
     }
@@ -195,8 +210,17 @@ def _validation_size(validation: Any) -> int | None:
     return None
 
 
-def training_batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:
+def training_batches(
+    train: tuple, batch_size: int, seed: int, steps_per_epoch: int | None = None
+) -> ResumableBatches:
     x, y, sample_weight = train
+    kind = _input_kind(x)
+    if steps_per_epoch is not None and kind in (None, "a PyDataset"):
+        raise invalid_argument(
+            "steps_per_epoch", steps_per_epoch, "None unless x is a tf.data.Dataset or dataset_fn"
+        )
+    if kind in ("a tf.data.Dataset", "a dataset_fn"):
+        return DatasetEpochs(x, steps_per_epoch=steps_per_epoch)
     if isinstance(x, keras.utils.PyDataset):
         return DatasetBatches(x, seed=seed)
     return ArrayBatches(x, y, sample_weight, batch_size=batch_size, seed=seed)

@@ -24,10 +24,10 @@ from colabkit.errors import CheckpointError
 from colabkit.storage import Store
 from colabkit.training import determinism, run_setup
 from colabkit.training import state as training_state
-from colabkit.training.callbacks import SessionDeadline
 from colabkit.training.data import (
     ResumableBatches,
 )
+from colabkit.training.deadline import SessionDeadline
 from colabkit.training.interrupts import StopRequests
 from colabkit.training.loop import (
     ResumableLoop,
@@ -49,6 +49,7 @@ def fit(
     store: Store | str | None = None,
     epochs: int,
     batch_size: int = 32,
+    steps_per_epoch: int | None = None,
     validation_split: float = 0.0,
     validation_data: Any = None,
     validation_batch_size: int | None = None,
@@ -69,8 +70,13 @@ def fit(
 
     Args:
         model: A compiled Keras 3 model.
-        x, y, sample_weight: In-memory arrays (or lists/dicts of arrays), or ``x`` alone a
-            ``keras.utils.PyDataset`` whose ``__getitem__`` is a pure function of the index.
+        x, y, sample_weight: In-memory arrays (or lists/dicts of arrays); or ``x`` alone: a
+            ``keras.utils.PyDataset`` whose ``__getitem__`` is a pure function of the index, a
+            finite ``tf.data.Dataset`` of batches, or a ``dataset_fn(epoch)`` returning one
+            (what each resumes exactly: see ``colabkit.training.tfdata`` and the docs).
+        steps_per_epoch: Batches per epoch of a ``tf.data`` input that repeats forever or
+            whose size TensorFlow cannot tell; each epoch then takes that many batches of a
+            new pass over the dataset.
         run_dir: Run directory; checkpoints go to ``run_dir/checkpoints``.
         store: Where checkpoints go instead (a Store or a URL such as ``gdrive://colabkit/run``).
         epochs: Total epochs of the run (not "more epochs"): re-running continues up to it.
@@ -110,6 +116,8 @@ def fit(
     run_setup.check_arguments(model, fresh=fresh, callbacks=callbacks)
     epochs = run_setup.positive_int("epochs", epochs)
     batch_size = run_setup.positive_int("batch_size", batch_size)
+    if steps_per_epoch is not None:
+        steps_per_epoch = run_setup.positive_int("steps_per_epoch", steps_per_epoch)
     if validation_batch_size is not None:
         validation_batch_size = run_setup.positive_int(
             "validation_batch_size", validation_batch_size
@@ -138,7 +146,7 @@ def fit(
         if restored is None:
             run_setup.refuse_if_all_corrupt(manager)
         config = run_setup.run_config(train, validation, batch_size, seed, restored)
-        data = run_setup.training_batches(train, batch_size, config["seed"])
+        data = run_setup.training_batches(train, batch_size, config["seed"], steps_per_epoch)
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
             history = _return_finished(model, data, restored, progress, epochs)
@@ -280,10 +288,7 @@ class _Runner:
         stopped: str | None = None
         with stops.handle_signals():
             try:
-                if progress.step > 0:
-                    self._segment(loop, progress.step, progress.epoch, progress.epoch + 1, verbose)
-                if not self.model.stop_training and progress.epoch < epochs:
-                    self._segment(loop, 0, progress.epoch, epochs, verbose)
+                self._segments(loop, epochs, verbose)
                 loop.finish()
             except StopForResume as stop:
                 stopped = stop.reason
@@ -296,19 +301,41 @@ class _Runner:
         stops.reraise()  # a signal during the final save: the run is complete, then obey it
         return history
 
+    def _segments(self, loop: ResumableLoop, epochs: int, verbose: Any) -> None:
+        """The ``model.fit`` calls: the interrupted epoch's remaining steps alone, then the
+        other epochs in one call (or one call each, where the data needs it)."""
+        epoch, step = self.progress.epoch, self.progress.step
+        while epoch < epochs:
+            whole = step == 0 and self.data.epochs_per_fit is None
+            end = epochs if whole else epoch + 1
+            self._segment(loop, step, epoch, end, verbose)
+            if self.model.stop_training:
+                return
+            epoch, step = end, 0
+
     def _segment(self, loop: ResumableLoop, start_step: int, first: int, end: int, verbose: Any):
         self.data.start_step = start_step
+        if self.data.epochs_per_fit is not None:  # the epoch's own iterator, created here
+            resumed = start_step > 0 and first == self.progress.epoch
+            self.data.start_epoch(
+                first, expected_fingerprint=self.progress.epoch_fingerprint if resumed else None
+            )
+            self.progress.epoch_fingerprint = self.data.first_fingerprint
+            if self.data.order_changed and self.progress.resumes:
+                self.progress.resumes[-1]["order_may_differ"] = True
+        # Built before fit: Keras would otherwise read a batch to build it.
+        training_state.ensure_built(self.model, self.data.batch(start_step))
         outer = keras.callbacks.CallbackList(
             [loop],
             add_history=True,  # model.fit returns model.history, which History sets
             add_progbar=verbose != 0,
             model=self.model,
             verbose=verbose,
-            epochs=end,
+            epochs=loop.epochs,  # the progress bar says "Epoch 3/5", not "Epoch 3/3"
             steps=len(self.data),
         )
         self.model.fit(
-            self.data,
+            self.data.for_fit(first),
             initial_epoch=first,
             epochs=end,
             callbacks=outer,

@@ -99,7 +99,7 @@ def test_an_unseeded_shuffle_resumes_its_remaining_steps_and_says_the_order_may_
     _, resumes, got = result(tmp_path / "out.npz")
     warnings = [line for line in resumed.stderr.splitlines() if "another order" in line]
     assert len(warnings) == 1
-    assert f"resuming epoch 2 at step {resumes[0]['step']} of 12" in warnings[0]
+    assert f"epoch 2 (from step {resumes[0]['step']} of 12)" in warnings[0]
     assert resumes[0]["order_may_differ"] is True
     assert got["counts"].sum() == EPOCHS * 96  # 36 steps of 8: each step trained once
 

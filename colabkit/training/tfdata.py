@@ -123,15 +123,18 @@ class DatasetEpochs(ResumableBatches):
 
     # -- one epoch ----------------------------------------------------------------------------
 
-    def start_epoch(self, epoch: int, *, expected_fingerprint: str | None = None) -> None:
+    def start_epoch(
+        self, epoch: int, *, resuming: bool = False, expected_fingerprint: str | None = None
+    ) -> None:
         """Creates the iterator of ``epoch`` and reads up to ``start_step`` (replayed, not
-        trained). ``expected_fingerprint``: that of the epoch's first batch in the interrupted
-        session; a different one means the order differs, said in one warning line."""
+        trained). ``resuming``: a checkpoint was restored, whose order should continue.
+        ``expected_fingerprint``: that of the epoch's first batch in the interrupted session;
+        a different one means the order differs, said in one line."""
         dataset = self._dataset(epoch)
         if not self.is_function:
             done = _PASSES.get(dataset, 0)
-            if done > epoch:
-                self._warn(epoch, f"this dataset object has already made {done} passes here")
+            if resuming and done > epoch and not self.order_changed:  # once: the rest follow
+                self._warn(epoch, f"this dataset object already made {done} passes in this process")
             for _ in range(done, epoch):  # the passes of the epochs trained before
                 iter(dataset)
             _PASSES[dataset] = max(done, epoch) + 1
@@ -140,8 +143,11 @@ class DatasetEpochs(ResumableBatches):
         self._iterator = iterator = iter(dataset)
         self._first = next(iterator)
         self.first_fingerprint = fingerprint(self._first)
-        self.order_changed = False
-        if self.start_step and expected_fingerprint not in (None, self.first_fingerprint):
+        if (
+            self.start_step
+            and not self.order_changed
+            and expected_fingerprint not in (None, self.first_fingerprint)
+        ):
             self._warn(epoch, "its first batch differs from the interrupted session's")
         for _ in range(self.start_step - 1 if self.start_step else 0):
             next(iterator)
@@ -151,11 +157,11 @@ class DatasetEpochs(ResumableBatches):
     def _warn(self, epoch: int, why: str) -> None:
         self.order_changed = True
         line = (
-            f"colabkit: resuming epoch {epoch + 1} at step {self.start_step} of "
-            f"{self.steps_per_epoch}: the rest of this epoch may come in another order than the "
-            f"interrupted session's ({why}). Every remaining step trains once; for the same "
-            "order, seed the dataset's shuffle and create the dataset anew before colabkit.fit, "
-            "or pass a dataset_fn(epoch)."
+            f"colabkit: epoch {epoch + 1} (from step {self.start_step} of "
+            f"{self.steps_per_epoch}) may come in another order than the interrupted session's "
+            f"({why}). Every remaining step trains once; for the same order, seed the dataset's "
+            "shuffle and create the dataset anew before colabkit.fit, or pass a "
+            "dataset_fn(epoch)."
         )
         log.debug("%s", line)
         print(line, file=sys.stderr)  # where the user looks, without configuring logging
@@ -178,4 +184,7 @@ class DatasetEpochs(ResumableBatches):
         self._iterator = None
         rest = tf.data.Dataset.range(len(self) - 1).map(lambda _: iterator.get_next())
         dataset = tf.data.Dataset.from_tensors(first).concatenate(rest)
+        # Read ahead, as the user's pipeline does: safe, since the model is built before fit,
+        # so Keras makes exactly one iterator of this dataset and trains all it reads.
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
         return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))

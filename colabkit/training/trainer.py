@@ -318,7 +318,9 @@ class _Runner:
         if self.data.epochs_per_fit is not None:  # the epoch's own iterator, created here
             resumed = start_step > 0 and first == self.progress.epoch
             self.data.start_epoch(
-                first, expected_fingerprint=self.progress.epoch_fingerprint if resumed else None
+                first,
+                resuming=self.restored is not None,
+                expected_fingerprint=self.progress.epoch_fingerprint if resumed else None,
             )
             self.progress.epoch_fingerprint = self.data.first_fingerprint
             if self.data.order_changed and self.progress.resumes:

@@ -176,3 +176,24 @@ def test_validation_data_of_every_kind_model_fit_takes(tmp_path, validation):
         _model(), _pairs(), validation_data=data, run_dir=tmp_path, epochs=2, verbose=0
     )
     assert len(history.history["val_loss"]) == 2
+
+
+def test_a_finished_run_on_tf_data_returns_at_once_with_its_weights(tmp_path):
+    import colabkit
+
+    def unbuilt():  # no Input: built from the first batch, as in many notebooks
+        import keras
+
+        model = keras.Sequential([keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    first = unbuilt()
+    done = colabkit.fit(first, _pairs(), run_dir=tmp_path, epochs=2, verbose=0)
+    again = unbuilt()  # Run all in a new session
+    assert not again.built
+    history = colabkit.fit(again, _pairs(), run_dir=tmp_path, epochs=2, verbose=0)
+
+    assert history.history == done.history and history.resumes == []
+    for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

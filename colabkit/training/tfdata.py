@@ -167,10 +167,11 @@ class DatasetEpochs(ResumableBatches):
         print(line, file=sys.stderr)  # where the user looks, without configuring logging
 
     def batch(self, step: int) -> Any:
-        """A batch of the current epoch, for building the model (its shapes and types)."""
+        """A batch of the current epoch as ``(x, ...)``, for building the model (its shapes and
+        types); a dataset of ``x`` alone gives ``(x,)``, as Keras unpacks it."""
         if self._first is None:
             self.start_epoch(self.epoch)
-        return self._first
+        return self._first if isinstance(self._first, tuple) else (self._first,)
 
     def for_fit(self, epoch: int) -> Any:
         """The steps of ``epoch`` from ``start_step`` on, as a dataset that reads colabkit's

@@ -197,3 +197,20 @@ def test_a_finished_run_on_tf_data_returns_at_once_with_its_weights(tmp_path):
     assert history.history == done.history and history.resumes == []
     for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tf_data_under_a_tf_distribute_strategy_is_refused_in_one_line(tmp_path):
+    """tf.distribute copies the pipeline per device, where colabkit's iterator cannot be read
+    (seen failing with OutOfRangeError on two CPU devices): refused before anything is written."""
+    import keras
+
+    import colabkit
+    from colabkit.errors import ConfigError
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ConfigError, match="strategy=MirroredStrategy: colabkit cannot yet") as e:
+        colabkit.fit(model, _pairs(), run_dir=tmp_path / "run", epochs=1, strategy=strategy)
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()

@@ -109,6 +109,27 @@ _DATA_EXPECTED = (
 )
 
 
+def check_input_strategy(x: Any, strategy: Any) -> None:
+    """tf.data input trains under a TensorFlow strategy only if it is the default one.
+
+    colabkit reads a tf.data input through its own iterator; ``tf.distribute`` copies the input
+    pipeline per device, where that iterator cannot be read (it ends at once). JAX's
+    ``keras.distribution`` splits the batches after they are read, so it works there.
+    """
+    kind = _input_kind(x)
+    if strategy is None or kind not in ("a tf.data.Dataset", "a dataset_fn"):
+        return
+    if keras.backend.backend() != "tensorflow":
+        return
+    if type(strategy).__name__ != "_DefaultDistributionStrategy":
+        raise ConfigError(
+            f"x is {kind} and strategy={type(strategy).__name__}: colabkit cannot yet resume "
+            "tf.data input under a tf.distribute strategy. Pass in-memory arrays or a "
+            "keras.utils.PyDataset, or train on one device (or with JAX's "
+            "keras.distribution)."
+        )
+
+
 def _input_kind(x: Any) -> str | None:
     """What ``x`` is when it is not arrays: it then holds its own targets and batching."""
     if isinstance(x, keras.utils.PyDataset):

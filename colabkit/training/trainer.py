@@ -123,6 +123,7 @@ def fit(
             "validation_batch_size", validation_batch_size
         )
     distribute.check_model_strategy(model, strategy)
+    run_setup.check_input_strategy(x, strategy)
     chief = strategy is None or distribute.is_chief(strategy)
     save_policy = parse_save_every(save_every)
     keep_policy = parse_keep(keep)

@@ -122,3 +122,26 @@ def test_restore_with_a_different_model_is_refused_before_assigning_anything():
         state.restore_variables(model, arrays, metrics=False)
     for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_on_tensorflow_the_pipeline_gives_exactly_the_batches_of_the_order(monkeypatch):
+    """ArrayBatches.for_fit on TensorFlow (a tf.data pipeline, no Python per step) yields the
+    batches ``batch()`` defines, for any epoch and resume step, the epoch set after it is built
+    (as the loop's on_epoch_begin does)."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    x = np.random.default_rng(0).random((100, 3))
+    y = np.arange(100)
+    data = ArrayBatches(x, y, batch_size=16, seed=3)
+    for epoch, start in [(0, 0), (1, 0), (1, 3), (4, 6)]:
+        data.start_step = start
+        dataset = data.for_fit(epoch)
+        data.epoch = epoch
+        got = list(dataset.as_numpy_iterator())
+        assert len(got) == len(data) == 7 - start
+        for step, (gx, gy) in enumerate(got, start):
+            ex, ey = data.batch(step)
+            np.testing.assert_array_equal(gy, ey)
+            np.testing.assert_array_equal(gx, ex.astype("float32"))

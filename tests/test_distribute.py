@@ -121,15 +121,20 @@ def test_tpu_kind_connects_initialises_and_builds_the_tpu_strategy_in_that_order
         assert calls == [("resolver", "local"), ("connect", resolver), ("init", resolver)]
 
 
-def test_on_jax_a_tpu_is_data_parallel_over_its_chips(monkeypatch):
-    """On the JAX backend the TPU's chips are jax devices: every kind but "default" (and "auto"
-    on one device) is keras.distribution.DataParallel."""
+def test_on_jax_a_tpu_is_data_parallel_over_its_chips():
+    """On the JAX backend the TPU's chips are jax devices: "tpu" is
+    keras.distribution.DataParallel, "default" is None (a real JAX backend, in a subprocess)."""
     pytest.importorskip("jax")
-    import keras
-
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    assert isinstance(distribute.strategy("tpu"), keras.distribution.DataParallel)
-    assert distribute.strategy("default") is None
+    check = (
+        "import keras; from colabkit import distribute; "
+        "assert isinstance(distribute.strategy('tpu'), keras.distribution.DataParallel); "
+        "assert distribute.strategy('default') is None; print('ok')"
+    )
+    env = {**ENV, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def test_unknown_kind_is_one_line():

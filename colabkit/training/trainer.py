@@ -317,11 +317,10 @@ class _Runner:
     def _segment(self, loop: ResumableLoop, start_step: int, first: int, end: int, verbose: Any):
         self.data.start_step = start_step
         if self.data.epochs_per_fit is not None:  # the epoch's own iterator, created here
-            resumed = start_step > 0 and first == self.progress.epoch
-            self.data.start_epoch(
+            self.data.start_epoch(  # start_step > 0 only in the interrupted epoch
                 first,
                 resuming=self.restored is not None,
-                expected_fingerprint=self.progress.epoch_fingerprint if resumed else None,
+                expected_fingerprint=self.progress.epoch_fingerprint if start_step else None,
             )
             self.progress.epoch_fingerprint = self.data.first_fingerprint
             if self.data.order_changed and self.progress.resumes:

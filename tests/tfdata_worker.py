@@ -4,9 +4,11 @@ Usage: python tfdata_worker.py RUN_DIR OUT.npz INPUT [--kill-after-step K] [--im
 
 INPUT: "slices" (from_tensor_slices + shuffle(seed) + map + batch + prefetch), "fn" (a
 dataset_fn(epoch) with a per-epoch seed), "images" (image_dataset_from_directory over DIR with
-a seed), "unseeded" (shuffle without a seed). Every element carries its id; a non-trainable
-counter in the model adds up, per id, how often it was trained (saved in every checkpoint), so
-the test can check that each element was trained exactly once per epoch across kills.
+a seed), "unseeded" (shuffle without a seed), "repeat" ("slices" repeated forever, with
+steps_per_epoch=9: epochs are 9-batch slices of one stream that straddle passes). Every
+element carries its id; a non-trainable counter in the model adds up, per id, how often it was
+trained (saved in every checkpoint), so the test can check that each element was trained
+exactly once per epoch across kills.
 Writes OUT.npz (weights, counts, history) when training returns.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 N = 96  # elements (ids fit one PNG pixel)
 EPOCHS = 3
 BATCH = 8  # 12 steps per epoch
+REPEAT_STEPS = 9  # steps per epoch of "repeat"
 
 
 class KillAfterStep:
@@ -101,6 +104,8 @@ def dataset(kind: str, images: str | None):
 
     if kind == "fn":
         return lambda epoch: pipeline(100 + epoch)
+    if kind == "repeat":
+        return pipeline(7).repeat()
     return pipeline(None if kind == "unseeded" else 7)
 
 
@@ -108,7 +113,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir")
     p.add_argument("out")
-    p.add_argument("input", choices=["slices", "fn", "images", "unseeded"])
+    p.add_argument("input", choices=["slices", "fn", "images", "unseeded", "repeat"])
     p.add_argument("--kill-after-step", type=int)
     p.add_argument("--images")
     args = p.parse_args()
@@ -118,11 +123,12 @@ def main() -> int:
     # Made before build_model seeds TensorFlow: "unseeded" must not take a seed from it.
     data = dataset(args.input, args.images)
     model = build_model(args.input == "images")
+    steps = REPEAT_STEPS if args.input == "repeat" else None
     callbacks = []
     if args.kill_after_step:
-        callbacks.append(KillAfterStep(args.kill_after_step, N // BATCH))
+        callbacks.append(KillAfterStep(args.kill_after_step, steps or N // BATCH))
     history = colabkit.fit(
-        model, data, run_dir=args.run_dir, epochs=EPOCHS,
+        model, data, run_dir=args.run_dir, epochs=EPOCHS, steps_per_epoch=steps,
         callbacks=callbacks, verbose=0, session_limit=False, save_every="1step",
     )  # fmt: skip
     counts = model.layers[0].counts

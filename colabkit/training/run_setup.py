@@ -231,17 +231,21 @@ def _validation_size(validation: Any) -> int | None:
     return None
 
 
-def training_batches(
-    train: tuple, batch_size: int, seed: int, steps_per_epoch: int | None = None
-) -> ResumableBatches:
-    x, y, sample_weight = train
-    kind = _input_kind(x)
-    if steps_per_epoch is not None and kind in (None, "a PyDataset"):
+def dataset_epochs(train: tuple, steps_per_epoch: int | None) -> DatasetEpochs | None:
+    """The epochs of a ``tf.data`` input (checked before anything is written), else None."""
+    kind = _input_kind(train[0])
+    if kind in ("a tf.data.Dataset", "a dataset_fn"):
+        return DatasetEpochs(train[0], steps_per_epoch=steps_per_epoch)
+    if steps_per_epoch is not None:
         raise invalid_argument(
             "steps_per_epoch", steps_per_epoch, "None unless x is a tf.data.Dataset or dataset_fn"
         )
-    if kind in ("a tf.data.Dataset", "a dataset_fn"):
-        return DatasetEpochs(x, steps_per_epoch=steps_per_epoch)
+    return None
+
+
+def training_batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:
+    """Arrays or a PyDataset in the run's (seed, epoch) order."""
+    x, y, sample_weight = train
     if isinstance(x, keras.utils.PyDataset):
         return DatasetBatches(x, seed=seed)
     return ArrayBatches(x, y, sample_weight, batch_size=batch_size, seed=seed)

@@ -11,6 +11,9 @@ known sequence, and a resume replays (reads without training) the steps already 
   each pass's order of a seeded shuffle (``shuffle(n, seed=...)``,
   ``image_dataset_from_directory(seed=...)``) from the seed and the number of passes made, so
   colabkit first makes (and drops) ``e`` passes: each epoch has the uninterrupted run's order.
+- With ``steps_per_epoch`` other than the dataset's size (a ``repeat()``-ed dataset): epoch
+  ``e`` is batches ``e * N`` to ``(e + 1) * N`` of one stream, the dataset repeated, as
+  ``model.fit`` reads it; a resume reads the stream again up to there.
 - Anything else (an unseeded shuffle): the resumed epoch trains exactly its remaining steps, in
   an order that may differ; one warning line says so. colabkit tells the cases apart by a
   fingerprint of each epoch's first batch, saved in the checkpoint and compared at a resume.
@@ -78,6 +81,15 @@ class DatasetEpochs(ResumableBatches):
         self.batch_size = None
         self.steps_per_epoch = self._steps(steps_per_epoch)
         self.n = self.steps_per_epoch
+        # steps_per_epoch other than the dataset's size: the epochs are consecutive slices of
+        # one stream (the dataset, repeated), as model.fit takes them; else one pass an epoch.
+        self.stream = (
+            not self.is_function
+            and steps_per_epoch is not None
+            and steps_per_epoch != int(source.cardinality())
+        )
+        self._stream: Any = None
+        self._stream_epoch: int | None = None  # the epoch whose first batch the stream holds next
         self._iterator: Any = None
         self._first: Any = None
         self.first_fingerprint: str | None = None
@@ -130,17 +142,11 @@ class DatasetEpochs(ResumableBatches):
         trained). ``resuming``: a checkpoint was restored, whose order should continue.
         ``expected_fingerprint``: that of the epoch's first batch in the interrupted session;
         a different one means the order differs, said in one line."""
-        dataset = self._dataset(epoch)
-        if not self.is_function:
-            done = _PASSES.get(dataset, 0)
-            if resuming and done > epoch and not self.order_changed:  # once: the rest follow
-                self._warn(epoch, f"this dataset object already made {done} passes in this process")
-            for _ in range(done, epoch):  # the passes of the epochs trained before
-                iter(dataset)
-            _PASSES[dataset] = max(done, epoch) + 1
-        if self.steps_per_epoch != int(dataset.cardinality()):
-            dataset = dataset.take(self.steps_per_epoch)
-        self._iterator = iterator = iter(dataset)
+        if self.stream:
+            iterator = self._stream_at(epoch, resuming)
+        else:
+            iterator = iter(self._pass(epoch, resuming))
+        self._iterator = iterator
         self._first = next(iterator)
         self.first_fingerprint = fingerprint(self._first)
         if (
@@ -153,6 +159,34 @@ class DatasetEpochs(ResumableBatches):
             next(iterator)
         if self.start_step:  # the first batch was replayed too: the epoch resumes after it
             self._first = next(iterator)
+
+    def _pass(self, epoch: int, resuming: bool) -> Any:
+        """The dataset of ``epoch``'s pass, after the passes of the epochs before it."""
+        dataset = self._dataset(epoch)
+        if not self.is_function:
+            done = _PASSES.get(dataset, 0)
+            if resuming and done > epoch and not self.order_changed:  # once: the rest follow
+                self._warn(epoch, f"this dataset object already made {done} passes in this process")
+            for _ in range(done, epoch):  # the passes of the epochs trained before
+                iter(dataset)
+            _PASSES[dataset] = max(done, epoch) + 1
+        if self.steps_per_epoch != int(dataset.cardinality()):
+            dataset = dataset.take(self.steps_per_epoch)
+        return dataset
+
+    def _stream_at(self, epoch: int, resuming: bool) -> Any:
+        """The stream's iterator at the first batch of ``epoch``: the one the previous epoch
+        left there, or a new one (this process's first pass) that replays the epochs before."""
+        if self._stream is None or self._stream_epoch != epoch:
+            done = _PASSES.get(self.source, 0)
+            if resuming and done and not self.order_changed:
+                self._warn(epoch, f"this dataset object already made {done} passes in this process")
+            _PASSES[self.source] = done + 1
+            self._stream = iter(self.source.repeat())
+            for _ in range(epoch * self.steps_per_epoch):  # read again, not trained
+                next(self._stream)
+        self._stream_epoch = epoch + 1  # for_fit reads exactly this epoch's steps
+        return self._stream
 
     def _warn(self, epoch: int, why: str) -> None:
         self.order_changed = True

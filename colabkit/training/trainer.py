@@ -75,8 +75,9 @@ def fit(
             finite ``tf.data.Dataset`` of batches, or a ``dataset_fn(epoch)`` returning one
             (what each resumes exactly: see ``colabkit.training.tfdata`` and the docs).
         steps_per_epoch: Batches per epoch of a ``tf.data`` input that repeats forever or
-            whose size TensorFlow cannot tell; each epoch then takes that many batches of a
-            new pass over the dataset.
+            whose size TensorFlow cannot tell. As in ``model.fit``, the epochs are then
+            consecutive slices of one stream (the dataset, repeated); of a ``dataset_fn``, the
+            first that many batches of each epoch's dataset.
         run_dir: Run directory; checkpoints go to ``run_dir/checkpoints``.
         store: Where checkpoints go instead (a Store or a URL such as ``gdrive://colabkit/run``).
         epochs: Total epochs of the run (not "more epochs"): re-running continues up to it.
@@ -131,6 +132,7 @@ def fit(
     train, validation = run_setup.prepare_data(
         x, y, sample_weight, validation_split, validation_data
     )
+    epochs_of_dataset = run_setup.dataset_epochs(train, steps_per_epoch)
     checkpoints = run_setup.resolve_store(run_dir, store)
     staging = Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints)
     if not chief:  # a worker on the chief's machine must not share (or lock) its staging
@@ -147,7 +149,7 @@ def fit(
         if restored is None:
             run_setup.refuse_if_all_corrupt(manager)
         config = run_setup.run_config(train, validation, batch_size, seed, restored)
-        data = run_setup.training_batches(train, batch_size, config["seed"], steps_per_epoch)
+        data = epochs_of_dataset or run_setup.training_batches(train, batch_size, config["seed"])
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
             history = _return_finished(model, data, restored, progress, epochs)

@@ -19,6 +19,7 @@ _LAZY = {
     "setup": ("colabkit.session", "setup"),
     "Session": ("colabkit.session", "Session"),
     "fit": ("colabkit.training.trainer", "fit"),
+    "stage": ("colabkit.staging", "stage"),
     "callbacks": ("colabkit.callbacks", None),
     "distribute": ("colabkit.distribute", None),
     "storage": ("colabkit.storage", None),
@@ -35,6 +36,7 @@ __all__ = [
     "errors",
     "fit",
     "setup",
+    "stage",
     "storage",
 ]
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from colabkit import callbacks, distribute, errors, storage
     from colabkit.errors import ColabkitError
     from colabkit.session import Session, setup
+    from colabkit.staging import stage
     from colabkit.training.trainer import fit
 
 

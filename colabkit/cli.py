@@ -98,6 +98,23 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_to_stderr() -> None:
+    """colabkit's INFO lines on stderr, unless the caller configured logging itself."""
+    if not logging.getLogger("colabkit").handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("colabkit: %(message)s"))
+        logging.getLogger("colabkit").addHandler(handler)
+        logging.getLogger("colabkit").setLevel(logging.INFO)
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    from colabkit.staging import stage
+
+    _log_to_stderr()  # retries, "staged already"
+    print(stage(args.source, args.dest))
+    return 0
+
+
 #: Exit status of `colabkit train` when it stopped cleanly before the end (the session limit):
 #: EX_TEMPFAIL, "try again later" -- the next run continues.
 EXIT_STOPPED = 75
@@ -121,11 +138,7 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
         store=args.store,
         limit=args.limit,
     )
-    if not logging.getLogger("colabkit").handlers:  # one line per checkpoint/resume event
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("colabkit: %(message)s"))
-        logging.getLogger("colabkit").addHandler(handler)
-        logging.getLogger("colabkit").setLevel(logging.INFO)
+    _log_to_stderr()  # one line per checkpoint/resume event
     try:
         result = mnist.train(config)
     except mnist.TrainingStopped as stopped:
@@ -238,6 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
         "tensorflow,jax,torch; 'none' for a fast report without them)",
     )
     doctor.set_defaults(func=_cmd_doctor)
+
+    stage = commands.add_parser(
+        "stage",
+        help="Copy training data from Drive or a bucket to fast local disk; print its path.",
+        description="Copy a file, folder or archive (zip, tar, tar.gz: extracted) from the "
+        "Drive mount, gdrive://folder/path, a bucket (gs://...) or a local path to fast local "
+        "disk, verified; a second run returns at once while the source is unchanged, and an "
+        "interrupted copy continues. Prints the local path.",
+    )
+    stage.add_argument("source", help="a path (e.g. /content/drive/MyDrive/data.zip) or URL")
+    stage.add_argument(
+        "--dest",
+        metavar="DIR",
+        help="folder to stage into (default: /content/colabkit-data in Colab, "
+        "~/.cache/colabkit/data elsewhere)",
+    )
+    stage.set_defaults(func=_cmd_stage)
 
     ckpt = commands.add_parser(
         "ckpt",

@@ -74,6 +74,8 @@ class DriveApiStore:
             Drive; use a shared drive with service accounts, which have no storage of their own).
         clock: Where retry backoff sleeps.
         retry: Backoff settings for transient failures.
+        create: Create ``folder`` where it is missing (the default); False raises
+            ``FileNotFoundError`` instead (a store that is only read, e.g. by ``stage``).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class DriveApiStore:
         root: str = "root",
         clock: Clock = SYSTEM_CLOCK,
         retry: RetryPolicy | None = None,
+        create: bool = True,
     ) -> None:
         try:
             self.folder = validate_name(folder)
@@ -111,7 +114,7 @@ class DriveApiStore:
         self._service = service or _build_service(
             http or RequestsHttp(find_credentials(credentials))
         )
-        self._folder_ids: dict[str, str] = {"": self._open_folder()}
+        self._folder_ids: dict[str, str] = {"": self._open_folder(create)}
         logger.info("Drive store %s opened (folder id %s)", self.url, self._folder_ids[""])
 
     @classmethod
@@ -219,11 +222,14 @@ class DriveApiStore:
 
     # -- folders and names ---------------------------------------------------------------------
 
-    def _open_folder(self) -> str:
-        """Finds or creates the store's folder, part by part, below ``root``."""
+    def _open_folder(self, create: bool) -> str:
+        """Finds (or creates) the store's folder, part by part, below ``root``."""
         folder_id = self.root
         for part in self.folder.split("/"):
-            folder_id = self._child_folder(folder_id, part, create=True) or ""
+            found = self._child_folder(folder_id, part, create=create)
+            if found is None:
+                raise FileNotFoundError(f"No Drive folder {self.folder!r}: {part!r} was not found.")
+            folder_id = found
         return folder_id
 
     def _folder_id(self, path: str, *, create: bool) -> str | None:

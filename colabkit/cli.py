@@ -23,7 +23,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from colabkit.doctor import diagnose
     from colabkit.gpu import require_gpu
 
-    report = diagnose(session_limit=args.session_limit, frameworks=args.frameworks)
+    report = diagnose(
+        session_limit=args.session_limit, frameworks=args.frameworks, data=args.data or ()
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -249,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="comma-separated frameworks to ask, each in a subprocess (default "
         "tensorflow,jax,torch; 'none' for a fast report without them)",
+    )
+    doctor.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH",
+        help="where the training data is: a finding (and the fix) if it is read through the "
+        "Drive mount; may be repeated",
     )
     doctor.set_defaults(func=_cmd_doctor)
 

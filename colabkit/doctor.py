@@ -22,6 +22,7 @@ from colabkit.findings import Finding
 from colabkit.frameworks import FRAMEWORKS, FrameworkView
 from colabkit.gpu import AcceleratorReport, accelerator_report
 from colabkit.schema import DOCTOR_SCHEMA, SCHEMA_VERSION, validate
+from colabkit.staging import data_finding
 from colabkit.summary import render_html, render_text, summary_rows
 
 __all__ = ["DOCTOR_SCHEMA", "DoctorReport", "DriveStatus", "diagnose", "validate"]
@@ -47,11 +48,13 @@ class DoctorReport:
     accelerator: AcceleratorReport
     drive: DriveStatus
     checked_at: float
+    data: tuple[str, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:
         """All findings, most severe first."""
-        extra = [f for f in (self.drive.finding, _time_finding(self)) if f is not None]
+        data = data_finding(self.data)
+        extra = [f for f in (self.drive.finding, _time_finding(self), data) if f is not None]
         order = {"error": 0, "warning": 1, "info": 2}
         return tuple(sorted([*self.accelerator.findings, *extra], key=lambda f: order[f.severity]))
 
@@ -167,6 +170,7 @@ def diagnose(
     drive: DriveStatus | None = None,
     environ: Mapping[str, str] | None = None,
     frameworks: str | Iterable[str] = FRAMEWORKS,
+    data: Iterable[str | os.PathLike[str]] = (),
 ) -> DoctorReport:
     """Runs every check (frameworks in subprocesses) and returns the report.
 
@@ -179,6 +183,8 @@ def diagnose(
         environ: Environment variables for the accelerator report.
         frameworks: Which frameworks to ask: names, or a comma-separated string where
             ``"none"`` (or ``""``) asks none.
+        data: Paths of the training data, to say whether they are read through the Drive
+            mount (and how to stage them instead).
 
     Raises:
         ConfigError: A bad ``session_limit`` or an unknown framework name.
@@ -187,7 +193,8 @@ def diagnose(
     env = environment or detect(session_limit=session_limit)
     accel = accelerator or accelerator_report(frameworks=names, environ=environ)
     status = drive or check_drive(env)
-    return DoctorReport(env, accel, status, env.detected_at)
+    paths = tuple(os.fspath(p) for p in data)
+    return DoctorReport(env, accel, status, env.detected_at, paths)
 
 
 def parse_frameworks(frameworks: str | Iterable[str]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,10 @@ from colabkit.env import (
     staging_dir_for,
 )
 from colabkit.errors import DriveError, invalid_argument
+from colabkit.findings import Finding
 from colabkit.gpu import FRAMEWORKS, AcceleratorReport, accelerator_report
 from colabkit.gpu import require_gpu as _require_gpu
+from colabkit.staging import data_finding
 from colabkit.storage.local import LocalStore
 from colabkit.summary import render_html, render_text, summary_rows
 
@@ -51,6 +53,7 @@ class Session:
         run_dir: Durable run directory (checkpoints and outputs), created.
         staging_dir: Fast local staging directory, created (lost with the VM).
         drive: What mounting Drive did, or None when Drive was not involved.
+        data: The training data's paths given to ``setup`` (judged for the Drive mount).
     """
 
     run_name: str
@@ -59,6 +62,13 @@ class Session:
     run_dir: Path
     staging_dir: Path
     drive: MountResult | None
+    data: tuple[str, ...] = ()
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """The accelerator's findings, and where the training data is read from."""
+        data = data_finding(self.data)
+        return (*self.accelerator.findings, *([data] if data else []))
 
     @property
     def deadline(self) -> float | None:
@@ -73,11 +83,11 @@ class Session:
 
     def summary_text(self) -> str:
         """The summary as plain text."""
-        return render_text(self.summary_rows(), self.accelerator.findings)
+        return render_text(self.summary_rows(), self.findings)
 
     def _repr_html_(self) -> str:
         """The summary as an HTML table (Jupyter and Colab call this)."""
-        return render_html(self.summary_rows(), self.accelerator.findings)
+        return render_html(self.summary_rows(), self.findings)
 
 
 def setup(
@@ -91,6 +101,7 @@ def setup(
     accelerator: AcceleratorReport | None = None,
     colab_drive: Any = None,
     clock: Clock = SYSTEM_CLOCK,
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
 ) -> Session:
     """Prepares a training session and shows one summary.
 
@@ -111,6 +122,8 @@ def setup(
             backend, in a subprocess).
         colab_drive: The ``google.colab.drive`` module (tests; imported when None).
         clock: Waits between Drive mount attempts (tests pass a fake clock).
+        data: Where the training data is (a path or several): read through the Drive mount,
+            the summary says so, with the fix (``colabkit.stage``).
 
     Raises:
         ConfigError: A bad argument (nothing is created).
@@ -134,7 +147,8 @@ def setup(
     run_dir = root / name
     # The folder colabkit.fit(run_dir=session.run_dir) will stage in (its checkpoints' store).
     staging = staging_dir_for(LocalStore(run_dir / "checkpoints").url, env)
-    session = Session(name, env, accel, run_dir, staging, mount)
+    paths = (data,) if isinstance(data, (str, os.PathLike)) else tuple(data)
+    session = Session(name, env, accel, run_dir, staging, mount, tuple(map(os.fspath, paths)))
     _create_dirs(session)
     logger.info("colabkit session %r: run dir %s", name, session.run_dir)
     if show:

@@ -54,6 +54,7 @@ from urllib.parse import unquote, urlsplit
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.env import COLAB_DRIVE_MOUNTPOINT, detect
 from colabkit.errors import ColabkitError, invalid_argument
+from colabkit.findings import Finding
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,30 @@ class DriveApiSource:
         """Downloads ``entry`` whole to ``target`` (checked against Drive's md5); its md5."""
         info = self.store.get(entry.path, target)
         return info.md5 or ""
+
+
+# ------------------------------------------------------------------------------ the finding
+
+
+def on_drive_mount(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is read through the Drive mount (by its name: nothing is touched)."""
+    text = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    return any(text == str(m) or text.startswith(str(m) + os.sep) for m in MOUNTPOINTS)
+
+
+def data_finding(paths: Any) -> Finding | None:
+    """A warning when training data is read file by file from the Drive mount, with the fix."""
+    for path in list(paths or ())[:100]:
+        if isinstance(path, (str, os.PathLike)) and on_drive_mount(path):
+            return Finding(
+                "warning",
+                "data-on-drive-mount",
+                f"Training data is read from the Drive mount ({path}): each file is a trip to "
+                "Drive, often most of an epoch's time, and long reads fail with errno 107.",
+                "Copy it to local disk once per VM and train on the copy: "
+                f"path = colabkit.stage({os.fspath(path)!r}) (a folder, a file or a zip).",
+            )
+    return None
 
 
 # ------------------------------------------------------------------------------ the copy

@@ -206,3 +206,17 @@ def test_html_is_escaped(tmp_path):
     html = session._repr_html_()
     assert "&lt;b&gt;" in html and "<b>/r1" not in html
     assert "No NVIDIA GPU found" in html
+
+
+def test_setup_shows_a_finding_with_the_fix_when_the_data_is_on_the_drive_mount(tmp_path):
+    env = local_env(tmp_path)
+    session = setup(
+        "s", environment=env, accelerator=accelerator("t4"), show=False,
+        data="/content/drive/MyDrive/data/train",
+    )  # fmt: skip
+    (finding,) = [f for f in session.findings if f.code == "data-on-drive-mount"]
+    assert "colabkit.stage('/content/drive/MyDrive/data/train')" in finding.fix
+    assert finding.fix in session.summary_text()
+    assert "colabkit.stage(&#x27;/content/drive/MyDrive/data/train&#x27;)" in session._repr_html_()
+    local = setup("t", environment=env, accelerator=accelerator("t4"), show=False, data=tmp_path)
+    assert "data-on-drive-mount" not in [f.code for f in local.findings]

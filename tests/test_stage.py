@@ -461,3 +461,49 @@ def test_a_bucket_folder_and_file_through_fsspec(tmp_path):
         )
     finally:
         fs.rm("/bucket", recursive=True)
+
+
+# -- saying when the data is read through the mount --------------------------------------------
+
+
+def test_doctor_says_when_the_data_is_read_through_the_mount(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "colabkit", "doctor", "--frameworks", "none", "--json"]
+    on_mount = "/content/drive/MyDrive/flowers"
+    report = subprocess.run(
+        [*command, "--data", str(tmp_path), "--data", on_mount],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    import json
+
+    (finding,) = [f for f in json.loads(report.stdout)["findings"] if "data" in f["code"]]
+    assert finding["code"] == "data-on-drive-mount" and finding["severity"] == "warning"
+    assert on_mount in finding["message"] and f"colabkit.stage('{on_mount}')" in finding["fix"]
+    local = subprocess.run([*command, "--data", str(tmp_path)], capture_output=True, text=True,
+                           env=env, check=True)  # fmt: skip
+    assert "data-on-drive-mount" not in local.stdout
+
+
+def test_fit_says_when_an_image_folder_is_read_through_the_mount(tmp_path, mount, capsys):
+    tf = pytest.importorskip("tensorflow")
+    import keras
+    import numpy as np
+
+    import colabkit
+
+    for i in range(4):
+        folder = mount / "images" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.full((4, 4, 1), i, np.uint8)
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = keras.utils.image_dataset_from_directory(
+        mount / "images", image_size=(4, 4), color_mode="grayscale", batch_size=2, seed=1
+    ).prefetch(1)  # the file paths are one dataset deeper now
+    model = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    colabkit.fit(model, data, run_dir=tmp_path / "run", epochs=1, verbose=0)
+    err = capsys.readouterr().err
+    assert err.count("data-on-drive-mount") == 0 and err.count("Drive mount") == 1
+    assert f"colabkit.stage('{mount / 'images'}')" in err

@@ -6,10 +6,12 @@ another model, batch size, dataset or seed fails with one line and leaves the ru
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import os
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from colabkit.errors import (
     ResumeMismatchError,
     invalid_argument,
 )
+from colabkit.staging import data_finding
 from colabkit.storage import Store, open_store
 from colabkit.training.data import (
     ArrayBatches,
@@ -235,12 +238,31 @@ def dataset_epochs(train: tuple, steps_per_epoch: int | None) -> DatasetEpochs |
     """The epochs of a ``tf.data`` input (checked before anything is written), else None."""
     kind = _input_kind(train[0])
     if kind in ("a tf.data.Dataset", "a dataset_fn"):
-        return DatasetEpochs(train[0], steps_per_epoch=steps_per_epoch)
+        epochs = DatasetEpochs(train[0], steps_per_epoch=steps_per_epoch)
+        warn_if_read_from_drive(train[0])
+        return epochs
     if steps_per_epoch is not None:
         raise invalid_argument(
             "steps_per_epoch", steps_per_epoch, "None unless x is a tf.data.Dataset or dataset_fn"
         )
     return None
+
+
+def warn_if_read_from_drive(dataset: Any) -> None:
+    """One line when a dataset reads its files through the Drive mount (Keras'
+    ``image_dataset_from_directory`` and its kin record them as ``file_paths``, which a
+    ``map`` or ``prefetch`` after it hides one dataset deeper)."""
+    for _ in range(64):
+        paths = getattr(dataset, "file_paths", None)
+        if paths is not None or dataset is None:
+            break
+        dataset = getattr(dataset, "_input_dataset", None)
+    if not paths:
+        return
+    with contextlib.suppress(ValueError, TypeError):  # mixed or relative paths: say nothing
+        finding = data_finding([os.path.commonpath([str(p) for p in paths])])
+        if finding is not None:
+            print(f"colabkit: {finding.message} Fix: {finding.fix}", file=sys.stderr)
 
 
 def training_batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:

@@ -82,3 +82,23 @@ def test_custom_model_with_its_own_model_fit_continues_when_run_again(
 
     assert len(second["loss"]) == 1  # only epoch 3 ran: epochs 1-2 were restored
     assert "epochs run this time: [3]" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_mnist_images_example_stages_the_png_folder_and_trains_on_the_copy(tmp_path):
+    """image_dataset_from_directory over a folder staged first; run again, the copy is reused
+    (its record untouched) and the finished run is not trained again."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, str(EXAMPLES / "mnist_images.py"), "--images",
+               str(tmp_path / "drive" / "png"), "--run-dir", str(tmp_path / "run"),
+               "--epochs", "1", "--limit", "300"]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert first.returncode == 0, first.stderr
+    local = tmp_path / "cache" / "colabkit" / "data" / "png"
+    assert f"Training on {local}\n" in first.stdout and len(list(local.rglob("*.png"))) == 300
+    record = local.parent / ".colabkit-stage" / "png.json"
+    written = record.stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"Training on {local}\n" in again.stdout and record.stat().st_mtime_ns == written
+    assert "Validation accuracy:" in again.stdout

@@ -308,6 +308,8 @@ def stage(
     root = Path(dest).expanduser() if dest is not None else _default_root()
     if root.exists() and not root.is_dir():
         raise invalid_argument("dest", str(dest), "a folder to stage into (this is a file)")
+    if isinstance(src, LocalSource) and not src.is_file and _is_under(root, src.path):
+        raise invalid_argument("dest", str(root), f"a folder outside the source {src.path}")
     archive = src.is_file and _archive_suffix(src.name)
     name = src.name[: -len(archive)] if archive else src.name
     target = root / name
@@ -616,6 +618,9 @@ class _Job:
 
     def commit(self, target: Path) -> None:
         """Puts the copy in place (an older copy is removed only after) and records it."""
+        if hasattr(self.src, "fetch") and self.partial.is_dir():  # downloads cut by a kill
+            for leftover in self.partial.rglob(".colabkit-get-*.part"):
+                leftover.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
         old = None
         if target.exists() or target.is_symlink():

@@ -365,6 +365,13 @@ def test_a_source_that_is_not_there_is_one_line(tmp_path, source, message):
     assert not (tmp_path / "local").exists()
 
 
+def test_a_destination_inside_the_source_is_refused(tmp_path):
+    make_folder(tmp_path / "images")
+    with pytest.raises(ConfigError, match="a folder outside the source"):
+        stage(tmp_path / "images", tmp_path / "images" / "local")
+    assert not (tmp_path / "images" / "local").exists()
+
+
 def test_the_default_destination_is_the_cache_outside_colab(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"x")
@@ -507,3 +514,22 @@ def test_fit_says_when_an_image_folder_is_read_through_the_mount(tmp_path, mount
     err = capsys.readouterr().err
     assert err.count("data-on-drive-mount") == 0 and err.count("Drive mount") == 1
     assert f"colabkit.stage('{mount / 'images'}')" in err
+
+
+def test_the_drive_api_continues_from_the_files_already_downloaded(tmp_path, drive):
+    from fake_drive import fake_credentials
+
+    images = drive.add_folder("images")
+    files = {"0.png": os.urandom(3000), "1.png": os.urandom(4000)}
+    for name, content in files.items():
+        drive.add(name, images.id, content)
+    drive.fail("download", 403, "cannotDownloadFile", skip=1)  # the second download refused
+    with pytest.raises(OSError, match="cannotDownloadFile|403"):
+        stage("gdrive://images", tmp_path / "local", credentials=fake_credentials())
+    partial = tmp_path / "local" / staging.STATE_DIR / "images.partial"
+    (partial / ".colabkit-get-x1.part").write_bytes(b"half")  # as a kill mid-download leaves
+
+    drive.seen.clear()
+    got = stage("gdrive://images", tmp_path / "local", credentials=fake_credentials())
+    assert drive.kinds().count("download") == 1  # the file done before was not fetched again
+    assert tree(got) == files  # and nothing a cut download left behind

@@ -113,7 +113,7 @@ class LocalSource:
     """A file or folder on a local path, the Drive mount included (read twice there)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = path = Path(os.path.abspath(path))  # "..", "." get their folder's name
         self.url = str(path)
         self.name = path.name
         self.is_file = path.is_file()
@@ -305,13 +305,15 @@ def stage(
     """
     clock = clock or SYSTEM_CLOCK
     src = _open_source(source, credentials, clock)
+    archive = src.is_file and _archive_suffix(src.name)
+    name = src.name[: -len(archive)] if archive else src.name
+    if not name:
+        raise invalid_argument("source", str(source), "a file or a folder below the root")
     root = Path(dest).expanduser() if dest is not None else _default_root()
     if root.exists() and not root.is_dir():
         raise invalid_argument("dest", str(dest), "a folder to stage into (this is a file)")
     if isinstance(src, LocalSource) and not src.is_file and _is_under(root, src.path):
         raise invalid_argument("dest", str(root), f"a folder outside the source {src.path}")
-    archive = src.is_file and _archive_suffix(src.name)
-    name = src.name[: -len(archive)] if archive else src.name
     target = root / name
     job = _Job(src, root, name, clock, progress)
     entries = src.entries()
@@ -549,6 +551,12 @@ class _Job:
             try:
                 return call()
             except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise StageError(
+                        f"The local disk filled up while staging {self.src.url}; what was copied "
+                        "is kept. Free some space (or pass dest= a folder on a larger disk) and "
+                        "run the same call again."
+                    ) from e
                 if isinstance(e, StageError) or e.errno not in TRANSIENT:
                     raise
                 now = progress() if progress else None

@@ -3,7 +3,8 @@
 It answers the wire shapes listed in /work/shared/research/drive-api.md (queries, ``fields``,
 multipart and resumable uploads with the 308/Range protocol, ranged downloads, 401 for stale
 tokens), records every request as a :class:`Seen`, and injects faults by request kind. It is
-strict: a request shape it does not know answers 400, so a test fails instead of passing by luck.
+strict: a request shape it does not know answers 400, so a test fails instead of passing by luck;
+and, as Drive does, a query's ``name = '...'`` ignores case.
 """
 
 from __future__ import annotations
@@ -417,8 +418,11 @@ def _matches(query: str, file: FakeFile) -> bool:
         elif m["trashed"] is not None:
             ok = file.trashed == (m["trashed"] == "true")
         else:
-            actual = file.name if m["field"] == "name" else file.mime
-            ok = (actual == _unescape(m["value"])) == (m["op"] == "=")
+            if m["field"] == "name":  # as Drive: `name =` ignores case (rclone drive.go)
+                equal = file.name.casefold() == _unescape(m["value"]).casefold()
+            else:
+                equal = file.mime == _unescape(m["value"])
+            ok = equal == (m["op"] == "=")
         if not ok:
             return False
     return True

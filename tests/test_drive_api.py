@@ -77,6 +77,31 @@ def test_duplicate_folders_resolve_to_the_oldest(drive, tmp_path):
     assert run.parents == [older.id]
 
 
+def test_names_that_differ_only_in_case_are_different_objects(drive, store, tmp_path):
+    """Drive's `name =` ignores case (the fake does too): putting, getting and deleting one
+    name never touches its case variant."""
+    store.put(_write(tmp_path / "a", b"lower"), "model.ckpt")
+    store.put(_write(tmp_path / "b", b"upper"), "Model.ckpt")
+    store.put(_write(tmp_path / "c", b"upper 2"), "Model.ckpt")  # replaces only its own name
+    assert [(i.name, i.size) for i in store.list()] == [("Model.ckpt", 7), ("model.ckpt", 5)]
+    store.get("model.ckpt", tmp_path / "got")
+    assert (tmp_path / "got").read_bytes() == b"lower"
+    store.delete("Model.ckpt")
+    assert [i.name for i in store.list()] == ["model.ckpt"]
+    with pytest.raises(FileNotFoundError):
+        store.stat("MODEL.ckpt")
+
+
+def test_a_run_folder_differing_only_in_case_is_another_run(drive, tmp_path):
+    store = open_store(drive)  # colabkit/run
+    store.put(_write(tmp_path / "a", b"x"), "ckpt-1.zip")
+    other = DriveApiStore("colabkit/RUN", credentials=fake_credentials(), clock=store._clock)
+    assert other.list() == [] and store.list()[0].name == "ckpt-1.zip"
+    assert sorted(f.name for f in drive.files.values() if f.mime == FOLDER_MIME) == [
+        "RUN", "colabkit", "run",
+    ]  # fmt: skip
+
+
 def test_names_with_slashes_map_to_subfolders(drive, store, tmp_path):
     store.put(_write(tmp_path / "a", b"abc"), "checkpoints/ckpt-1.zip")
     stored = drive.path("colabkit/run/checkpoints/ckpt-1.zip")

@@ -339,6 +339,16 @@ def test_too_little_disk_is_refused_before_anything_is_written(tmp_path, monkeyp
     assert not (tmp_path / "local").exists()
 
 
+def test_a_disk_that_fills_up_midway_is_one_line_and_not_retried(tmp_path, monkeypatch, mount):
+    (mount / "big.bin").write_bytes(os.urandom(1 << 20))
+    Reads(monkeypatch, fail_after=1 << 18, code=errno.ENOSPC)  # (a write, in real life)
+    clock = FakeClock()
+    with pytest.raises(StageError) as raised:
+        stage(mount / "big.bin", tmp_path / "local", clock=clock)
+    assert "local disk filled up" in str(raised.value) and "\n" not in str(raised.value)
+    assert clock.sleeps == []
+
+
 def test_a_folder_that_stage_did_not_make_is_never_replaced(tmp_path):
     make_folder(tmp_path / "images")
     mine = tmp_path / "local" / "images"
@@ -355,6 +365,7 @@ def test_a_folder_that_stage_did_not_make_is_never_replaced(tmp_path):
         ("/no/such/data.zip", "nothing is at this path"),
         ("", "Expected a local file, folder or archive"),
         ("ftp2://x/y", "Expected a local file, folder or archive"),
+        ("/", "a file or a folder below the root"),
         (42, "Received: source=42"),
     ],
 )
@@ -533,3 +544,39 @@ def test_the_drive_api_continues_from_the_files_already_downloaded(tmp_path, dri
     got = stage("gdrive://images", tmp_path / "local", credentials=fake_credentials())
     assert drive.kinds().count("download") == 1  # the file done before was not fetched again
     assert tree(got) == files  # and nothing a cut download left behind
+
+
+def test_in_a_notebook_progress_is_a_tqdm_bar_where_tqdm_is_installed(tmp_path, monkeypatch):
+    import types
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, unit, unit_scale):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = Bar
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+
+    class Slow(FakeClock):
+        def monotonic(self):
+            self.advance(4)
+            return super().monotonic()
+
+    data = os.urandom(3 * staging.CHUNK)
+    (tmp_path / "big.bin").write_bytes(data)
+    Reads(monkeypatch)  # chunk by chunk (not copied in the kernel): the bar moves per chunk
+    stage(tmp_path / "big.bin", tmp_path / "local", clock=Slow())
+    (bar,) = bars
+    assert (bar.total, bar.n, bar.closed) == (len(data), len(data), True)
+    assert bar.desc == f"staging {tmp_path / 'big.bin'}"

@@ -249,7 +249,7 @@ class DriveApiStore:
             f"name = {quote(part)} and {quote(parent)} in parents and "
             f"mimeType = '{FOLDER_MIME}' and trashed = false"
         )
-        folders = self._query(query, "id,name,createdTime")
+        folders = _exactly(self._query(query, "id,name,createdTime"), part)
         if not folders and create:
             body = {"name": part, "mimeType": FOLDER_MIME, "parents": [parent]}
             self._execute(
@@ -257,7 +257,7 @@ class DriveApiStore:
                 f"creation of folder {part!r}",
             )
             logger.info("Created Drive folder %s", part)
-            folders = self._query(query, "id,name,createdTime")
+            folders = _exactly(self._query(query, "id,name,createdTime"), part)
         if not folders:
             return None
         return min(folders, key=lambda f: (f.get("createdTime", ""), f["id"]))["id"]
@@ -269,7 +269,9 @@ class DriveApiStore:
     def _files_named(self, parent: str, base: str) -> list[dict[str, Any]]:
         """Committed copies of ``base`` in ``parent``, newest first."""
         query = f"name = {quote(base)} and {quote(parent)} in parents and trashed = false"
-        files = [f for f in self._query(query, FILE_FIELDS) if _is_committed_file(f)]
+        files = [
+            f for f in _exactly(self._query(query, FILE_FIELDS), base) if _is_committed_file(f)
+        ]
         return sorted(files, key=_age_key, reverse=True)
 
     def _resolve(self, name: str) -> tuple[ObjectInfo, str]:
@@ -414,6 +416,12 @@ def _is_temporary(file: dict[str, Any]) -> bool:
     """An upload not yet renamed to its final name (tagged, or still under its temporary name)."""
     tagged = TEMP_KEY in (file.get("appProperties") or {})
     return tagged or str(file.get("name", "")).startswith(TEMP_PREFIX)
+
+
+def _exactly(files: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The files named exactly ``name``: Drive's ``name =`` ignores case (``model.ckpt``
+    finds ``Model.ckpt`` too), and a case variant must never be read, replaced or deleted."""
+    return [f for f in files if f.get("name") == name]
 
 
 def _is_committed_file(file: dict[str, Any]) -> bool:

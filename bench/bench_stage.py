@@ -59,9 +59,10 @@ def run(command: list[str]) -> float:
 
 def stage_child(source: str, dest: str, as_mount: bool) -> None:
     from colabkit import staging
+    from colabkit.staging import sources
 
     if as_mount:
-        staging.MOUNTPOINTS = (Path(source).parent,)
+        sources.MOUNTPOINTS = (Path(source).parent,)
     started = time.perf_counter()
     staging.stage(source, dest, progress=False)
     print(json.dumps({"seconds": time.perf_counter() - started}))
@@ -154,6 +155,7 @@ def epoch_part(args: argparse.Namespace, work: Path) -> str:
 
     from colabkit import staging
     from colabkit.mnist_data import load_data
+    from colabkit.staging import job, sources
 
     data = load_data("mnist-5k")
     mount = work / "drive" / "images"
@@ -165,14 +167,14 @@ def epoch_part(args: argparse.Namespace, work: Path) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = np.round(np.asarray(image) * 255).astype(np.uint8).reshape(28, 28, 1)
         (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
-    staging.MOUNTPOINTS = (work / "drive",)
-    real_open = staging._open_file
+    sources.MOUNTPOINTS = (work / "drive",)
+    real_open = sources._open_file
 
     def slow_open(path):  # the same round trip per file as the epoch's reads
         time.sleep(args.latency_ms / 1000)
         return real_open(path)
 
-    staging._open_file = slow_open
+    sources._open_file = slow_open
     started = time.perf_counter()
     staged = staging.stage(mount, work / "local", progress=False)
     stage_s = time.perf_counter() - started
@@ -192,7 +194,7 @@ def epoch_part(args: argparse.Namespace, work: Path) -> str:
         [
             f"epoch over {args.images} PNG files, {args.latency_ms:g} ms per file through the "
             f"throttled mount ({args.pairs} pairs; median (range)); staging them once took "
-            f"{stage_s:.2f} s through the same throttled mount ({staging.WORKERS} files at once, "
+            f"{stage_s:.2f} s through the same throttled mount ({job.WORKERS} files at once, "
             "each read twice: copy and verification):\n",
             "| reading | epoch seconds |",
             "|---|---|",

@@ -1,4 +1,5 @@
-"""Durations written the way people write them: ``"12h"``, ``"90m"``, ``"1h30m"``, ``"30s"``.
+"""Durations written the way people write them: ``"12h"``, ``"90m"``, ``"1h30m"``, ``"30s"``
+(and, for the same reports, sizes in bytes).
 
 Session limits and time-based save policies both take a duration; parsing it in one place keeps
 ``--session-limit 12h`` and ``save_every="10m"`` in agreement about what is accepted.
@@ -64,3 +65,12 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{sign}{hours}h {minutes:02d}m"
     return f"{sign}{minutes}m {secs:02d}s"
+
+
+def format_size(size: float) -> str:
+    """Formats bytes as ``"512 B"`` / ``"1.2 MB"`` / ``"3.4 GB"`` (powers of 1000) for reports."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover

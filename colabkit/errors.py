@@ -28,6 +28,10 @@ class StoreError(ColabkitError, OSError):
     """A checkpoint store could not complete an operation (not the same as "absent")."""
 
 
+class StageError(ColabkitError, OSError):
+    """Staging training data failed; what was copied is kept, and the same call continues it."""
+
+
 class CheckpointError(ColabkitError):
     """A checkpoint cannot be written, read or used."""
 

@@ -18,7 +18,7 @@ import pytest
 from colabkit import staging
 from colabkit.clock import FakeClock
 from colabkit.errors import ConfigError
-from colabkit.staging import StageError, stage
+from colabkit.staging import StageError, job, sources, stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def touch_later(path: Path) -> None:
 
 
 class Reads:
-    """Replaces colabkit.staging._open_file: records every open (and its offset); once
+    """Replaces colabkit.staging.sources._open_file: records every open (and its offset); once
     ``fail_after`` bytes were read in all, the next ``times`` reads fail with ``code``."""
 
     def __init__(self, monkeypatch, *, fail_after: int | None = None, times: int = 1, code=None):
@@ -73,7 +73,7 @@ class Reads:
         self.served = 0
         self.fail_after, self.times = fail_after, times
         self.code = code or errno.ENOTCONN
-        monkeypatch.setattr(staging, "_open_file", self.open)
+        monkeypatch.setattr(sources, "_open_file", self.open)
 
     def open(self, path):
         self.opens.append(Path(path).name)
@@ -138,7 +138,7 @@ def mount(tmp_path, monkeypatch):
     """A folder that colabkit reads as the Drive mount (second read, retries)."""
     folder = tmp_path / "drive" / "MyDrive"
     folder.mkdir(parents=True)
-    monkeypatch.setattr(staging, "MOUNTPOINTS", (tmp_path / "drive",))
+    monkeypatch.setattr(sources, "MOUNTPOINTS", (tmp_path / "drive",))
     return folder
 
 
@@ -182,7 +182,7 @@ def test_a_mount_that_stays_down_fails_in_one_line_and_the_next_call_continues(
     clock = FakeClock()
     with pytest.raises(StageError) as raised:
         stage(mount / "big.bin", tmp_path / "local", clock=clock)
-    assert clock.sleeps == list(staging.RETRY_DELAYS)
+    assert clock.sleeps == list(job.RETRY_DELAYS)
     message = str(raised.value)
     assert "\n" not in message and "kept failing" in message and "run the same call" in message
     assert not (tmp_path / "local" / "big.bin").exists()
@@ -200,7 +200,7 @@ def test_two_reads_of_the_mount_that_differ_are_refused(tmp_path, monkeypatch, m
         opened.append(path)
         return io.BytesIO(b"x" * 1000 if len(opened) == 1 else b"y" * 1000)
 
-    monkeypatch.setattr(staging, "_open_file", flipping)
+    monkeypatch.setattr(sources, "_open_file", flipping)
     with pytest.raises(StageError, match="two reads through the Drive mount gave different"):
         stage(mount / "data.bin", tmp_path / "local")
     assert not (tmp_path / "local" / "data.bin").exists()
@@ -216,7 +216,7 @@ def test_a_local_source_changing_during_the_copy_is_not_trusted(tmp_path, monkey
         touch_later(source)
         return file
 
-    monkeypatch.setattr(staging, "_open_file", growing)
+    monkeypatch.setattr(sources, "_open_file", growing)
     with pytest.raises(StageError, match="changed while it was copied"):
         stage(source, tmp_path / "local")
     assert not (tmp_path / "local" / "data.bin").exists()
@@ -226,8 +226,9 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 from colabkit import staging
+from colabkit.staging import job, sources
 
-real, served = staging._open_file, [0]
+real, served = sources._open_file, [0]
 log = open(sys.argv[3], "a")
 
 class Killing:
@@ -243,8 +244,8 @@ class Killing:
         served[0] += len(data)
         return data
 
-staging.WORKERS = 1  # one file at a time: the kill lands at a known byte
-staging._open_file = lambda p: (log.write(f"open {Path(p).name}\\n"), Killing(real(p)))[1]
+job.WORKERS = 1  # one file at a time: the kill lands at a known byte
+sources._open_file = lambda p: (log.write(f"open {Path(p).name}\\n"), Killing(real(p)))[1]
 staging.stage(sys.argv[1], sys.argv[2])
 """
 
@@ -330,7 +331,7 @@ def test_too_little_disk_is_refused_before_anything_is_written(tmp_path, monkeyp
     class Usage:
         total, used, free = 10**9, 10**9 - 50_000, 50_000
 
-    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(job.shutil, "disk_usage", lambda path: Usage)
     with pytest.raises(StageError) as raised:
         stage(tmp_path / "images", tmp_path / "local")
     message = str(raised.value)
@@ -395,7 +396,7 @@ def test_progress_is_shown_for_long_copies(tmp_path, capsys):
             self.advance(4)
             return super().monotonic()
 
-    (tmp_path / "big.bin").write_bytes(os.urandom(3 * staging.CHUNK))
+    (tmp_path / "big.bin").write_bytes(os.urandom(3 * job.CHUNK))
     stage(tmp_path / "big.bin", tmp_path / "local", clock=Slow())
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("colabkit: staging ") and "MB/s" in lines[0] and "left" in lines[0]
@@ -573,7 +574,7 @@ def test_in_a_notebook_progress_is_a_tqdm_bar_where_tqdm_is_installed(tmp_path, 
             self.advance(4)
             return super().monotonic()
 
-    data = os.urandom(3 * staging.CHUNK)
+    data = os.urandom(3 * job.CHUNK)
     (tmp_path / "big.bin").write_bytes(data)
     Reads(monkeypatch)  # chunk by chunk (not copied in the kernel): the bar moves per chunk
     stage(tmp_path / "big.bin", tmp_path / "local", clock=Slow())

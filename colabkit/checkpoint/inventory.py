@@ -17,7 +17,7 @@ from pathlib import Path
 
 from colabkit.checkpoint.catalog import store_call
 from colabkit.checkpoint.format import step_of, verify
-from colabkit.duration import format_duration
+from colabkit.duration import format_duration, format_size
 from colabkit.errors import CorruptCheckpointError, UnsupportedCheckpointError, invalid_argument
 from colabkit.storage import LocalStore, open_store
 from colabkit.storage.base import Store
@@ -154,7 +154,7 @@ def format_table(statuses: list[CheckpointStatus], now: float | None = None) -> 
         epoch = "-" if s.epoch is None else str(s.epoch)
         verified = "yes" if s.verified else "NO"
         age = format_duration(max(0.0, now - s.created))
-        rows.append((str(s.step), epoch, _size(s.size), age, verified, s.name))
+        rows.append((str(s.step), epoch, format_size(s.size), age, verified, s.name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)
@@ -166,11 +166,3 @@ def nothing_found(store: Store) -> str:
     if isinstance(store, LocalStore) and not store.root.exists():
         message += " (the folder does not exist)"
     return message
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size} B"  # pragma: no cover

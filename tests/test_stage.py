@@ -384,6 +384,16 @@ def test_a_destination_inside_the_source_is_refused(tmp_path):
     assert not (tmp_path / "images" / "local").exists()
 
 
+def test_a_drive_path_before_drive_is_mounted_says_to_mount_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MOUNTPOINTS", (tmp_path / "drive",))
+    with pytest.raises(ConfigError) as raised:
+        stage(tmp_path / "drive" / "MyDrive" / "data.zip", tmp_path / "local")
+    assert "Drive is not mounted here. Run colabkit.setup()" in str(raised.value)
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # mounted: the file is just missing
+    with pytest.raises(ConfigError, match="nothing is at this path"):
+        stage(tmp_path / "drive" / "MyDrive" / "data.zip", tmp_path / "local")
+
+
 def test_the_default_destination_is_the_cache_outside_colab(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"x")

@@ -188,6 +188,11 @@ def open_source(source: Any, credentials: Any, clock: Clock) -> Any:
             raise invalid_argument("source", source, expected)
         path = Path(text).expanduser()
         if not path.exists():
+            if on_drive_mount(path) and not any(_listable(m / "MyDrive") for m in MOUNTPOINTS):
+                raise invalid_argument(
+                    "source", text, "a path on Drive, once it is mounted: Drive is not mounted "
+                    "here. Run colabkit.setup() (or drive.mount('/content/drive')) first"
+                )  # fmt: skip
             raise invalid_argument("source", text, f"{expected}; nothing is at this path")
         return LocalSource(path)
     if not isinstance(source, str):
@@ -226,3 +231,11 @@ def data_finding(paths: Any) -> Finding | None:
                 f"path = colabkit.stage({os.fspath(path)!r}) (a folder, a file or a zip).",
             )
     return None
+
+
+def _listable(folder: Path) -> bool:
+    try:
+        os.listdir(folder)
+    except OSError:
+        return False
+    return True

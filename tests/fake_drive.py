@@ -3,8 +3,11 @@
 It answers the wire shapes listed in /work/shared/research/drive-api.md (queries, ``fields``,
 multipart and resumable uploads with the 308/Range protocol, ranged downloads, 401 for stale
 tokens), records every request as a :class:`Seen`, and injects faults by request kind. It is
-strict: a request shape it does not know answers 400, so a test fails instead of passing by luck;
-and, as Drive does, a query's ``name = '...'`` ignores case.
+strict: a request shape it does not know answers 400, so a test fails instead of passing by luck.
+And as Drive does: a query's ``name = '...'`` ignores case, and with ``search_lag=N`` it sees a
+file created or renamed only N listings later (listing a folder's children sees it at once);
+a parent must be an existing folder; a non-final upload chunk must be a multiple of 256 KiB; the
+last chunk of a resumable upload answers 201; Google Docs have no size or md5.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class FakeFile:
     created: str = ""
     app_properties: dict[str, str] = field(default_factory=dict)
     trashed: bool = False
+    searchable_after: int = 0  # name searches see this file only after that many listings
 
     def resource(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,7 +69,7 @@ class FakeFile:
             "modifiedTime": self.created,
             "trashed": self.trashed,
         }
-        if self.mime != FOLDER:
+        if not self.mime.startswith("application/vnd.google-apps."):  # Docs have neither
             out.update(size=str(self.size), md5Checksum=self.md5)
         if self.app_properties:
             out["appProperties"] = dict(self.app_properties)
@@ -108,9 +112,16 @@ class FakeDrive:
     """
 
     def __init__(
-        self, mock: responses.RequestsMock, *, page_size: int = 1000, keep_content: bool = True
+        self,
+        mock: responses.RequestsMock,
+        *,
+        page_size: int = 1000,
+        keep_content: bool = True,
+        search_lag: int = 0,
     ) -> None:
         self.files: dict[str, FakeFile] = {}
+        self.search_lag = search_lag
+        self.listings = 0
         self.sessions: dict[str, Session] = {}
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
@@ -139,6 +150,7 @@ class FakeDrive:
             size=len(data),
             md5=hashlib.md5(data).hexdigest(),
             created=self._now(),
+            searchable_after=self.listings + self.search_lag,
             **kw,
         )
         self.files[file.id] = file
@@ -239,7 +251,11 @@ class FakeDrive:
         return handler(path=path, params=params, headers=headers, body=body, fault=fault)
 
     def _list(self, params, **_: Any) -> Any:
-        matches = [f for f in self.files.values() if _matches(params.get("q", ""), f)]
+        query = params.get("q", "")
+        self.listings += 1
+        matches = [f for f in self.files.values() if _matches(query, f)]
+        if re.search(r"\bname (=|!=) ", query):  # as Drive: name searches lag behind writes
+            matches = [f for f in matches if self.listings > f.searchable_after]
         matches.sort(key=lambda f: f.name)
         start = int(params.get("pageToken", "0"))
         size = min(int(params.get("pageSize", "100")), self.page_size)
@@ -260,14 +276,23 @@ class FakeDrive:
 
     def _create_folder(self, body, params, **_: Any) -> Any:
         meta = json.loads(body)
+        if not self._folder_exists(meta["parents"][0]):
+            return _error(404, "notFound")
         file = self.add(meta["name"], meta["parents"][0], mime=meta.get("mimeType", FOLDER))
         return _json(file, params.get("fields"))
+
+    def _folder_exists(self, folder_id: str) -> bool:
+        """Drive refuses a parent that is not an existing folder (or My Drive)."""
+        folder = self.files.get(folder_id)
+        return folder_id == "root" or (folder is not None and folder.mime == FOLDER)
 
     def _patch(self, path, params, body, **_: Any) -> Any:
         file = self._file(path)
         if file is None:
             return _error(404, "notFound")
         meta = json.loads(body)
+        if meta.get("name", file.name) != file.name:
+            file.searchable_after = self.listings + self.search_lag
         file.name = meta.get("name", file.name)
         for key, value in (meta.get("appProperties") or {}).items():
             if value is None:
@@ -301,9 +326,13 @@ class FakeDrive:
         boundary = re.search(r'boundary="?([^";]+)"?', headers["Content-Type"]).group(1)
         parts = body.split(b"--" + boundary.encode())
         meta = json.loads(_payload(parts[1]))
+        if not self._folder_exists(meta["parents"][0]):
+            return _error(404, "notFound")
         return self._store(meta, _payload(parts[2]), params.get("fields"))
 
     def _resumable_start(self, headers, body, params, **_: Any) -> Any:
+        if not self._folder_exists(json.loads(body)["parents"][0]):
+            return _error(404, "notFound")
         session_id = f"s{next(self._ids)}"
         total = int(headers["X-Upload-Content-Length"])
         self.sessions[session_id] = Session(json.loads(body), total, params.get("fields", ""))
@@ -316,6 +345,8 @@ class FakeDrive:
             return _error(404, "notFound")
         first, last, total = map(int, re.findall(r"\d+", headers["Content-Range"]))
         if first != session.received or last - first + 1 != len(body) or total != session.total:
+            return _error(400, "badContentRange")
+        if last + 1 < total and len(body) % QUANTUM:  # only the last chunk may be ragged
             return _error(400, "badContentRange")
         if fault is not None:  # the line drops after the server kept some whole quanta
             body = body[: (fault.keep_bytes // QUANTUM) * QUANTUM]
@@ -337,9 +368,11 @@ class FakeDrive:
         return _incomplete(session)
 
     def _finish(self, session: Session) -> Any:
-        file = self._store(session.metadata, b"".join(session.parts), session.fields, session)
-        session.result = json.loads(file[2])["id"]
-        return file
+        status, headers, body = self._store(
+            session.metadata, b"".join(session.parts), session.fields, session
+        )
+        session.result = json.loads(body)["id"]
+        return 201, headers, body  # a resumable upload's last chunk: 201 Created
 
     def _store(self, meta, data: bytes, fields, session: Session | None = None) -> Any:
         file = self.add(

@@ -53,6 +53,8 @@ TRANSIENT = [
     pytest.param("patch", 0, "", True, id="dropped-rename"),
     pytest.param("download", 0, "", True, id="dropped-download"),
     pytest.param("chunk", 0, "", True, id="dropped-chunk"),
+    pytest.param("list", 408, "requestTimeout", False, id="408-list"),
+    pytest.param("chunk", 408, "requestTimeout", False, id="408-chunk"),
 ]
 
 
@@ -275,3 +277,14 @@ def test_two_gib_upload_holds_about_one_chunk_in_memory(clock):
     assert drive.chunks == TWO_GIB // chunk + 1
     assert drive.max_chunk_body == chunk
     assert peak < chunk + MiB, f"peak {peak / MiB:.1f} MiB for {chunk / MiB:.0f} MiB chunks"
+
+
+def test_a_delete_whose_answer_was_lost_is_done(drive, store, clock, tmp_path):
+    """Drive deleted the file, the answer never came; the retry gets 404: that is success."""
+    (tmp_path / "a").write_bytes(b"x")
+    store.put(tmp_path / "a", "ckpt")
+    drive.fail("delete", drop=True)
+    store.delete("ckpt")
+    assert store.list() == [] and clock.sleeps
+    with pytest.raises(FileNotFoundError):  # a first answer of 404 still means "absent"
+        store.delete("ckpt")

@@ -9,9 +9,15 @@ deleted. Readers never see the temporary files.
 
 Names map to Drive like paths on the mount: ``checkpoints/ckpt-1.zip`` is the file
 ``ckpt-1.zip`` in the subfolder ``checkpoints`` of the store's folder, so the same run looks the
-same through the mount and through the API. Drive allows duplicate names; colabkit resolves them
-deterministically: among folders the oldest (createdTime, then id) wins, among files the newest
-(a put renames its upload before deleting the copy it replaces).
+same through the mount and through the API.
+
+Names are found by listing the parent folder and comparing names exactly here: Drive's
+``name = '...'`` search ignores case (``model.ckpt`` would find ``Model.ckpt``) and lags behind
+writes, while listing a folder's children reads back what was just written. A folder this store
+creates is used by the id Drive returns, never searched for. Drive allows duplicate names:
+folders of one name (two VMs creating a run's folder at once) are read as one folder, and new
+files go into the oldest (createdTime, then id); among files of one name the newest wins (a put
+renames its upload, then deletes the copies it replaces, in every duplicate folder).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ TEMP_PREFIX = ".colabkit-upload-"
 UPLOAD_QUANTUM = 256 * 1024
 DEFAULT_CHUNK = 8 * 1024 * 1024
 FILE_FIELDS = "id,name,mimeType,size,md5Checksum,createdTime,modifiedTime,appProperties"
+FOLDER_FIELDS = "id,name,createdTime"
 
 
 def quote(value: str) -> str:
@@ -114,8 +121,9 @@ class DriveApiStore:
         self._service = service or _build_service(
             http or RequestsHttp(find_credentials(credentials))
         )
-        self._folder_ids: dict[str, str] = {"": self._open_folder(create)}
-        logger.info("Drive store %s opened (folder id %s)", self.url, self._folder_ids[""])
+        #: Store-relative folder path -> the ids of the Drive folders of that name, oldest first.
+        self._folder_ids: dict[str, list[str]] = {"": self._open_folder(create)}
+        logger.info("Drive store %s opened (folder id %s)", self.url, self._folder_ids[""][0])
 
     @classmethod
     def from_pydrive2(cls, gauth: Any, folder: str, **kwargs: Any) -> DriveApiStore:
@@ -142,12 +150,11 @@ class DriveApiStore:
         """
         validate_name(name)
         with self._lock:
-            parent, base = self._parent_of(name, create=True)
-            assert parent is not None  # created when missing
-            upload = self._upload(source, parent, name, size)
+            parents, base = self._parent_of(name, create=True)
+            upload = self._upload(source, parents[0], name, size)
             try:  # until the rename lands, the upload is ours to remove
                 self._check_upload(upload, name, size, md5)
-                superseded = self._files_named(parent, base)
+                superseded = self._files_named(parents, base)
                 renamed = self._rename(upload["id"], base, name)
             except BaseException:
                 self._discard(upload["id"], name)
@@ -189,15 +196,12 @@ class DriveApiStore:
         """Deletes ``name`` (every copy, should Drive hold duplicates); permanent, not to trash."""
         validate_name(name)
         with self._lock:
-            parent, base = self._parent_of(name, create=False)
-            copies = self._files_named(parent, base) if parent else []
+            parents, base = self._parent_of(name, create=False)
+            copies = self._files_named(parents, base)
             if not copies:
                 raise FileNotFoundError(f"No object {name!r} in {self.url}.")
             for copy in copies:
-                self._execute(
-                    self._service.files().delete(fileId=copy["id"], supportsAllDrives=True),
-                    f"delete of {name!r}",
-                )
+                self._delete_file(copy["id"], f"delete of {name!r}")
             logger.info("Deleted %s from %s", name, self.url)
 
     def remove_leftovers(self, older_than: float = 3600.0) -> list[str]:
@@ -213,119 +217,151 @@ class DriveApiStore:
         with self._lock:
             for path, file in self._temporaries(self._folder_ids[""], ""):
                 if 0 < _info(path, file).modified < cutoff:
-                    self._execute(
-                        self._service.files().delete(fileId=file["id"], supportsAllDrives=True),
-                        f"removal of the unfinished upload {path!r}",
-                    )
+                    self._delete_file(file["id"], f"removal of the unfinished upload {path!r}")
                     removed.append(path)
         return removed
 
     # -- folders and names ---------------------------------------------------------------------
 
-    def _open_folder(self, create: bool) -> str:
+    def _open_folder(self, create: bool) -> list[str]:
         """Finds (or creates) the store's folder, part by part, below ``root``."""
-        folder_id = self.root
+        folder_ids = [self.root]
         for part in self.folder.split("/"):
-            found = self._child_folder(folder_id, part, create=create)
-            if found is None:
+            folder_ids = self._child_folders(folder_ids, part, create=create)
+            if not folder_ids:
                 raise FileNotFoundError(f"No Drive folder {self.folder!r}: {part!r} was not found.")
-            folder_id = found
-        return folder_id
+        return folder_ids
 
-    def _folder_id(self, path: str, *, create: bool) -> str | None:
-        """ID of the subfolder at store-relative ``path`` ("" is the store's folder)."""
+    def _folders_at(self, path: str, *, create: bool) -> list[str]:
+        """The ids of the subfolder(s) at store-relative ``path`` ("" is the store's folder)."""
         if path in self._folder_ids:
             return self._folder_ids[path]
         parent_path, _, part = path.rpartition("/")
-        parent = self._folder_id(parent_path, create=create)
-        found = self._child_folder(parent, part, create=create) if parent else None
-        if found is not None:
+        parents = self._folders_at(parent_path, create=create)
+        found = self._child_folders(parents, part, create=create) if parents else []
+        if found:
             self._folder_ids[path] = found
         return found
 
-    def _child_folder(self, parent: str, part: str, *, create: bool) -> str | None:
-        """Finds (or creates) a subfolder; of duplicates the oldest wins, so racers agree."""
-        query = (
-            f"name = {quote(part)} and {quote(parent)} in parents and "
-            f"mimeType = '{FOLDER_MIME}' and trashed = false"
-        )
-        folders = _exactly(self._query(query, "id,name,createdTime"), part)
+    def _child_folders(self, parents: list[str], part: str, *, create: bool) -> list[str]:
+        """The folders named exactly ``part`` in ``parents``, oldest first; one is created in
+        the oldest parent when there is none (and its id, as Drive answers it, is used)."""
+        folders = self._folders_named(parents, part)
         if not folders and create:
-            body = {"name": part, "mimeType": FOLDER_MIME, "parents": [parent]}
-            self._execute(
-                self._service.files().create(body=body, fields="id", supportsAllDrives=True),
+            body = {"name": part, "mimeType": FOLDER_MIME, "parents": [parents[0]]}
+            created = self._execute(
+                self._service.files().create(
+                    body=body, fields=FOLDER_FIELDS, supportsAllDrives=True
+                ),
                 f"creation of folder {part!r}",
             )
             logger.info("Created Drive folder %s", part)
-            folders = _exactly(self._query(query, "id,name,createdTime"), part)
-        if not folders:
-            return None
-        return min(folders, key=lambda f: (f.get("createdTime", ""), f["id"]))["id"]
+            # Listed once more: a racing VM's folder (or one whose creation answer was lost and
+            # retried) is older; files then go there, and this one is read as the same folder.
+            again = self._folders_named(parents, part)
+            folders = again + [created] * all(f["id"] != created["id"] for f in again)
+        return [f["id"] for f in sorted(folders, key=_age_key)]
 
-    def _parent_of(self, name: str, *, create: bool) -> tuple[str | None, str]:
+    def _folders_named(self, parents: list[str], part: str) -> list[dict[str, Any]]:
+        condition = f" and mimeType = '{FOLDER_MIME}'"
+        return [
+            child
+            for parent in parents
+            for child in self._children(parent, condition, FOLDER_FIELDS)
+            if child.get("name") == part
+        ]
+
+    def _parent_of(self, name: str, *, create: bool) -> tuple[list[str], str]:
         directory, _, base = name.rpartition("/")
-        return self._folder_id(directory, create=create), base
+        return self._folders_at(directory, create=create), base
 
-    def _files_named(self, parent: str, base: str) -> list[dict[str, Any]]:
-        """Committed copies of ``base`` in ``parent``, newest first."""
-        query = f"name = {quote(base)} and {quote(parent)} in parents and trashed = false"
+    def _files_named(self, parents: list[str], base: str) -> list[dict[str, Any]]:
+        """Committed copies of ``base`` in ``parents``, newest first."""
         files = [
-            f for f in _exactly(self._query(query, FILE_FIELDS), base) if _is_committed_file(f)
+            child
+            for parent in parents
+            for child in self._children(parent, "", FILE_FIELDS)
+            if child.get("name") == base and _is_committed_file(child)
         ]
         return sorted(files, key=_age_key, reverse=True)
 
+    def _children(self, parent: str, condition: str, fields: str) -> list[dict[str, Any]]:
+        """A folder's children (listed by parent, which reads back writes; names are not
+        searched: such a search lags behind writes and ignores case)."""
+        return self._query(f"{quote(parent)} in parents and trashed = false{condition}", fields)
+
     def _resolve(self, name: str) -> tuple[ObjectInfo, str]:
-        parent, base = self._parent_of(name, create=False)
-        copies = self._files_named(parent, base) if parent else []
+        parents, base = self._parent_of(name, create=False)
+        copies = self._files_named(parents, base)
         if not copies:
             raise FileNotFoundError(f"No object {name!r} in {self.url}.")
         return _info(name, copies[0]), copies[0]["id"]
 
     def _walk(
         self,
-        folder_id: str,
+        folder_ids: list[str],
         path: str,
         prefix: str,
         found: dict[str, tuple[tuple[str, str], ObjectInfo]],
     ) -> None:
-        """Collects the committed files under a folder, descending where ``prefix`` can match."""
-        subfolders: dict[str, dict[str, Any]] = {}
-        for child in self._query(f"{quote(folder_id)} in parents and trashed = false", FILE_FIELDS):
-            if not is_safe_part(child.get("name", "")):
-                logger.warning("Ignoring Drive file with an unsafe name: %r", child.get("name"))
-                continue
-            name = path + child["name"]
-            if child.get("mimeType") == FOLDER_MIME:
-                older = subfolders.get(name)
-                if older is None or _age_key(child) < _age_key(older):
-                    subfolders[name] = child
-            elif (
-                _is_committed_file(child)
-                and name.startswith(prefix)
-                and (name not in found or _age_key(child) > found[name][0])
-            ):
-                found[name] = (_age_key(child), _info(name, child))
-        for name, child in sorted(subfolders.items()):
-            self._folder_ids.setdefault(name, child["id"])
+        """Collects the committed files under a folder (all its duplicates), descending where
+        ``prefix`` can match; of files of one name the newest wins."""
+        subfolders: dict[str, list[dict[str, Any]]] = {}
+        for folder_id in folder_ids:
+            for child in self._children(folder_id, "", FILE_FIELDS):
+                if not is_safe_part(child.get("name", "")):
+                    logger.warning("Ignoring Drive file with an unsafe name: %r", child.get("name"))
+                    continue
+                name = path + child["name"]
+                if child.get("mimeType") == FOLDER_MIME:
+                    subfolders.setdefault(name, []).append(child)
+                elif (
+                    _is_committed_file(child)
+                    and name.startswith(prefix)
+                    and (name not in found or _age_key(child) > found[name][0])
+                ):
+                    found[name] = (_age_key(child), _info(name, child))
+        for name, children in sorted(subfolders.items()):
+            ids = [c["id"] for c in sorted(children, key=_age_key)]
+            self._folder_ids.setdefault(name, ids)
             if prefix.startswith(name + "/") or (name + "/").startswith(prefix):
-                self._walk(child["id"], name + "/", prefix, found)
+                self._walk(ids, name + "/", prefix, found)
 
-    def _temporaries(self, folder_id: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _temporaries(
+        self, folder_ids: list[str], path: str
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(store-relative name, file) of every temporary upload under a folder, every copy."""
-        query = f"{quote(folder_id)} in parents and trashed = false"
-        for child in self._query(query, FILE_FIELDS):
-            name = path + child.get("name", "")
-            if child.get("mimeType") == FOLDER_MIME:
-                yield from self._temporaries(child["id"], name + "/")
-            elif _is_temporary(child):
-                yield name, child
+        subfolders: dict[str, list[str]] = {}
+        for folder_id in folder_ids:
+            for child in self._children(folder_id, "", FILE_FIELDS):
+                name = path + child.get("name", "")
+                if child.get("mimeType") == FOLDER_MIME:
+                    subfolders.setdefault(name, []).append(child["id"])
+                elif _is_temporary(child):
+                    yield name, child
+        for name, ids in sorted(subfolders.items()):
+            yield from self._temporaries(ids, name + "/")
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def _execute(self, request: Any, what: str) -> Any:
+    def _execute(self, request: Any, what: str, on_retry: Any = None) -> Any:
         return call_with_retry(
-            lambda: request.execute(num_retries=0), what, clock=self._clock, policy=self._retry
+            lambda: request.execute(num_retries=0),
+            what,
+            clock=self._clock,
+            policy=self._retry,
+            on_retry=on_retry,
         )
+
+    def _delete_file(self, file_id: str, what: str) -> None:
+        """Deletes one file; gone on a retry means the first answer was lost: done."""
+        retried: list[bool] = []
+        request = self._service.files().delete(fileId=file_id, supportsAllDrives=True)
+        try:
+            self._execute(request, what, on_retry=lambda: retried.append(True))
+        except FileNotFoundError:
+            if not retried:
+                raise
 
     def _query(self, query: str, fields: str) -> list[dict[str, Any]]:
         """All pages of a ``files.list`` query."""
@@ -388,19 +424,13 @@ class DriveApiStore:
         """Deletes the copies a put replaced; a leftover is harmless (the newest copy wins)."""
         for old in superseded:
             try:
-                self._execute(
-                    self._service.files().delete(fileId=old["id"], supportsAllDrives=True),
-                    f"delete of the superseded {name!r}",
-                )
+                self._delete_file(old["id"], f"delete of the superseded {name!r}")
             except OSError as exc:
                 logger.warning("Could not delete a superseded %s on Drive: %s", name, exc)
 
     def _discard(self, upload_id: str, name: str) -> None:
         try:
-            self._execute(
-                self._service.files().delete(fileId=upload_id, supportsAllDrives=True),
-                f"removal of the failed upload of {name!r}",
-            )
+            self._delete_file(upload_id, f"removal of the failed upload of {name!r}")
         except Exception as exc:  # noqa: BLE001 - the original error matters more
             logger.warning("Could not remove the failed upload of %s: %s", name, exc)
 
@@ -416,12 +446,6 @@ def _is_temporary(file: dict[str, Any]) -> bool:
     """An upload not yet renamed to its final name (tagged, or still under its temporary name)."""
     tagged = TEMP_KEY in (file.get("appProperties") or {})
     return tagged or str(file.get("name", "")).startswith(TEMP_PREFIX)
-
-
-def _exactly(files: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    """The files named exactly ``name``: Drive's ``name =`` ignores case (``model.ckpt``
-    finds ``Model.ckpt`` too), and a case variant must never be read, replaced or deleted."""
-    return [f for f in files if f.get("name") == name]
 
 
 def _is_committed_file(file: dict[str, Any]) -> bool:

@@ -167,7 +167,8 @@ def error_reason(exc: Any) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: 429, 5xx, rate-limit 403, timeouts, dropped lines."""
+    """True for failures worth retrying: 408, 429, 5xx, rate-limit 403, timeouts, dropped
+    lines (googleapiclient does not retry 408; Drive answers it to a slow request)."""
     from google.auth.exceptions import RefreshError, TransportError
     from googleapiclient.errors import HttpError
 
@@ -178,7 +179,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, HttpError):
         status = exc.status_code
         return (
-            status == 429
+            status in (408, 429)
             or status >= 500
             or (status == 403 and error_reason(exc) in RATE_LIMIT_REASONS)
         )

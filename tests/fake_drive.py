@@ -57,6 +57,7 @@ class FakeFile:
     app_properties: dict[str, str] = field(default_factory=dict)
     trashed: bool = False
     searchable_after: int = 0  # name searches see this file only after that many listings
+    drive_id: str | None = None  # the shared drive holding it (None: My Drive)
 
     def resource(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -73,6 +74,8 @@ class FakeFile:
             out.update(size=str(self.size), md5Checksum=self.md5)
         if self.app_properties:
             out["appProperties"] = dict(self.app_properties)
+        if self.drive_id:
+            out["driveId"] = self.drive_id
         return out
 
 
@@ -122,6 +125,8 @@ class FakeDrive:
         self.files: dict[str, FakeFile] = {}
         self.search_lag = search_lag
         self.listings = 0
+        self.drive_roles: dict[str, str] = {}  # shared drive id -> this user's role there
+        self.incomplete_search = False  # True: every listing says some results are missing
         self.sessions: dict[str, Session] = {}
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
@@ -142,6 +147,8 @@ class FakeDrive:
     # -- test helpers --------------------------------------------------------------------------
 
     def add(self, name: str, parent: str = "root", data: bytes = b"", **kw: Any) -> FakeFile:
+        holder = self.files.get(parent)
+        kw.setdefault("drive_id", holder.drive_id if holder else None)
         file = FakeFile(
             id=f"id{next(self._ids)}",
             name=name,
@@ -158,6 +165,14 @@ class FakeDrive:
 
     def add_folder(self, name: str, parent: str = "root") -> FakeFile:
         return self.add(name, parent, mime=FOLDER)
+
+    def add_shared_drive(self, drive_id: str, role: str = "organizer") -> FakeFile:
+        """A shared drive where this user has ``role``: only an ``organizer`` may delete files
+        for good; a content manager (``fileOrganizer``) or a writer may only trash them."""
+        self.drive_roles[drive_id] = role
+        root = FakeFile(id=drive_id, name="Shared", parents=[], mime=FOLDER, drive_id=drive_id)
+        self.files[drive_id] = root
+        return root
 
     def fail(self, kind: str, status: int = 0, reason: str = "", **kw: Any) -> None:
         self.faults.append(Fault(kind, status, reason, **kw))
@@ -253,7 +268,18 @@ class FakeDrive:
     def _list(self, params, **_: Any) -> Any:
         query = params.get("q", "")
         self.listings += 1
+        corpora = params.get("corpora", "user")
+        every_drive = (
+            params.get("includeItemsFromAllDrives") == "true"
+            and params.get("supportsAllDrives") == "true"
+        )
+        if corpora == "drive" and (not params.get("driveId") or not every_drive):
+            return _error(400, "invalidParameter")  # as Drive: corpora=drive needs all three
         matches = [f for f in self.files.values() if _matches(query, f)]
+        if corpora == "drive":
+            matches = [f for f in matches if f.drive_id == params["driveId"]]
+        elif corpora == "user":  # My Drive (and what is shared with the user), no shared drives
+            matches = [f for f in matches if f.drive_id is None]
         if re.search(r"\bname (=|!=) ", query):  # as Drive: name searches lag behind writes
             matches = [f for f in matches if self.listings > f.searchable_after]
         matches.sort(key=lambda f: f.name)
@@ -264,6 +290,9 @@ class FakeDrive:
         inner = re.search(r"files\(([^)]*)\)", fields)
         wanted = inner.group(1).split(",") if inner else list(DEFAULT_FIELDS)
         out: dict[str, Any] = {"files": [_pick(f.resource(), wanted) for f in page]}
+        incomplete = self.incomplete_search or (corpora == "allDrives" and self.drive_roles)
+        if incomplete and "incompleteSearch" in fields:
+            out["incompleteSearch"] = True  # as Drive may: "some search results might be missing"
         if start + size < len(matches) and "nextPageToken" in fields:
             out["nextPageToken"] = str(start + size)
         return 200, {}, json.dumps(out)
@@ -291,6 +320,7 @@ class FakeDrive:
         if file is None:
             return _error(404, "notFound")
         meta = json.loads(body)
+        file.trashed = bool(meta.get("trashed", file.trashed))
         if meta.get("name", file.name) != file.name:
             file.searchable_after = self.listings + self.search_lag
         file.name = meta.get("name", file.name)
@@ -305,6 +335,8 @@ class FakeDrive:
         file = self._file(path)
         if file is None:
             return _error(404, "notFound")
+        if file.drive_id and self.drive_roles.get(file.drive_id) != "organizer":
+            return _error(403, "insufficientFilePermissions")  # trash it instead
         del self.files[file.id]
         return 204, {}, b""
 

@@ -45,6 +45,25 @@ class TestDriveApiContractWhileNameSearchesLag(StoreContract):
         return lambda: drive.fail("chunk", 403, "storageQuotaExceeded", skip=1)
 
 
+class TestDriveApiContractOnASharedDrive(StoreContract):
+    """The contract with the store's folder in a shared drive (listed with corpora=drive)."""
+
+    @pytest.fixture
+    def drive(self):
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            fake = FakeDrive(mock, page_size=3)
+            fake.add_shared_drive("sd1")
+            yield fake
+
+    @pytest.fixture
+    def store(self, drive):
+        return open_store(drive, root="sd1")
+
+    @pytest.fixture
+    def break_put(self, drive):
+        return lambda: drive.fail("chunk", 403, "storageQuotaExceeded", skip=1)
+
+
 class TestDriveApiContract(StoreContract):
     @pytest.fixture
     def break_put(self, drive):
@@ -67,7 +86,7 @@ def test_opening_creates_the_folder_path_with_exact_requests(drive):
     assert first.params["q"] == (
         f"'root' in parents and trashed = false and mimeType = '{FOLDER_MIME}'"
     )
-    assert first.params["fields"] == "nextPageToken, files(id,name,createdTime)"
+    assert first.params["fields"] == "nextPageToken, incompleteSearch, files(id,name,createdTime)"
     create = drive.seen[1]
     assert create.json == {"name": "colabkit", "mimeType": FOLDER_MIME, "parents": ["root"]}
     assert create.params["fields"] == "id,name,createdTime"
@@ -144,6 +163,24 @@ def test_a_parent_that_does_not_exist_is_refused_by_the_fake_as_by_drive(drive):
     assert not drive.files
 
 
+def test_a_my_drive_folder_as_root_is_listed_as_my_drive(drive, tmp_path):
+    folder = drive.add_folder("projects")
+    store = open_store(drive, root=folder.id)
+    store.put(_write(tmp_path / "a", b"x"), "a")
+    lists = [s.params for s in drive.seen if s.kind == "list"]
+    assert lists and all("corpora" not in p and "driveId" not in p for p in lists)
+    assert drive.path("projects/colabkit/run").parents
+
+
+def test_an_incomplete_listing_is_an_error_not_an_empty_store(drive, store, tmp_path):
+    from colabkit.errors import StoreError
+
+    store.put(_write(tmp_path / "a", b"x"), "a")
+    drive.incomplete_search = True
+    with pytest.raises(StoreError, match="incompleteSearch"):
+        store.list()
+
+
 def test_names_with_slashes_map_to_subfolders(drive, store, tmp_path):
     store.put(_write(tmp_path / "a", b"abc"), "checkpoints/ckpt-1.zip")
     stored = drive.path("colabkit/run/checkpoints/ckpt-1.zip")
@@ -165,7 +202,8 @@ def test_list_follows_pages_and_asks_for_size_and_md5(drive, store, tmp_path):
     assert lists[0].params["q"] == f"'{folder}' in parents and trashed = false"
     assert lists[0].params["pageSize"] == "1000"
     assert lists[0].params["fields"] == (
-        "nextPageToken, files(id,name,mimeType,size,md5Checksum,createdTime,modifiedTime,"
+        "nextPageToken, incompleteSearch, files(id,name,mimeType,size,md5Checksum,createdTime,"
+        "modifiedTime,"
         "appProperties)"
     )
 

@@ -165,11 +165,27 @@ def test_missing_permission_is_one_clear_error_and_the_upload_is_removed(
     assert clock.sleeps == []
 
 
-def test_a_superseded_copy_that_cannot_be_deleted_does_not_fail_the_put(drive, store, tmp_path):
+def test_a_superseded_copy_that_cannot_be_deleted_goes_to_the_trash(drive, store, tmp_path):
     for version in (b"v1", b"v2"):
         (tmp_path / "a").write_bytes(version)
         if version == b"v2":
             drive.fail("delete", 403, "insufficientFilePermissions")
+        store.put(tmp_path / "a", "ckpt")
+    assert sorted((f.data, f.trashed) for f in drive.named("ckpt")) == [
+        (b"v1", True),
+        (b"v2", False),
+    ]
+    assert [(o.name, o.size) for o in store.list()] == [("ckpt", 2)]
+
+
+def test_a_superseded_copy_that_can_be_neither_deleted_nor_trashed_does_not_fail_the_put(
+    drive, store, tmp_path
+):
+    for version in (b"v1", b"v2"):
+        (tmp_path / "a").write_bytes(version)
+        if version == b"v2":
+            drive.fail("delete", 403, "insufficientFilePermissions")
+            drive.fail("patch", 403, "insufficientFilePermissions", skip=1)  # after the rename
         store.put(tmp_path / "a", "ckpt")
     assert sorted(f.data for f in drive.named("ckpt")) == [b"v1", b"v2"]
     assert [(o.name, o.size) for o in store.list()] == [("ckpt", 2)]

@@ -35,7 +35,12 @@ from colabkit.errors import StoreError, invalid_argument
 from colabkit.storage.base import ObjectInfo, md5_file, validate_name
 from colabkit.storage.drive_auth import find_credentials, from_pydrive2
 from colabkit.storage.drive_transfer import download, upload
-from colabkit.storage.drive_transport import RequestsHttp, RetryPolicy, call_with_retry
+from colabkit.storage.drive_transport import (
+    RequestsHttp,
+    RetryPolicy,
+    call_with_retry,
+    error_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +126,8 @@ class DriveApiStore:
         self._service = service or _build_service(
             http or RequestsHttp(find_credentials(credentials))
         )
+        #: files.list's scope: My Drive, or the shared drive that holds ``root``.
+        self._scope = self._scope_of(root)
         #: Store-relative folder path -> the ids of the Drive folders of that name, oldest first.
         self._folder_ids: dict[str, list[str]] = {"": self._open_folder(create)}
         logger.info("Drive store %s opened (folder id %s)", self.url, self._folder_ids[""][0])
@@ -354,7 +361,8 @@ class DriveApiStore:
         )
 
     def _delete_file(self, file_id: str, what: str) -> None:
-        """Deletes one file; gone on a retry means the first answer was lost: done."""
+        """Deletes one file; gone on a retry means the first answer was lost: done. Where only
+        trashing is allowed (a shared drive's content manager), it goes to the trash."""
         retried: list[bool] = []
         request = self._service.files().delete(fileId=file_id, supportsAllDrives=True)
         try:
@@ -362,23 +370,49 @@ class DriveApiStore:
         except FileNotFoundError:
             if not retried:
                 raise
+        except StoreError as e:
+            if error_reason(e.__cause__) not in ("insufficientFilePermissions", "cannotDeleteFile"):
+                raise
+            self._execute(
+                self._service.files().update(
+                    fileId=file_id, body={"trashed": True}, fields="id", supportsAllDrives=True
+                ),
+                f"{what} (to the trash: deleting is not permitted here)",
+            )
+            logger.info("Moved to the trash instead of deleting (%s).", what)
+
+    def _scope_of(self, root: str) -> dict[str, str]:
+        """``corpora=drive`` and ``driveId`` for a root in a shared drive (a search over all
+        drives may come back incomplete); nothing for My Drive."""
+        if root == "root":
+            return {}
+        meta = self._execute(
+            self._service.files().get(fileId=root, fields="id,driveId", supportsAllDrives=True),
+            f"lookup of the root folder {root!r}",
+        )
+        drive_id = meta.get("driveId")
+        return {"corpora": "drive", "driveId": drive_id} if drive_id else {}
 
     def _query(self, query: str, fields: str) -> list[dict[str, Any]]:
         """All pages of a ``files.list`` query."""
         files: list[dict[str, Any]] = []
         token = None
-        extra = {"corpora": "allDrives"} if self.root != "root" else {}
         while True:
             request = self._service.files().list(
                 q=query,
-                fields=f"nextPageToken, files({fields})",
+                fields=f"nextPageToken, incompleteSearch, files({fields})",
                 pageSize=1000,
                 pageToken=token,
                 supportsAllDrives=True,
                 includeItemsFromAllDrives=True,
-                **extra,
+                **self._scope,
             )
             page = self._execute(request, f"listing of {self.url}")
+            if page.get("incompleteSearch"):  # never answer "absent" for "not looked at"
+                raise StoreError(
+                    f"Drive answered only part of the listing of {self.url} (incompleteSearch)."
+                    " Retry; if it persists, open the store with root= the shared drive's id."
+                )
             files.extend(page.get("files", []))
             token = page.get("nextPageToken")
             if not token:

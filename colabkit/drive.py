@@ -229,7 +229,8 @@ def flush_drive(
     limit), and call :func:`mount_drive` again to keep using Drive.
 
     Returns:
-        True when flushed and unmounted; False outside Colab (nothing to flush).
+        True when flushed and unmounted; False outside Colab, or when Drive is not mounted
+        (nothing to flush; said in the log).
 
     Raises:
         DriveError: The flush failed: files written recently may not be on Drive yet.
@@ -242,6 +243,9 @@ def flush_drive(
             colab_drive = _import_colab_drive()
         except ImportError:
             return False
+    if mount_state(env.drive_mountpoint, getattr(colab_drive, "listdir", os.listdir)) == "absent":
+        logger.info("Google Drive is not mounted at %s: nothing to flush.", env.drive_mountpoint)
+        return False
     try:
         colab_drive.flush_and_unmount(timeout_ms=timeout_ms)
     except Exception as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -141,21 +142,34 @@ def test_flush_unmounts_and_a_new_mount_brings_the_files_back(colab_drive, tmp_p
     mountpoint = tmp_path / "drive"
     mount(colab_drive, mountpoint)
     (mountpoint / "MyDrive" / "ckpt.zip").write_bytes(b"weights")
-    assert flush_drive(env=COLAB, colab_drive=colab_drive) is True
+    env = dataclasses.replace(COLAB, drive_mountpoint=mountpoint)
+    assert flush_drive(env=env, colab_drive=colab_drive) is True
     assert colab_drive.flushes and not (mountpoint / "MyDrive").exists()  # it unmounted
     mount(colab_drive, mountpoint)
     assert (mountpoint / "MyDrive" / "ckpt.zip").read_bytes() == b"weights"
 
 
-def test_flush_outside_colab_is_a_no_op_and_a_failed_flush_raises(colab_drive):
+def test_flush_outside_colab_is_a_no_op_and_a_failed_flush_raises(colab_drive, tmp_path):
     assert flush_drive(env=LOCAL, colab_drive=colab_drive) is False
 
     class Broken:
+        listdir = staticmethod(os.listdir)
+
         def flush_and_unmount(self, timeout_ms):
             raise ValueError("flush_and_unmount failed")
 
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # looks mounted
+    env = dataclasses.replace(COLAB, drive_mountpoint=tmp_path / "drive")
     with pytest.raises(DriveError, match="recent writes may not have reached Drive"):
-        flush_drive(env=COLAB, colab_drive=Broken())
+        flush_drive(env=env, colab_drive=Broken())
+
+
+def test_flush_says_when_drive_is_not_mounted_and_flushes_nothing(colab_drive, tmp_path, caplog):
+    env = dataclasses.replace(COLAB, drive_mountpoint=tmp_path / "drive")
+    with caplog.at_level("INFO", logger="colabkit"):
+        assert flush_drive(env=env, colab_drive=colab_drive) is False
+    assert colab_drive.flushes == [] and "not mounted" in caplog.text
+    assert "flushed" not in caplog.text.replace("nothing to flush", "")
 
 
 def test_health_probe_on_a_real_folder_leaves_nothing_behind(tmp_path):
@@ -214,3 +228,29 @@ def test_a_failed_read_back_still_removes_the_probe(tmp_path):
     health = drive_health(tmp_path, files=FailingFiles(errno.EIO, on="read"))
     assert health.status == "io-error"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_flush_at_the_session_limit_is_bounded_by_the_time_left(monkeypatch, caplog, fails):
+    """Colab's flush waits 24 h by default; at the limit it gets what is left before colabkit's
+    last words, and a failed flush is a warning naming what may be missing."""
+    from colabkit import drive
+    from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
+
+    clock = FakeClock(start=10_000.0)
+    deadline = SessionDeadline(
+        "15m", session_limit="1h", session_start=10_000.0 - 2700, clock=clock
+    )
+    asked = []
+
+    def flush(*, timeout_ms):
+        asked.append(timeout_ms)
+        if fails:
+            raise DriveError("flush_and_unmount failed")
+        return True
+
+    monkeypatch.setattr(drive, "flush_drive", flush)
+    with caplog.at_level("WARNING", logger="colabkit"):
+        deadline.after_save(durable=True)
+    assert asked == [int((15 * 60 - FINAL_WORDS_S) * 1000)]  # 14 minutes, not 24 hours
+    assert ("may exist only in this VM's Drive cache" in caplog.text) is fails

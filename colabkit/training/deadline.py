@@ -85,16 +85,26 @@ class SessionDeadline(keras.callbacks.Callback):
         return max(0.0, self.deadline + self.margin - FINAL_WORDS_S - self.clock.time())
 
     def after_save(self, *, durable: bool) -> None:
-        """Flushes the Drive mount once the checkpoint is saved (it unmounts: the end is near)."""
+        """Flushes the Drive mount once the checkpoint is saved (it unmounts: the end is near),
+        within the time left before the limit's last words; a failure is a warning."""
         self.triggered = True
         if not durable:
             return
         from colabkit import drive
 
+        budget = self.store_wait_budget()
+        if budget <= 0:
+            log.warning("No time left to flush Google Drive: the newest files may not be on it.")
+            return
         try:
-            drive.flush_drive()
-        except Exception as e:  # noqa: BLE001 - best effort: the checkpoint is already durable
-            log.debug("Drive flush skipped: %s", e)
+            drive.flush_drive(timeout_ms=int(budget * 1000))
+        except Exception as e:  # noqa: BLE001 - the checkpoint is saved; say what may be missing
+            log.warning(
+                "Flushing Google Drive failed (%s): the files written in the last minutes (the "
+                "newest checkpoint included) may exist only in this VM's Drive cache. If the "
+                "session still lives, mount Drive again and run `colabkit ckpt verify`.",
+                e,
+            )
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         if self.managed or self.triggered or not self.reached():

@@ -8,6 +8,7 @@ import sys
 import types
 
 import google.auth
+import google.auth.exceptions
 import pytest
 import responses
 from cryptography.hazmat.primitives import serialization
@@ -222,3 +223,32 @@ def test_open_store_gdrive_url_finds_credentials_from_the_environment(monkeypatc
     assert store.url == "gdrive://colabkit/run"
     assert drive.kinds()[0] == "token"
     assert drive.path("colabkit/run/ckpt").data == b"abc"
+
+
+class MessageError(Exception):
+    """As google.colab._message.MessageError (matched by its name, as colabkit does)."""
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (MessageError("Error: credential propagation was unsuccessful"), "declined or did not"),
+        (AttributeError("'NoneType' object has no attribute 'kernel'"), "sign in first in a cell"),
+        (NotImplementedError(), "does not offer Colab's sign-in"),
+        (google.auth.exceptions.DefaultCredentialsError("no ADC"), "DefaultCredentialsError"),
+    ],
+    ids=["declined", "outside-the-kernel", "no-sign-in-here", "no-credentials"],
+)
+def test_a_failed_colab_sign_in_is_one_line_with_its_fix(fake_colab, monkeypatch, error, said):
+    """colabtools' own exceptions (declined dialog, a `!colabkit` command outside the kernel, a
+    runtime without sign-in, no credentials after it) reach the user as one DriveError line."""
+
+    def fail():
+        raise error
+
+    monkeypatch.setattr(sys.modules["google.colab"].auth, "authenticate_user", fail)
+    with pytest.raises(DriveError) as caught:
+        find_credentials()
+    message = str(caught.value)
+    assert message.startswith("Could not sign in to Google Drive: ") and said in message
+    assert "\n" not in message and "COLABKIT_DRIVE_CREDENTIALS" in message

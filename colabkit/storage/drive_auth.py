@@ -112,10 +112,44 @@ def _colab_user_credentials() -> Any:
     import google.auth
     from google.colab import auth  # type: ignore[import-not-found]
 
-    auth.authenticate_user()
-    credentials, _project = google.auth.default(scopes=[DRIVE_SCOPE])
+    try:
+        auth.authenticate_user()
+        credentials, _project = google.auth.default(scopes=[DRIVE_SCOPE])
+    except Exception as e:  # noqa: BLE001 - every way the sign-in fails: one line, its fix
+        raise DriveError(_sign_in_failed(e)) from e
     logger.info("Drive credentials from the Colab sign-in")
     return credentials
+
+
+def _sign_in_failed(error: Exception) -> str:
+    """What went wrong with Colab's sign-in, and what to do (colabtools' own exceptions:
+    ``MessageError`` when the dialog is declined, ``AttributeError`` on ``get_ipython().kernel``
+    outside the notebook's kernel, ``NotImplementedError`` where the runtime has no sign-in,
+    ``AuthorizationError`` and google-auth's ``DefaultCredentialsError``)."""
+    said = (str(error).splitlines() or [""])[0] or type(error).__name__
+    elsewhere = f"or set ${CREDENTIALS_ENV} to {_KEY_EXPECTED}"
+    if isinstance(error, AttributeError) and "kernel" in said:
+        why = (
+            "Colab asks for the sign-in in the notebook, and this runs outside it (a "
+            "`!colabkit ...` command or another process)"
+        )
+        fix = (
+            "sign in first in a cell (from google.colab import auth; auth.authenticate_user()) "
+            f"and run it again, {elsewhere}"
+        )
+    elif type(error).__name__ == "MessageError":
+        why = f"the sign-in was declined or did not finish ({said})"
+        fix = f"run the cell again and allow access to Google Drive, {elsewhere}"
+    elif isinstance(error, NotImplementedError):
+        why = "this runtime does not offer Colab's sign-in"
+        fix = f"pass credentials=..., {elsewhere}"
+    else:
+        why = f"Colab's sign-in failed ({type(error).__name__}: {said})"
+        fix = (
+            "run `from google.colab import auth; auth.authenticate_user()` in a cell and try "
+            f"again, {elsewhere}"
+        )
+    return f"Could not sign in to Google Drive: {why}. Fix: {fix}."
 
 
 def from_pydrive2(gauth: Any) -> Any:

@@ -180,6 +180,8 @@ def _mount_with_retries(
                 timeout_ms=timeout_ms,
                 readonly=readonly,
             )
+        except NotImplementedError:  # colabtools on a runtime without Drive (Colab Enterprise)
+            return _not_colab(mountpoint, "this runtime does not support drive.mount")
         except Exception as e:
             if not _is_retryable(e):
                 raise DriveError(_mount_failure(mountpoint, e)) from e
@@ -205,10 +207,25 @@ def _is_retryable(error: Exception) -> bool:
     return isinstance(error, ValueError) and text.startswith("mount failed") and "oauth" not in text
 
 
+#: colabtools' refusals (drive.py) that another attempt cannot fix, and what can.
+_REFUSALS = (
+    ("already contain files", "mount into an empty folder, or move the files out of {mp}"),
+    ("must not be a symlink", "mount at a real folder, not the symlink {mp}"),
+    ("either be a directory or not exist", "{mp} is a file: mount somewhere else"),
+    ("in a directory that exists", "create {mp}'s parent folder first, or mount elsewhere"),
+    (
+        "domain policy has disabled Drive",
+        "this Google Workspace account may not use Drive on a VM: use another account, the "
+        "Drive API (store='gdrive://...') with credentials, or drive=False",
+    ),
+)
+
+
 def _mount_failure(mountpoint: Path, error: Exception) -> str:
     text = str(error)
-    if "already contain files" in text:
-        fix = f"mount into an empty folder, or move the files out of {mountpoint}"
+    refusal = next((fix for said, fix in _REFUSALS if said in text), None)
+    if refusal is not None:
+        fix = refusal.format(mp=mountpoint)
     elif "credential propagation" in text or type(error).__name__ == "MessageError":
         fix = "access to Google Drive was declined: run again and allow it in the dialog"
     else:

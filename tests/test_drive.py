@@ -254,3 +254,66 @@ def test_the_flush_at_the_session_limit_is_bounded_by_the_time_left(monkeypatch,
         deadline.after_save(durable=True)
     assert asked == [int((15 * 60 - FINAL_WORDS_S) * 1000)]  # 14 minutes, not 24 hours
     assert ("may exist only in this VM's Drive cache" in caplog.text) is fails
+
+
+@pytest.mark.parametrize(
+    ("prepare", "error", "fix"),
+    [
+        ("symlink", None, "mount at a real folder, not the symlink"),
+        ("file", None, "is a file: mount somewhere else"),
+        ("no-parent", None, "create"),
+        (None, ValueError("The domain policy has disabled Drive File Stream: x"), "Workspace"),
+        (None, "MessageError", "declined: run again and allow it"),
+    ],
+    ids=["symlink", "a-file", "missing-parent", "domain-policy", "consent-declined"],
+)
+def test_each_refusal_of_the_mount_is_one_line_with_its_own_fix_and_no_retry(
+    colab_drive, tmp_path, prepare, error, fix
+):
+    """colabtools' refusals, by its words: another attempt cannot help, a fix can."""
+    mountpoint = tmp_path / "drive"
+    if prepare == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        mountpoint.symlink_to(tmp_path / "elsewhere")
+    elif prepare == "file":
+        mountpoint.write_text("x")
+    elif prepare == "no-parent":
+        mountpoint = tmp_path / "missing" / "drive"
+    if error == "MessageError":
+        error = type("MessageError", (Exception,), {})(
+            "Error: credential propagation was unsuccessful"
+        )
+    if error is not None:
+        colab_drive.fail_next(error)
+    clock = FakeClock()
+    with pytest.raises(DriveError) as raised:
+        mount(colab_drive, mountpoint, clock)
+    assert fix in str(raised.value) and "\n" not in str(raised.value)
+    assert clock.sleeps == [] and len(colab_drive.calls) == 1
+
+
+def test_a_runtime_without_drive_mount_falls_back_to_local_disk_with_one_line(
+    colab_drive, tmp_path, caplog
+):
+    """drive.mount raises NotImplementedError where the runtime has no Drive (Colab Enterprise):
+    setup() runs on a local folder and says why, instead of failing."""
+    import colabkit
+
+    colab_drive.fail_next(NotImplementedError())
+    env = dataclasses.replace(COLAB, drive_mountpoint=tmp_path / "drive",
+                              durable_root=tmp_path / "runs")  # fmt: skip
+    with caplog.at_level("WARNING", logger="colabkit"):
+        session = colabkit.setup("r", environment=env, colab_drive=colab_drive, show=False,
+                                 accelerator=_no_accelerator(), clock=FakeClock())  # fmt: skip
+    assert session.run_dir == tmp_path / "runs" / "r" and session.run_dir.is_dir()
+    assert "does not support drive.mount" in caplog.text and "lost with the VM" in caplog.text
+
+
+def _no_accelerator():
+    from colabkit.gpu import GpuQuery, accelerator_report
+    from colabkit.tpu import TpuInfo
+
+    return accelerator_report(
+        frameworks=[], environ={}, gpu_query=lambda: GpuQuery((), "none"),
+        framework_check=lambda names: (), tpu_probe=lambda environ: TpuInfo(False),
+    )  # fmt: skip

@@ -82,8 +82,15 @@ def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
     _stale.discard(mountpoint)
     if _failures:
         raise _failures.pop(0)
+    # colabtools' checks of the mountpoint, in its order and words (drive.py:191-203)
+    if os.path.islink(mountpoint):
+        raise ValueError("Mountpoint must not be a symlink")
     if os.path.isdir(mountpoint) and os.listdir(mountpoint):
         raise ValueError("Mountpoint must not already contain files")
+    if not os.path.isdir(mountpoint) and os.path.exists(mountpoint):
+        raise ValueError("Mountpoint must either be a directory or not exist")
+    if not os.path.isdir(os.path.dirname(mountpoint)):
+        raise ValueError("Mountpoint must be in a directory that exists")
     if os.path.isdir(_cloud(mountpoint)):
         os.makedirs(mountpoint, exist_ok=True)
         shutil.move(_cloud(mountpoint), my_drive)

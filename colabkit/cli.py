@@ -7,11 +7,12 @@ and exit code 1; usage errors exit 2 (argparse).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from colabkit import __version__
 from colabkit.errors import ColabkitError
@@ -100,20 +101,32 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_to_stderr() -> None:
-    """colabkit's INFO lines on stderr, unless the caller configured logging itself."""
-    if not logging.getLogger("colabkit").handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("colabkit: %(message)s"))
-        logging.getLogger("colabkit").addHandler(handler)
-        logging.getLogger("colabkit").setLevel(logging.INFO)
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """colabkit's INFO lines on stderr while a command runs, unless the caller configured
+    logging itself; taken off again after (``main()`` called twice in one process, a notebook
+    or a test, must not leave a handler on a stream that has since closed)."""
+    logger = logging.getLogger("colabkit")
+    if logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("colabkit: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
     from colabkit.staging import stage
 
-    _log_to_stderr()  # retries, "staged already"
-    print(stage(args.source, args.dest))
+    with _log_to_stderr():  # retries, "staged already"
+        print(stage(args.source, args.dest))
     return 0
 
 
@@ -140,9 +153,9 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
         store=args.store,
         limit=args.limit,
     )
-    _log_to_stderr()  # one line per checkpoint/resume event
     try:
-        result = mnist.train(config)
+        with _log_to_stderr():  # one line per checkpoint/resume event
+            result = mnist.train(config)
     except mnist.TrainingStopped as stopped:
         print(f"colabkit: {stopped}", file=sys.stderr)
         return EXIT_STOPPED

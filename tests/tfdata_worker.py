@@ -29,8 +29,22 @@ REPEAT_STEPS = 9  # steps per epoch of "repeat"
 
 
 class KillAfterStep:
-    def __new__(cls, k: int, steps_per_epoch: int):
+    """SIGKILLs the process after global step ``k``, once a checkpoint of a step inside the
+    current epoch is in the run directory: checkpoints are written in the background, and on a
+    loaded machine the newest complete one could otherwise still be the epoch's start, so the
+    test would not exercise a mid-epoch resume."""
+
+    def __new__(cls, k: int, steps_per_epoch: int, run_dir: str):
+        import time
+        from pathlib import Path
+
         import keras
+
+        from colabkit.checkpoint.format import step_of
+
+        def newest_step() -> int:
+            steps = [step_of(p.name) for p in Path(run_dir, "checkpoints").glob("*")]
+            return max((s for s in steps if s is not None), default=-1)
 
         class Kill(keras.callbacks.Callback):
             epoch = 0
@@ -40,6 +54,11 @@ class KillAfterStep:
 
             def on_train_batch_end(self, batch, logs=None):
                 if steps_per_epoch * self.epoch + batch + 1 == k:
+                    waited = time.monotonic()  # waits for an event (a file), bounded
+                    while newest_step() <= steps_per_epoch * self.epoch:
+                        if time.monotonic() - waited > 120:
+                            raise SystemExit("no mid-epoch checkpoint appeared")
+                        time.sleep(0.01)
                     os.kill(os.getpid(), signal.SIGKILL)
 
         return Kill()
@@ -126,7 +145,7 @@ def main() -> int:
     steps = REPEAT_STEPS if args.input == "repeat" else None
     callbacks = []
     if args.kill_after_step:
-        callbacks.append(KillAfterStep(args.kill_after_step, steps or N // BATCH))
+        callbacks.append(KillAfterStep(args.kill_after_step, steps or N // BATCH, args.run_dir))
     history = colabkit.fit(
         model, data, run_dir=args.run_dir, epochs=EPOCHS, steps_per_epoch=steps,
         callbacks=callbacks, verbose=0, session_limit=False, save_every="1step",

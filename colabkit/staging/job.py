@@ -25,6 +25,7 @@ from colabkit.duration import format_size
 from colabkit.errors import StageError
 from colabkit.staging.progress import Progress
 from colabkit.staging.sources import Entry
+from colabkit.storage.atomic import atomic_output
 
 log = logging.getLogger("colabkit.staging")
 
@@ -393,6 +394,5 @@ def _existing_parent(path: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)
+    with atomic_output(path) as out:  # the record is whole or absent, never half-written
+        out.write(json.dumps(data).encode())

@@ -436,8 +436,10 @@ def _kind(method: str, path: str, params: dict[str, str], headers: Any) -> str:
 
 def _payload(part: bytes) -> bytes:
     """The content of one multipart part: after its headers, before the line break that ends it."""
-    payload = re.split(rb"\r?\n\r?\n", part, maxsplit=1)[1]
-    return payload[:-2] if payload.endswith(b"\r\n") else payload[:-1]
+    _headers, eol, payload = re.split(rb"(\r?\n)\r?\n", part, maxsplit=1)
+    # The part ends with the line break the headers use: strip exactly that (content ending
+    # in a "\r" before a "\n" break kept its "\r" only by chance before).
+    return payload[: -len(eol)] if payload.endswith(eol) else payload
 
 
 def _bad_request(**_: Any) -> Any:

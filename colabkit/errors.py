@@ -52,6 +52,14 @@ class ResumeMismatchError(CheckpointError, ValueError):
     """The checkpoint to resume from was made by a different model, optimizer, data or seed."""
 
 
+class RunSupersededError(ColabkitError):
+    """Another session (another VM, a second tab) took this run over: this one stops.
+
+    Not a :class:`CheckpointError`: nothing failed. The run goes on in the newer session, and
+    this one commits nothing more to it.
+    """
+
+
 def invalid_argument(name: str, value: object, expected: str) -> ConfigError:
     """Builds the keras-style one-line error for a bad argument value.
 

@@ -1,11 +1,13 @@
 """A training job for the exact-resume tests, run as a real subprocess.
 
 Usage: python resume_worker.py RUN_DIR OUT.npz [--kill-after-step K] [--kill-at-fsync N]
-           [--kill-at-replace N] [--epochs E]
+           [--kill-at-replace N] [--epochs E] [--staging DIR] [--pause-after-step K]
 
 --kill-after-step K: SIGKILL itself right after global training step K.
 --kill-at-fsync N / --kill-at-replace N: SIGKILL itself at the Nth os.fsync / os.replace call of
     the process (inside a checkpoint write to staging or inside the store's put).
+--staging DIR: its local staging folder (default RUN_DIR-staging); another one plays another VM.
+--pause-after-step K: after global step K, prints "paused" and waits for a line on stdin.
 It writes OUT.npz (weights, optimizer variables, history) only when training returns.
 """
 
@@ -89,8 +91,13 @@ def record_learning_rate(model):
     return on_epoch_end
 
 
+def pause() -> None:
+    print("paused", flush=True)
+    sys.stdin.readline()
+
+
 class KillAfterStep:
-    def __init__(self, k: int):
+    def __init__(self, k: int, action=die):
         import keras
 
         outer = self
@@ -101,7 +108,7 @@ class KillAfterStep:
 
             def on_train_batch_end(self, batch, logs=None):
                 if outer.steps_per_epoch * outer.epoch + batch + 1 == k:
-                    die()
+                    action()
 
         self.k, self.epoch, self.steps_per_epoch = k, 0, 0
         self.callback = _Cb()
@@ -115,6 +122,8 @@ def main() -> int:
     p.add_argument("--kill-at-fsync", type=int)
     p.add_argument("--kill-at-replace", type=int)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--staging")
+    p.add_argument("--pause-after-step", type=int)
     args = p.parse_args()
 
     import keras
@@ -129,10 +138,11 @@ def main() -> int:
     ]
     callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=record_learning_rate(model)))
     batch_size = 32
-    if args.kill_after_step:
-        killer = KillAfterStep(args.kill_after_step)
-        killer.steps_per_epoch = int(np.ceil(len(x) * 0.9 / batch_size))
-        callbacks.append(killer.callback)
+    for step, action in ((args.kill_after_step, die), (args.pause_after_step, pause)):
+        if step:
+            killer = KillAfterStep(step, action)
+            killer.steps_per_epoch = int(np.ceil(len(x) * 0.9 / batch_size))
+            callbacks.append(killer.callback)
     if args.kill_at_fsync:
         arm_os_kill("fsync", args.kill_at_fsync)
     if args.kill_at_replace:
@@ -143,7 +153,7 @@ def main() -> int:
         x,
         y,
         run_dir=args.run_dir,
-        staging_dir=args.run_dir + "-staging",
+        staging_dir=args.staging or args.run_dir + "-staging",
         epochs=args.epochs,
         batch_size=batch_size,
         validation_split=0.1,

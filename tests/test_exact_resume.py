@@ -101,3 +101,61 @@ def test_killed_and_resumed_run_ends_bitwise_equal(backend, reference, tmp_path)
     assert arrays.keys() == ref_arrays.keys()
     for key in ref_arrays:  # model weights (incl. the batch counter) and optimizer slots
         np.testing.assert_array_equal(arrays[key], ref_arrays[key], err_msg=key)
+
+
+def start_worker(backend: str, run_dir: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(run_dir), str(out), *extra],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def store_contents(run_dir: Path) -> dict[str, bytes]:
+    folder = run_dir / "checkpoints"
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_vm_takes_the_run_over_and_the_first_stops_by_itself(backend, reference, tmp_path):
+    """Two live trainers on one run directory with their own staging (two VMs): the newer one
+    takes over at once, the older one stops at its next save and commits nothing after the
+    takeover, and the run ends bitwise equal to an uninterrupted one."""
+    run_dir = tmp_path / "run"
+    first = start_worker(
+        backend, run_dir, tmp_path / "first.npz", "--staging", str(tmp_path / "vm1"),
+        "--pause-after-step", "10",
+    )  # fmt: skip
+    try:
+        assert first.stdout.readline().strip() == "paused", first.stderr.read()[-3000:]
+        # The second VM: "Run all" while the first still trains (it is paused mid-epoch, alive).
+        second = tmp_path / "second.npz"
+        assert run_worker(backend, run_dir, second, "--staging", str(tmp_path / "vm2")) == 0
+        after_takeover = store_contents(run_dir)
+        first.stdin.write("go\n")
+        first.stdin.flush()
+        _, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 1, err[-3000:]
+    assert "RunSupersededError: This run continued in another session" in err
+    assert "committed nothing after the takeover" in err
+    assert not (tmp_path / "first.npz").exists()
+    assert store_contents(run_dir) == after_takeover  # nothing committed, nothing pruned
+    history, arrays = load(second)
+    ref_history, ref_arrays = reference
+    assert history == ref_history
+    for key in ref_arrays:
+        np.testing.assert_array_equal(arrays[key], ref_arrays[key], err_msg=key)
+    # The run is finished: a third session loads the second one's final weights.
+    assert (
+        run_worker(backend, run_dir, tmp_path / "third.npz", "--staging", str(tmp_path / "vm1"))
+        == 0
+    )
+    _, third = load(tmp_path / "third.npz")
+    for key in ref_arrays:
+        np.testing.assert_array_equal(third[key], ref_arrays[key], err_msg=key)

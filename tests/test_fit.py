@@ -78,8 +78,14 @@ def fit(model, run_dir, **kw):
     return colabkit.fit(model, x, y, **options)
 
 
+def checkpoints_in(store) -> list[str]:
+    return [o.name for o in store.list() if not o.name.startswith("sessions/")]
+
+
 def checkpoints(run_dir: Path) -> list[str]:
-    return [o.name for o in open_store(run_dir / "checkpoints").list()]
+    """Checkpoint names, archived ones included (not the sessions' claims)."""
+    names = [o.name for o in open_store(run_dir / "checkpoints").list()]
+    return [name for name in names if not name.startswith("sessions/")]
 
 
 class RaiseAt(keras.callbacks.Callback):
@@ -236,12 +242,12 @@ def test_interrupted_mid_epoch_every_batch_trained_once(tmp_path):
 def test_guards_name_what_differs_and_overwrite_nothing(tmp_path, change, message):
     run = tmp_path / "run"
     fit(make_model(), run, epochs=1)
-    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    before = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
     model = change.pop("model", make_model)()
     with pytest.raises(ResumeMismatchError, match=message) as info:
         fit(model, run, epochs=2, **change)
     assert "fresh=True" in str(info.value) and "\n" not in str(info.value)
-    after = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    after = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
     assert after == before
 
 
@@ -416,7 +422,7 @@ def test_session_deadline_in_a_plain_model_fit(tmp_path, caplog, store_hangs):
     if store_hangs:
         assert "Checkpoint not durable" in caplog.text and staged.exists()
     else:
-        assert [o.name for o in LocalStore(tmp_path / "store").list()] == [staged.name]
+        assert checkpoints_in(LocalStore(tmp_path / "store")) == [staged.name]
 
 
 def test_session_limit_argument_validated(tmp_path):
@@ -516,7 +522,7 @@ def test_failing_store_delays_durability_not_training(tmp_path, caplog):
     again = make_model()
     rerun = fit(again, tmp_path / "unused", store=store, clock=FakeClock())
     assert rerun.history == history.history and counter(again) == 18
-    assert [o.name for o in store.inner.list()][-1] == "ckpt-000000000018.ckpt"
+    assert checkpoints_in(store.inner)[-1] == "ckpt-000000000018.ckpt"
 
 
 def test_deleting_the_run_directory_starts_over(tmp_path, caplog):

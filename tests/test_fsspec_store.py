@@ -306,6 +306,7 @@ def test_checkpoint_manager_mirrors_to_a_bucket_and_a_new_vm_restores(bucket, tm
     assert sorted(fs.ls(f"{root}/run", detail=False)) == [
         f"{root}/run/{checkpoint_name(20)}",
         f"{root}/run/{checkpoint_name(30)}",
+        f"{root}/run/sessions",  # the session's claim on the run
     ]
     fresh = CheckpointManager(url, staging_dir=tmp_path / "vm-2")
     contents = fresh.restore()

@@ -62,6 +62,7 @@ def record_from_state(name: str, state: dict, size: int | None) -> CheckpointRec
         metrics=dict(state.get("checkpoint_metrics") or {}),
         epoch=epoch if isinstance(epoch, int) else None,
         size=size,
+        session=state.get("session") if isinstance(state.get("session"), str) else None,
     )
 
 

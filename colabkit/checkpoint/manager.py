@@ -8,6 +8,11 @@ the newer one, so memory and disk stay bounded and the newest state is what reac
 A failing store never stops training: it is logged once per change, shown by ``status``, and
 raised by ``wait()``/``close()``. Old checkpoints are deleted only after a newer one is committed
 in the store, and the newest one never is.
+
+One run, one writer: ``restore()`` follows only the newest session's chain of checkpoints,
+``claim()`` (or the first commit) claims the run for this session in the store, and before each
+commit the manager looks for a newer claim: once another session has taken the run over, it
+commits nothing more (``superseded``).
 """
 
 from __future__ import annotations
@@ -33,8 +38,15 @@ from colabkit.checkpoint.format import (
 )
 from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
+from colabkit.checkpoint.sessions import Chain, Claim, Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import CheckpointError, CorruptCheckpointError, StoreError, invalid_argument
+from colabkit.errors import (
+    CheckpointError,
+    CorruptCheckpointError,
+    RunSupersededError,
+    StoreError,
+    invalid_argument,
+)
 from colabkit.storage import open_store
 from colabkit.storage.base import Store
 
@@ -80,8 +92,19 @@ class CheckpointManager:
         self._last_save_step: int | None = None
         self._last_save_time = self._clock.monotonic()
         self._closed = False
+        self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock)
+        self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
+        self._restored_point: tuple[list[Claim], CheckpointRecord | None] | None = None
+        self._claim_lock = threading.Lock()
+        self._orphans: set[str] = set()  # committed by a superseded session after a takeover
         self._pipeline = SavePipeline(
-            self.store, self.staging, self._clock, self._delays, self._written, self._prune
+            self.store,
+            self.staging,
+            self._clock,
+            self._delays,
+            self._written,
+            self._prune,
+            before_commit=self._before_commit,
         )
 
     def __repr__(self) -> str:
@@ -131,7 +154,12 @@ class CheckpointManager:
         if "step" in state and state["step"] != step:
             raise invalid_argument("state['step']", state["step"], f"{step} (the `step` argument)")
         full_state = prepare_state(
-            {**state, "step": int(step), "checkpoint_metrics": clean_metrics},
+            {
+                **state,
+                "step": int(step),
+                "checkpoint_metrics": clean_metrics,
+                "session": self.sessions.id,
+            },
             created=self._clock.time(),
         )
         record = catalog.record_from_state(name, full_state, None)
@@ -169,7 +197,7 @@ class CheckpointManager:
         if self._pipeline.started:
             try:
                 self._pipeline.wait(timeout)
-            except (StoreError, CheckpointError, TimeoutError) as e:
+            except (StoreError, CheckpointError, TimeoutError, RunSupersededError) as e:
                 error = e
         self._pipeline.stop(join_timeout=0.0 if isinstance(error, TimeoutError) else 60.0)
         if error is not None:
@@ -177,9 +205,67 @@ class CheckpointManager:
 
     @property
     def status(self) -> str:
-        """``"ok"``, ``"pending"`` (not yet durable) or ``"failing: <reason>"``."""
+        """``"ok"``, ``"pending"`` (not yet durable), ``"failing: <reason>"`` or
+        ``"superseded: <which session took the run over>"``."""
         with self._pipeline.cond:
             return self._pipeline.status()
+
+    @property
+    def superseded(self) -> RunSupersededError | None:
+        """Set once another session has taken the run over (this one commits nothing more)."""
+        return self._pipeline.superseded
+
+    def claim(self, *, background: bool = False) -> None:
+        """Claims the run for this session: any older session still training it stops at its
+        next save and commits nothing more. Trainers call it once the checkpoint ``restore()``
+        chose is known to fit (a call with mismatched arguments must not take the run from the
+        trainer it was not meant to replace); the first commit claims it otherwise.
+
+        Args:
+            background: Claim in a background thread (a trainer: a failing or hung store must
+                not hold training). A failure is then retried before the first commit, which
+                never happens before the claim, and reported like a failed upload.
+
+        Raises:
+            StoreError: the store refused the claim (only without ``background``).
+        """
+        if not background:
+            self._claim()
+            return
+        threading.Thread(target=self._claim_quietly, name="colabkit-claim", daemon=True).start()
+
+    def _claim_quietly(self) -> None:
+        try:
+            self._claim()
+        except StoreError as e:
+            log.debug("%s (retried before the first commit)", e)
+
+    def _claim(self) -> None:
+        with self._claim_lock:
+            if self.sessions.mine is not None:
+                return
+            try:
+                if self._restored_point is None:  # never restored: continues what is there
+                    claims = self.sessions.read()
+                    steps = [step_of(name) for name in catalog.store_checkpoints(self.store)]
+                    newest = max(steps, default=None)
+                    parent = claims[-1].session if claims and newest is not None else None
+                    self.sessions.claim(claims, None, newest, parent)
+                else:
+                    claims, found = self._restored_point
+                    if found is None:
+                        self.sessions.claim(claims, None, None, None)
+                    else:
+                        self.sessions.claim(claims, found.name, found.step, found.session)
+            except OSError as e:
+                raise StoreError(
+                    f"Could not claim the run in {self.store.url}: "
+                    f"{catalog.describe_failure(e)}. Nothing was committed; fix it and run again."
+                ) from e
+
+    def _before_commit(self) -> None:
+        self._claim()
+        self.sessions.check()
 
     # ----------------------------------------------------------------------------- reading
 
@@ -190,9 +276,10 @@ class CheckpointManager:
             StoreError: the store could not be asked (that is not "no checkpoint").
         """
         in_store = catalog.store_checkpoints(self.store)
+        chain = Chain(self._claims())
         for name in self._candidates(in_store):
             record = self._verifier.verified(name, in_store.get(name))
-            if record is not None:
+            if record is not None and (record.session, record.step) in chain:
                 return record
         return None
 
@@ -200,22 +287,52 @@ class CheckpointManager:
         """Loads ``record`` (default: the latest), falling back to older ones that verify.
 
         A checkpoint found only in staging (its upload never finished) is queued for upload.
+        Only the newest session's chain is followed (see ``colabkit.checkpoint.sessions``);
+        ``claim()`` then continues that chain.
+
+        Raises:
+            StoreError: the store could not be asked.
         """
         in_store = catalog.store_checkpoints(self.store)
+        claims = self._claims()
+        chain = Chain(claims)
         for name in self._candidates(in_store):
             if record is not None and step_of(name) > record.step:
                 continue
             found = self._verifier.verified(name, in_store.get(name))
             if found is None:
                 continue
+            if (found.session, found.step) not in chain:
+                self._set_aside(found)
+                continue
             try:
                 contents = read_checkpoint(self.staging / name)
             except CorruptCheckpointError as e:
                 self._verifier.warn(name, found.size or 0, e)
                 continue
+            self._restored_point, self._seen_at_restore = (claims, found), set(in_store)
             self._resumed_from(found, name in in_store)
             return contents
+        self._restored_point, self._seen_at_restore = (claims, None), set(in_store)
         return None
+
+    def _claims(self) -> list[Claim]:
+        try:
+            return self.sessions.read()
+        except OSError as e:
+            raise StoreError(
+                f"Could not read the run's sessions in {self.store.url}: "
+                f"{catalog.describe_failure(e)}. Fix it and run again."
+            ) from e
+
+    def _set_aside(self, record: CheckpointRecord) -> None:
+        self._orphans.add(record.name)
+        log.warning(
+            "Not resuming from %s: session %s wrote it after another session had taken the run "
+            "over (its trajectory ends there); continuing the newer session's checkpoints.",
+            record.name,
+            record.session,
+        )
 
     def list(self) -> list[CheckpointRecord]:
         """Every checkpoint in staging or the store, oldest first (read, not verified)."""
@@ -293,19 +410,34 @@ class CheckpointManager:
     def _prune(self, committed: str) -> None:
         """Deletes what the keep policy drops, only older than ``committed`` (just committed)."""
         try:
+            self.sessions.check()  # a takeover since the commit: the run is not ours to prune
             with self._pipeline.prune_lock:
                 in_store = catalog.store_checkpoints(self.store)
-                records = [self._prune_record(name, info) for name, info in in_store.items()]
-                keep = self._keep_policy.select(records, self._clock.time()) | {committed}
+                ours = {name: info for name, info in in_store.items() if self._ours(name)}
+                records = [self._prune_record(name, info) for name, info in ours.items()]
+                kept = [record for record in records if record.name not in self._orphans]
+                keep = self._keep_policy.select(kept, self._clock.time()) | {committed}
                 for record in records:
                     if record.name not in keep and record.step < step_of(committed):
                         self.store.delete(record.name)
                         with self._lock:
                             self._records.pop(record.name, None)
                         log.info("Deleted old checkpoint %s from %s", record.name, self.store.url)
+        except RunSupersededError:
+            return  # said once by the next commit, which does not happen
         except (OSError, CheckpointError) as e:
             log.warning("Could not prune old checkpoints: %s", catalog.describe_failure(e))
         self._pipeline.prune_staging()
+
+    def _ours(self, name: str) -> bool:
+        """Whether pruning may delete ``name``: it was in the store when this session took the
+        run over, or this session wrote it. One another session wrote since is never ours (it
+        may be a newer session's, not yet visible as a claim here)."""
+        if self._seen_at_restore is None or name in self._seen_at_restore:
+            return True
+        with self._lock:
+            record = self._records.get(name)
+        return record is not None and record.session == self.sessions.id
 
 
 def _check_delays(delays: Sequence[float]) -> tuple[float, ...]:

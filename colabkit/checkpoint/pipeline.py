@@ -23,7 +23,7 @@ from colabkit.checkpoint import catalog
 from colabkit.checkpoint.format import step_of, write_checkpoint
 from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.clock import Clock
-from colabkit.errors import CheckpointError, StoreError
+from colabkit.errors import CheckpointError, RunSupersededError, StoreError
 from colabkit.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class SavePipeline:
         on_written: Called (in the writer thread) with each checkpoint's record once on disk.
         on_committed: Called (in the mirror thread) with each name once durable in the store;
             ``wait()`` also waits for it (it prunes).
+        before_commit: Called (in the mirror thread) before each upload; a
+            ``RunSupersededError`` from it stops all uploads for good (another session owns the
+            run), an ``OSError`` counts as a failed upload.
     """
 
     def __init__(
@@ -63,9 +66,12 @@ class SavePipeline:
         delays: tuple[float, ...],
         on_written: Callable[[CheckpointRecord], None],
         on_committed: Callable[[str], None],
+        before_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.store, self.staging, self._clock, self._delays = store, staging, clock, delays
         self._on_written, self._on_committed = on_written, on_committed
+        self._before_commit = before_commit
+        self.superseded: RunSupersededError | None = None
         self.cond = threading.Condition()
         self.prune_lock = threading.Lock()
         self._pending: Snapshot | None = None
@@ -123,6 +129,8 @@ class SavePipeline:
                     f"Checkpoints not yet durable in {self.store.url} after {timeout} s "
                     f"(status: {self.status()})"
                 )
+            if self.superseded is not None:
+                raise self.superseded
             if self._exhausted and self._store_failure:
                 raise StoreError(
                     f"{self._store_failure}. Training goes on; the newest checkpoint waits in "
@@ -149,6 +157,8 @@ class SavePipeline:
 
     def status(self) -> str:
         """Call with ``cond`` held."""
+        if self.superseded is not None:
+            return f"superseded: {self.superseded}"
         failure = self._store_failure or self._write_failure
         if failure:
             return f"failing: {failure}"
@@ -160,6 +170,8 @@ class SavePipeline:
             return {n for n in (self._writing, self._to_upload, self._uploading) if n}
 
     def _idle(self) -> bool:
+        if self.superseded is not None:  # nothing more goes to the store
+            return not (self._pending or self._writing or self._uploading)
         return not (self._pending or self._writing or self._to_upload or self._uploading)
 
     def _start_threads(self) -> None:
@@ -228,7 +240,11 @@ class SavePipeline:
                 name, self._to_upload, self._poked = self._to_upload, None, False
                 self._uploading = name
             try:
+                self._before_commit()
                 self.store.put(self.staging / name, name)
+            except RunSupersededError as e:
+                self._stop_uploads(name, e)
+                continue
             except Exception as e:  # noqa: BLE001 -- reported by status/wait, retried
                 failures += 1
                 if not self._upload_failed(name, e, lasting=failures > len(self._delays)):
@@ -247,7 +263,16 @@ class SavePipeline:
 
     def _upload_due(self) -> bool:
         ready = self._to_upload is not None and (self._poked or not self._exhausted)
-        return self._stop or ready
+        return self._stop or (ready and self.superseded is None)
+
+    def _stop_uploads(self, name: str, error: RunSupersededError) -> None:
+        with self.cond:
+            first = self.superseded is None
+            self.superseded = error
+            self._uploading = self._to_upload = None
+            self.cond.notify_all()
+        if first:
+            log.warning("Not committing %s: %s", name, error)
 
     def _upload_failed(self, name: str, error: Exception, *, lasting: bool) -> bool:
         reason = catalog.describe_failure(error)

@@ -39,6 +39,7 @@ class CheckpointRecord:
         metrics: Metrics given to ``save()`` (e.g. ``val_loss``), for ``KeepBest``.
         epoch: The epoch recorded in its state, if any.
         size: Size in bytes, if known.
+        session: The session that wrote it (see ``colabkit.checkpoint.sessions``), if known.
     """
 
     name: str
@@ -47,6 +48,7 @@ class CheckpointRecord:
     metrics: dict = field(default_factory=dict)
     epoch: int | None = None
     size: int | None = None
+    session: str | None = None
 
 
 class SavePolicy:

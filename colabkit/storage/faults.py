@@ -27,12 +27,14 @@ class FaultyStore:
 
     Attributes:
         calls: How many times each operation was called (failed calls included).
+        log: Each call as ``(operation, name or prefix)``, in order (failed calls included).
     """
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.url = inner.url
         self.calls: Counter[str] = Counter()
+        self.log: list[tuple[str, str]] = []
         self._errors: dict[str, tuple[int, int | None]] = {}
         self._gate = threading.Event()
         self._gate.set()
@@ -66,31 +68,32 @@ class FaultyStore:
         self._gate.set()
 
     def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
-        self._enter("put")
+        self._enter("put", name)
         if not self._gate.is_set():
             self.put_waiting.set()
             self._gate.wait()
         return self.inner.put(local_path, name)
 
     def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:
-        self._enter("get")
+        self._enter("get", name)
         return self.inner.get(name, local_path)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        self._enter("list")
+        self._enter("list", prefix)
         return self.inner.list(prefix)
 
     def stat(self, name: str) -> ObjectInfo:
-        self._enter("stat")
+        self._enter("stat", name)
         return self.inner.stat(name)
 
     def delete(self, name: str) -> None:
-        self._enter("delete")
+        self._enter("delete", name)
         self.inner.delete(name)
 
-    def _enter(self, op: str) -> None:
+    def _enter(self, op: str, name: str) -> None:
         with self._lock:
             self.calls[op] += 1
+            self.log.append((op, name))
             fault = self._errors.get(op)
             if fault is None:
                 return

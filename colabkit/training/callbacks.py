@@ -95,9 +95,11 @@ class Checkpoint(keras.callbacks.Callback):
         training_state.ensure_built(self.model)
         restored = manager.restore()
         if restored is None:
+            manager.claim(background=True)
             return
         training_state.warn_on_version_drift(restored.state, restored.name)
         training_state.restore_variables(self.model, restored.arrays, metrics=False)
+        manager.claim(background=True)  # it fits: take the run over (another VM stops)
         self._global_step = int(restored.state.get("global_step", 0))
         self._epoch = int(restored.state.get("epoch", 0))
         self.model._initial_epoch = self._epoch  # read by Keras' fit after on_train_begin
@@ -109,11 +111,17 @@ class Checkpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         self._step = batch + 1
         self._global_step += 1
-        if self._open().should_save(step=self._global_step, epoch_end=False):
+        manager = self._open()
+        if manager.superseded is not None:  # another session owns the run now
+            raise manager.superseded
+        if manager.should_save(step=self._global_step, epoch_end=False):
             self._save(epoch=self._epoch, step=self._step)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if self._open().should_save(step=self._global_step, epoch_end=True):
+        manager = self._open()
+        if manager.superseded is not None:
+            raise manager.superseded
+        if manager.should_save(step=self._global_step, epoch_end=True):
             self._save(epoch=epoch + 1, step=0, metrics=logs)
 
     def on_train_end(self, logs: Any = None) -> None:

@@ -143,6 +143,8 @@ class ResumableLoop(keras.callbacks.Callback):
         else:
             self.progress.config["model"] = training_state.model_fingerprint(self.model)
             self.progress.config["optimizer"] = training_state.optimizer_fingerprint(self.model)
+        if self.chief:  # the checkpoint fits this model: take the run over (other VMs stop)
+            self.manager.claim(background=True)
         self.user.on_train_begin(logs)
         if self.restored is not None and self.progress.step == 0:
             self._restore_callbacks()
@@ -178,6 +180,8 @@ class ResumableLoop(keras.callbacks.Callback):
     def _after_step(self, done: int) -> None:
         """``done`` steps of the epoch are trained: stop or save here if asked to."""
         self.progress.step = done
+        if self.manager.superseded is not None:  # another session owns the run now
+            raise self.manager.superseded
         if self.deadline():
             self.stops.request("deadline")
         if self.stops.reason is not None:
@@ -197,6 +201,8 @@ class ResumableLoop(keras.callbacks.Callback):
         self.progress.epoch, self.progress.step = epoch + 1, 0
         if self._model.stop_training:
             self.progress.stop_reason = "stopped by a callback"
+        if self.manager.superseded is not None:
+            raise self.manager.superseded
         if epoch + 1 >= self.epochs or self._model.stop_training:
             return  # the final checkpoint is taken after on_train_end
         if self.deadline():

@@ -20,7 +20,7 @@ from colabkit.checkpoint.format import CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import CheckpointError
+from colabkit.errors import CheckpointError, RunSupersededError
 from colabkit.storage import Store
 from colabkit.training import determinism, run_setup
 from colabkit.training import state as training_state
@@ -178,7 +178,7 @@ def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | N
     """
     try:
         manager.close(timeout)
-    except (OSError, CheckpointError) as e:
+    except (OSError, CheckpointError, RunSupersededError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
         drop_staging = False
     finally:

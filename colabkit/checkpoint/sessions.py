@@ -1,0 +1,235 @@
+"""One run, one writer: session claims in the store, and which checkpoints are the run's history.
+
+Two live trainers can reach one run directory from two VMs ("Run all" in a second tab, a VM that
+kept running while the user connected a new one); the local run lock cannot see the other VM.
+Each trainer therefore claims the run in the store itself when it resumes: a small object
+``sessions/<seq>-<UTC stamp>-<session id>.json`` that is never changed afterwards. The newest
+claim (highest ``seq``, then stamp, then id: every reader agrees) owns the run:
+
+- the new session takes over at once; it never waits for the old one;
+- a superseded trainer looks for newer claims before each commit, and stops without
+  committing anything once it sees one;
+- a resume follows the newest session's chain: its own checkpoints, then its parent's up to
+  the step it resumed from, and so on back. A checkpoint the superseded trainer committed
+  before it saw the claim (on the Drive mount the claim reaches the other VM only after
+  Drive's upload and the other VM's change poll) is not part of that chain and is never
+  resumed from, so two trajectories never mix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from colabkit.clock import Clock
+from colabkit.errors import RunSupersededError
+from colabkit.storage.atomic import atomic_output
+from colabkit.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+PREFIX = "sessions/"
+_NAME = re.compile(r"sessions/(\d{6,})-(\d{8}T\d{6}Z)-([0-9a-f]{8,})\.json")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One session's claim on the run.
+
+    Attributes:
+        name: Its object name in the store (it orders claims: newest last).
+        session: The session's id (also written into each of its checkpoints' state).
+        started: When the session claimed the run (seconds since the epoch).
+        host: The machine it ran on.
+        resumed_from: The checkpoint it resumed from (None: it started the run afresh).
+        resumed_step: That checkpoint's step.
+        parent: The session that wrote that checkpoint (None: unknown or none).
+    """
+
+    name: str
+    session: str
+    started: float
+    host: str = "?"
+    resumed_from: str | None = None
+    resumed_step: int | None = None
+    parent: str | None = None
+
+    @property
+    def order(self) -> tuple[int, str, str]:
+        seq, stamp, session = _NAME.fullmatch(self.name).groups()  # type: ignore[union-attr]
+        return int(seq), stamp, session
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
+        start = f"step {self.resumed_step}" if self.resumed_step is not None else "the start"
+        return f"session {self.session} on {self.host}, since {when}, resumed from {start}"
+
+
+class Chain:
+    """Which checkpoints belong to the trajectory the newest session continues.
+
+    Built from every claim: the newest session's own checkpoints, its parent's up to the step
+    it resumed from, that parent's parent's up to where the parent resumed, and so on. With no
+    claim at all (runs from before claims existed) every checkpoint belongs.
+    """
+
+    def __init__(self, claims: list[Claim]) -> None:
+        self.claimed = {claim.session for claim in claims}
+        self.limits: dict[str, int | None] = {}  # session -> its last step in the chain
+        self.unclaimed_limit: int | None = None  # checkpoints of no known session: up to here
+        self.everything = not claims
+        if claims:
+            self._follow(claims)
+
+    def _follow(self, claims: list[Claim]) -> None:
+        by_session = {claim.session: claim for claim in claims}
+        current = max(claims, key=lambda claim: claim.order)
+        self.limits[current.session] = None
+        while current.resumed_step is not None:
+            parent = by_session.get(current.parent or "")
+            if parent is None or parent.session in self.limits:
+                self.unclaimed_limit = current.resumed_step  # from before claims (or a lost one)
+                if current.parent is not None and current.parent not in self.limits:
+                    self.limits[current.parent] = current.resumed_step
+                return
+            self.limits[parent.session] = current.resumed_step
+            current = parent
+
+    def __contains__(self, checkpoint: tuple[str | None, int]) -> bool:
+        """Whether a checkpoint written by ``session`` at ``step`` belongs to the chain."""
+        session, step = checkpoint
+        if self.everything:
+            return True
+        if session in self.limits:
+            limit = self.limits[session]
+            return limit is None or step <= limit
+        if session is None or session not in self.claimed:
+            return self.unclaimed_limit is not None and step <= self.unclaimed_limit
+        return False
+
+
+class Sessions:
+    """This process's session on a run: reading claims, claiming, noticing a takeover.
+
+    Args:
+        store: The run's checkpoint store (claims live under ``sessions/`` in it).
+        cache: A local folder for copies of claims (they never change once written).
+        clock: Time of the claim.
+    """
+
+    def __init__(self, store: Store, cache: Path, clock: Clock) -> None:
+        self.store, self._cache, self._clock = store, cache, clock
+        self.id = secrets.token_hex(4)
+        self.mine: Claim | None = None
+        self.superseded_by: Claim | None = None
+
+    def read(self) -> list[Claim]:
+        """Every claim in the store, oldest first.
+
+        Raises:
+            OSError: the store could not be asked.
+        """
+        claims = []
+        for info in self.store.list(PREFIX):
+            if _NAME.fullmatch(info.name):
+                claim = self._load(info.name)
+                if claim is not None:
+                    claims.append(claim)
+        return sorted(claims, key=lambda claim: claim.order)
+
+    def claim(
+        self, claims: list[Claim], resumed_from: str | None, step: int | None, parent: str | None
+    ) -> Claim:
+        """Writes this session's claim, newer than every one in ``claims``.
+
+        Raises:
+            OSError: the store refused it (the caller reports it; nothing was trained yet).
+        """
+        seq = max((claim.order[0] for claim in claims), default=0) + 1
+        now = self._clock.time()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        claim = Claim(
+            name=f"{PREFIX}{seq:06d}-{stamp}-{self.id}.json",
+            session=self.id,
+            started=now,
+            host=socket.gethostname(),
+            resumed_from=resumed_from,
+            resumed_step=step,
+            parent=parent,
+        )
+        local = self._cached(claim.name)
+        with atomic_output(local) as out:
+            out.write(json.dumps(claim.__dict__, indent=1).encode())
+        self.store.put(local, claim.name)
+        self.mine = claim
+        log.debug("Claimed the run in %s as %s", self.store.url, claim.name)
+        return claim
+
+    def check(self) -> None:
+        """Before a commit: raises if another session has claimed the run since this one.
+
+        Raises:
+            RunSupersededError: a newer claim exists (saying which, and since when).
+            OSError: the store could not be asked (the commit is retried like a failed put).
+        """
+        if self.superseded_by is not None:
+            raise _superseded(self.superseded_by)
+        if self.mine is None:
+            return
+        newer = [
+            info.name
+            for info in self.store.list(PREFIX)
+            if _NAME.fullmatch(info.name) and _order(info.name) > self.mine.order
+        ]
+        if not newer:
+            return
+        name = max(newer, key=_order)
+        claim = self._load(name) or Claim(name=name, session=_order(name)[2], started=0.0)
+        self.superseded_by = claim
+        raise _superseded(claim)
+
+    def _load(self, name: str) -> Claim | None:
+        local = self._cached(name)
+        if not local.exists():
+            try:
+                self.store.get(name, local)
+            except FileNotFoundError:
+                return None
+        try:
+            fields = json.loads(local.read_text())
+            step = fields.get("resumed_step")
+            return Claim(
+                name=name,
+                session=str(fields["session"]),
+                started=float(fields["started"]),
+                host=str(fields.get("host", "?")),
+                resumed_from=fields.get("resumed_from"),
+                resumed_step=int(step) if step is not None else None,
+                parent=fields.get("parent"),
+            )
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            log.warning("Ignoring unreadable session claim %s in %s: %s", name, self.store.url, e)
+            local.unlink(missing_ok=True)
+            return None
+
+    def _cached(self, name: str) -> Path:
+        self._cache.mkdir(parents=True, exist_ok=True)
+        return self._cache / name.removeprefix(PREFIX)
+
+
+def _order(name: str) -> tuple[int, str, str]:
+    seq, stamp, session = _NAME.fullmatch(name).groups()  # type: ignore[union-attr]
+    return int(seq), stamp, session
+
+
+def _superseded(claim: Claim) -> RunSupersededError:
+    return RunSupersededError(
+        f"This run continued in another session ({claim.describe()}): this session stopped "
+        "and committed nothing after the takeover. Nothing to do here; follow the run there."
+    )

@@ -1,0 +1,192 @@
+"""One run, one writer: session claims, takeover by the newest session, and the chain a resume
+follows (colabkit.checkpoint.sessions through the CheckpointManager).
+
+Each manager has its own staging folder, as on two VMs. The end-to-end version, two real
+trainers in two processes, is in test_exact_resume.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from colabkit.checkpoint.format import checkpoint_name, read_state, step_of, write_checkpoint
+from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint.sessions import Chain, Claim
+from colabkit.clock import FakeClock
+from colabkit.errors import RunSupersededError
+from colabkit.storage import LocalStore, MemoryStore
+from colabkit.storage.faults import FaultyStore
+
+
+@pytest.fixture
+def store():
+    return FaultyStore(MemoryStore("sessions-test"))
+
+
+@pytest.fixture
+def vm(tmp_path, store):
+    """``vm("a")``: a manager on the shared store with its own staging (its own VM)."""
+    managers = []
+    clock = FakeClock(start=1_790_000_000.0)
+
+    def vm(name, **kwargs):
+        clock.advance(60)
+        kwargs.setdefault("keep_policy", 10)
+        manager = CheckpointManager(store, staging_dir=tmp_path / name, clock=clock, **kwargs)
+        managers.append(manager)
+        return manager
+
+    yield vm
+    for manager in managers:
+        manager._closed = True
+        manager._pipeline.stop()
+
+
+def save(manager, step):
+    arrays = {"w": np.full(3, step, np.float32)}
+    manager.save(step, arrays, {"epoch": 0})
+    return manager
+
+
+def checkpoints(store):
+    return sorted(i.name for i in store.list() if step_of(i.name) is not None)
+
+
+def written_by(store, tmp_path, name):
+    store.get(name, tmp_path / "look")
+    return read_state(tmp_path / "look")["session"]
+
+
+def test_the_newest_session_takes_over_and_the_old_one_commits_nothing(vm, store):
+    a = vm("a")
+    assert a.restore() is None
+    save(a, 1).wait()
+    save(a, 2).wait()
+    b = vm("b")
+    assert b.restore().state["step"] == 2
+    b.claim()  # what a trainer does once the checkpoint fits its model: the takeover
+    save(a, 3)
+    with pytest.raises(RunSupersededError) as caught:
+        a.wait()
+    message = str(caught.value)
+    assert f"session {b.sessions.id}" in message and "resumed from step 2" in message
+    assert "since 2026-" in message and "committed nothing" in message
+    assert a.superseded is caught.value and a.status.startswith("superseded: ")
+    assert checkpoints(store) == [checkpoint_name(1), checkpoint_name(2)]
+    save(a, 4)  # training a little further changes nothing: the old session is done
+    with pytest.raises(RunSupersededError):
+        a.close()
+    save(b, 3).wait()
+    assert checkpoints(store) == [checkpoint_name(s) for s in (1, 2, 3)]
+
+
+def test_a_takeover_noticed_late_never_mixes_the_trajectories(vm, store, tmp_path, caplog):
+    """On the Drive mount the old VM sees the new claim only after Drive's delays: it can
+    still commit. That checkpoint is never resumed from, never counted as the run's, and it
+    cannot make the old session prune the new one's checkpoints."""
+    a = vm("a", keep_policy=1)
+    a.restore()
+    save(a, 4).wait()
+    b = vm("b", keep_policy=1)
+    assert b.restore().state["step"] == 4
+    b.claim()
+    a.sessions.check = lambda: None  # a's view of the store lags: it sees no newer claim
+    save(b, 5).wait()
+    save(a, 8).wait()  # a's stray commit, newer by step than anything b has
+    assert checkpoints(store) == [checkpoint_name(5), checkpoint_name(8)]  # b's 5 survived
+    assert written_by(store, tmp_path, checkpoint_name(8)) == a.sessions.id
+
+    c = vm("c", keep_policy=1)
+    with caplog.at_level(logging.WARNING):
+        restored = c.restore()
+    assert restored.name == checkpoint_name(5) and restored.state["session"] == b.sessions.id
+    assert "Not resuming from ckpt-000000000008.ckpt" in caplog.text
+    assert c.latest().name == checkpoint_name(5)
+    save(c, 6).wait()
+    assert checkpoints(store) == [checkpoint_name(6), checkpoint_name(8)]  # stray one kept
+    save(c, 9).wait()
+    assert checkpoints(store) == [checkpoint_name(9)]  # once passed, the stray one goes too
+
+
+def test_two_sessions_claiming_at_once_agree_on_one_owner(vm, store):
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    b, c = vm("b"), vm("c")
+    claims = b.sessions.read()  # both read the claims before either writes its own
+    b.sessions.claim(claims, checkpoint_name(1), 1, a.sessions.id)
+    c.sessions.claim(claims, checkpoint_name(1), 1, a.sessions.id)
+    assert b.sessions.mine.order[0] == c.sessions.mine.order[0] == 2
+    outcomes = []
+    for manager in (b, c):
+        try:
+            manager.sessions.check()
+            outcomes.append("owner")
+        except RunSupersededError:
+            outcomes.append("superseded")
+    assert sorted(outcomes) == ["owner", "superseded"]
+
+
+def test_checkpoints_from_before_claims_existed_are_followed(vm, store, tmp_path):
+    """A run written by an older colabkit (no session in its checkpoints, no claims)."""
+    old = tmp_path / "old.ckpt"
+    for step in (3, 6):
+        write_checkpoint(old, {"w": np.full(3, step, np.float32)}, {"step": step, "epoch": 0})
+        store.put(old, checkpoint_name(step))
+    a = vm("a")
+    assert a.restore().state["step"] == 6
+    save(a, 7).wait()
+    b = vm("b")
+    assert b.restore().state["step"] == 7
+    assert (None, 6) in Chain(b.sessions.read()) and (None, 9) not in Chain(b.sessions.read())
+
+
+def test_the_chain_follows_each_session_back_to_where_it_resumed():
+    def claim(seq, session, step=None, parent=None):
+        name = f"sessions/{seq:06d}-20261201T000000Z-{session}.json"
+        return Claim(name, session, 0.0, resumed_step=step, parent=parent, resumed_from="x")
+
+    claims = [
+        claim(1, "aaaaaaaa"),
+        claim(2, "bbbbbbbb", 8, "aaaaaaaa"),
+        claim(3, "cccccccc", 12, "bbbbbbbb"),
+    ]
+    chain = Chain(claims)
+    assert ("cccccccc", 999) in chain
+    assert ("bbbbbbbb", 12) in chain and ("bbbbbbbb", 13) not in chain
+    assert ("aaaaaaaa", 8) in chain and ("aaaaaaaa", 9) not in chain
+    assert (None, 1) not in chain  # the first session started afresh
+    assert ("dddddddd", 1) not in chain  # unknown session, nothing before the first claim
+    assert (None, 5) in Chain([])  # no claims at all: every checkpoint belongs
+
+
+def test_a_store_that_cannot_take_the_claim_stops_the_start_with_one_line(vm, store):
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    store.fail(28, ops=("put",))
+    b = vm("b")
+    b.restore()
+    with pytest.raises(OSError, match=r"Could not claim the run in memory://.*no space left"):
+        b.claim()
+
+
+def test_the_superseded_trainer_stops_on_a_local_folder_too(tmp_path):
+    """The same on a plain folder (what the Drive mount is, seen from the VM)."""
+    store = LocalStore(tmp_path / "run" / "checkpoints")
+    clock = FakeClock()
+    a = CheckpointManager(store, staging_dir=tmp_path / "a", clock=clock)
+    a.restore()
+    save(a, 1).wait()
+    b = CheckpointManager(store, staging_dir=tmp_path / "b", clock=clock)
+    b.restore()
+    b.claim()
+    save(a, 2)
+    with pytest.raises(RunSupersededError):
+        a.close()
+    b.close()
+    assert checkpoints(store) == [checkpoint_name(1)]
+    assert len(store.list("sessions/")) == 2

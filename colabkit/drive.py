@@ -3,7 +3,9 @@
 Over ``google.colab.drive`` (imported lazily, only in Colab). What goes wrong, and what this
 module does about it:
 
-- Mounting twice: the second call sees ``MyDrive`` and does nothing.
+- Mounting twice: the second call sees Drive in the mount table and does nothing.
+- "Mounted" is what the mount table says (``fuse.drive``, as colabtools reads it), never what
+  the folder holds: after an unmount, files written under ``/content/drive`` are on local disk.
 - A stale mount ("Transport endpoint is not connected", errno 107, typically hours into a run):
   detected on access and remounted with ``force_remount=True``.
 - A timeout (the consent dialog not answered, a Drive outage, a huge root folder): retried with
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.env import COLAB_DRIVE_MOUNTPOINT, Environment, detect
+from colabkit.env import COLAB_DRIVE_MOUNTPOINT, Environment, detect, drive_in_mount_table
 from colabkit.errors import DriveError, invalid_argument
 
 logger = logging.getLogger(__name__)
@@ -146,8 +148,12 @@ def _not_colab(mountpoint: Path, why: str) -> MountResult:
 def mount_state(mountpoint: Path, listdir: Callable[[str], list[str]] = os.listdir) -> MountState:
     """``"mounted"``, ``"absent"``, or ``"stale"`` (a mount that does not answer, e.g. errno 107).
 
-    A stale FUSE mount can fail on ``MyDrive`` or already on the mountpoint itself.
+    The mount table decides, as in colabtools: files left under an unmounted mountpoint are on
+    local disk, not Drive. A stale FUSE mount can fail on ``MyDrive`` or already on the
+    mountpoint itself.
     """
+    if drive_in_mount_table(mountpoint) is False:
+        return "absent"
     for folder, found in ((mountpoint / "MyDrive", "mounted"), (mountpoint, "absent")):
         try:
             listdir(str(folder))
@@ -204,7 +210,7 @@ def _is_retryable(error: Exception) -> bool:
     if type(error).__name__ in ("TIMEOUT", "TimeoutError") or isinstance(error, TimeoutError):
         return True
     text = str(error)
-    return isinstance(error, ValueError) and text.startswith("mount failed") and "oauth" not in text
+    return isinstance(error, ValueError) and text.startswith("mount failed")
 
 
 #: colabtools' refusals (drive.py) that another attempt cannot fix, and what can.

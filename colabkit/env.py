@@ -53,6 +53,50 @@ def _read_text(path: str) -> str:
         return f.read()
 
 
+#: The kernel's table of mounts. colabtools decides whether Drive is mounted from it (type
+#: ``fuse.drive``), not from what the folder holds: once Drive is unmounted, whatever is written
+#: under ``/content/drive`` lands on local disk and would look like a mount when listed.
+MOUNT_TABLE = "/proc/mounts"
+
+
+def mount_type(mountpoint: str | os.PathLike[str], read_text=None) -> str | None:
+    """The type of what is mounted at ``mountpoint`` (``"fuse.drive"`` for Colab's Drive), ``""``
+    when nothing is, or None where there is no mount table to read (not Linux)."""
+    try:
+        table = (read_text or _read_text)(MOUNT_TABLE)
+    except OSError:
+        return None
+    target = os.path.abspath(os.fspath(mountpoint))
+    found = ""
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and _unescape(fields[1]) == target:
+            found = fields[2]  # the last line wins: a later mount hides an earlier one
+    return found
+
+
+def drive_in_mount_table(mountpoint: str | os.PathLike[str], read_text=None) -> bool | None:
+    """Whether the mount table has Google Drive (``fuse.drive``) at ``mountpoint``; None where
+    there is no table to read (not Linux)."""
+    kind = mount_type(mountpoint, read_text)
+    return None if kind is None else kind == "fuse.drive"
+
+
+def unmounted_drive(path: str | os.PathLike[str]) -> Path | None:
+    """Colab's Drive mountpoint when ``path`` is under it and nothing is mounted there (what
+    is written there lands on local disk, lost with the VM); else None."""
+    mountpoint = COLAB_DRIVE_MOUNTPOINT
+    under = Path(os.path.abspath(os.fspath(path))).is_relative_to(mountpoint)
+    return mountpoint if under and mount_type(mountpoint) == "" else None
+
+
+def _unescape(field: str) -> str:
+    """A path as /proc/mounts writes it (space, tab, newline, backslash as octal escapes)."""
+    for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(escaped, char)
+    return field
+
+
 @dataclass(frozen=True)
 class SystemView:
     """The parts of the machine that detection reads; tests replace them.
@@ -147,7 +191,7 @@ def detect(
     limit = resolve_session_limit(session_limit, kind)
     now = system.clock.time()
     start, source = _session_start(kind, system, now)
-    mounted = kind == "colab" and system.exists(str(COLAB_DRIVE_MOUNTPOINT / "MyDrive"))
+    mounted = kind == "colab" and _drive_mounted(system)
     return Environment(
         kind=kind,
         evidence=evidence,
@@ -213,6 +257,13 @@ def _start_ticks(pid_stat: str) -> int:
     """
     fields = pid_stat[pid_stat.rindex(")") + 1 :].split()
     return int(fields[19])
+
+
+def _drive_mounted(system: SystemView) -> bool:
+    in_table = drive_in_mount_table(COLAB_DRIVE_MOUNTPOINT, system.read_text)
+    if in_table is False:
+        return False
+    return system.exists(str(COLAB_DRIVE_MOUNTPOINT / "MyDrive"))
 
 
 def _durable_root(kind: Kind, drive_mounted: bool, system: SystemView) -> Path:

@@ -28,7 +28,7 @@ import numpy as np
 
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.distribute import KINDS
-from colabkit.env import check_session_limit
+from colabkit.env import check_session_limit, unmounted_drive
 from colabkit.errors import ColabkitError, ConfigError, invalid_argument
 from colabkit.mnist_data import (
     INPUT_SHAPE,
@@ -158,6 +158,14 @@ def check_run_dir(run_dir: str | os.PathLike[str]) -> None:
     if not str(run_dir).strip():
         raise invalid_argument("run_dir", str(run_dir), "a folder path (it is empty)")
     path = Path(run_dir).expanduser()
+    mountpoint = unmounted_drive(path)
+    if mountpoint is not None:
+        raise ConfigError(
+            f"--run-dir {str(run_dir)!r} is on Google Drive, which is not mounted at "
+            f"{mountpoint}: mount it in the notebook first (colabkit.setup() or "
+            f"drive.mount({str(mountpoint)!r}); a `!colabkit` command cannot show the consent "
+            "dialog), or pass --store gdrive://FOLDER with credentials."
+        )
     if path.exists() and not path.is_dir():
         raise invalid_argument("run_dir", str(run_dir), "a directory, but this path is a file")
     existing = path

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import BIN, NVIDIA_SMI
+from fakes import BIN, NVIDIA_SMI, mount_table
 
 from colabkit.cli import main
 from colabkit.doctor import (
@@ -160,11 +160,14 @@ def _stale_listdir(path):
     raise OSError(errno.ENOTCONN, "Transport endpoint is not connected", path)
 
 
-def test_drive_states_in_colab(tmp_path):
+def test_drive_states_in_colab(tmp_path, monkeypatch):
     env = _colab(tmp_path)
+    mount_table(monkeypatch, tmp_path)
     assert check_drive(env).status == "not-mounted"
     assert check_drive(env).finding.code == "drive-not-mounted"
-    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # local files, not a mount
+    assert check_drive(env).status == "not-mounted"
+    mount_table(monkeypatch, tmp_path, tmp_path / "drive")
     assert check_drive(env) == DriveStatus(tmp_path / "drive", "healthy")
     stale = check_drive(env, listdir=_stale_listdir)
     assert (stale.status, stale.finding.severity) == ("stale", "error")

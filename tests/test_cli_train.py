@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import mount_table
 
 from colabkit.cli import main
 
@@ -271,3 +272,20 @@ def test_strategy_mirrored_trains_in_the_strategy_scope(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert _results(run_dir)[1] > 0
+
+
+def test_a_run_dir_on_drive_before_it_is_mounted_is_one_line_and_writes_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    """`!colabkit train mnist --run-dir /content/drive/...` in a new session, Drive not mounted
+    yet: the command cannot show the consent dialog, and what it wrote would be local disk."""
+    import colabkit.env
+
+    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", tmp_path / "drive")
+    mount_table(monkeypatch, tmp_path)  # Drive is not in it
+    run_dir = tmp_path / "drive" / "MyDrive" / "colabkit" / "mnist"
+    assert main(["train", "mnist", "--run-dir", str(run_dir), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is on Google Drive, which is not mounted" in err[0]
+    assert "mount it in the notebook first" in err[0] and "--store gdrive://" in err[0]
+    assert not (tmp_path / "drive").exists()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import fake_colab_drive
+from fakes import fake_colab_drive, mount_table
 
 from colabkit.clock import FakeClock
 from colabkit.drive import OsFileOps, drive_health, flush_drive, mount_drive
@@ -149,7 +149,9 @@ def test_flush_unmounts_and_a_new_mount_brings_the_files_back(colab_drive, tmp_p
     assert (mountpoint / "MyDrive" / "ckpt.zip").read_bytes() == b"weights"
 
 
-def test_flush_outside_colab_is_a_no_op_and_a_failed_flush_raises(colab_drive, tmp_path):
+def test_flush_outside_colab_is_a_no_op_and_a_failed_flush_raises(
+    colab_drive, tmp_path, monkeypatch
+):
     assert flush_drive(env=LOCAL, colab_drive=colab_drive) is False
 
     class Broken:
@@ -158,7 +160,8 @@ def test_flush_outside_colab_is_a_no_op_and_a_failed_flush_raises(colab_drive, t
         def flush_and_unmount(self, timeout_ms):
             raise ValueError("flush_and_unmount failed")
 
-    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # looks mounted
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    mount_table(monkeypatch, tmp_path, tmp_path / "drive")  # mounted
     env = dataclasses.replace(COLAB, drive_mountpoint=tmp_path / "drive")
     with pytest.raises(DriveError, match="recent writes may not have reached Drive"):
         flush_drive(env=env, colab_drive=Broken())
@@ -317,3 +320,70 @@ def _no_accelerator():
         frameworks=[], environ={}, gpu_query=lambda: GpuQuery((), "none"),
         framework_check=lambda names: (), tpu_probe=lambda environ: TpuInfo(False),
     )  # fmt: skip
+
+
+def test_mounted_is_read_from_the_mount_table_not_from_leftover_files(colab_drive, tmp_path):
+    """After a flush (an unmount) a late write lands on local disk under the mountpoint. It must
+    not pass for a mount: colabtools' mount then refuses the non-empty folder, and colabkit's
+    own checks read the mount table as colabtools does."""
+    mountpoint = tmp_path / "drive"
+    mount(colab_drive, mountpoint)
+    env = dataclasses.replace(COLAB, drive_mountpoint=mountpoint)
+    assert flush_drive(env=env, colab_drive=colab_drive) is True
+    (mountpoint / "MyDrive" / "late").mkdir(parents=True)  # e.g. a ModelCheckpoint after it
+    assert flush_drive(env=env, colab_drive=colab_drive) is False  # nothing is mounted
+    with pytest.raises(DriveError, match="must not already contain files.*Fix: mount into an"):
+        mount(colab_drive, mountpoint)
+
+
+def test_nothing_is_written_under_the_mountpoint_while_drive_is_not_mounted(
+    colab_drive, tmp_path, monkeypatch
+):
+    import colabkit.env
+    from colabkit.storage import LocalStore
+
+    mountpoint = tmp_path / "drive"
+    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", mountpoint)
+    store = LocalStore(mountpoint / "MyDrive" / "colabkit" / "run" / "checkpoints")
+    (tmp_path / "ckpt").write_bytes(b"weights")
+    for call in (lambda: store.put(tmp_path / "ckpt", "ckpt"), store.list):
+        with pytest.raises(OSError, match=r"^Google Drive is not mounted at .*Mount it first"):
+            call()
+    assert not mountpoint.exists()  # nothing was created on local disk under it
+    mount(colab_drive, mountpoint)
+    store.put(tmp_path / "ckpt", "ckpt")
+    assert [o.name for o in store.list()] == ["ckpt"]
+    elsewhere = LocalStore(tmp_path / "runs" / "run")  # outside the mountpoint: never refused
+    elsewhere.put(tmp_path / "ckpt", "ckpt")
+
+
+def test_an_unanswered_consent_dialog_is_asked_again_then_said_in_one_line(colab_drive, tmp_path):
+    """Nobody answers: colabtools does not raise at the dialog; the mount then runs out of time
+    in pexpect. Each retry shows the dialog again; in the end the error names the dialog."""
+    clock = FakeClock()
+    colab_drive.answer_consent("ignore", "allow")
+    result = mount(colab_drive, tmp_path / "drive", clock)
+    assert result.status == "mounted" and result.attempts == 2 and clock.sleeps == [5.0]
+    colab_drive.reset()
+    colab_drive.answer_consent("ignore", "ignore", "ignore")
+    with pytest.raises(DriveError) as raised:
+        mount(colab_drive, tmp_path / "other", FakeClock())
+    message = str(raised.value)
+    assert "last error: Timeout exceeded" in message
+    assert "consent dialog was not answered" in message and "\n" not in message
+    assert len(colab_drive.calls) == 3 and not (tmp_path / "other" / "MyDrive").exists()
+
+
+def test_a_declined_consent_is_not_retried_and_touches_nothing(colab_drive, tmp_path):
+    """colabtools asks before it unmounts anything: a stale mount declined stays as it was."""
+    mountpoint = tmp_path / "drive"
+    mount(colab_drive, mountpoint)
+    (mountpoint / "MyDrive" / "ckpt").write_bytes(b"weights")
+    colab_drive.make_stale(mountpoint)
+    colab_drive.answer_consent("decline")
+    clock = FakeClock()
+    with pytest.raises(DriveError, match="declined: run again and allow it") as raised:
+        mount(colab_drive, mountpoint, clock)
+    assert "\n" not in str(raised.value) and clock.sleeps == []
+    assert mount(colab_drive, mountpoint).status == "remounted"  # allowed this time
+    assert (mountpoint / "MyDrive" / "ckpt").read_bytes() == b"weights"

@@ -12,6 +12,7 @@ from colabkit.env import (
     SystemView,
     default_run_dir,
     detect,
+    mount_type,
     staging_dir_for,
 )
 from colabkit.errors import ConfigError
@@ -178,3 +179,17 @@ def test_format_duration():
     assert format_duration(11 * 3600 + 58 * 60) == "11h 58m"
     assert format_duration(250) == "4m 10s"
     assert format_duration(-180) == "-3m 00s"
+
+
+def test_drive_counts_as_mounted_only_where_the_mount_table_says_so():
+    """As colabtools decides: a MyDrive folder left on local disk after an unmount is no mount."""
+    marker = {"/var/colab/hostname", "/content/drive/MyDrive"}
+    table = "proc /proc proc rw 0 0\n"
+    leftovers = detect(system=machine(files={**PROC, "/proc/mounts": table}, exists=marker))
+    assert not leftovers.drive_mounted
+    drive = "drive /content/drive fuse.drive rw,nosuid,nodev,relatime 0 0\n"
+    mounted = detect(system=machine(files={**PROC, "/proc/mounts": table + drive}, exists=marker))
+    assert mounted.drive_mounted
+    spaced = "drive /content/my\\040drive fuse.drive rw 0 0\n"
+    assert mount_type("/content/my drive", lambda path: spaced) == "fuse.drive"
+    assert mount_type("/content/drive", lambda path: spaced) == ""

@@ -139,6 +139,26 @@ def test_a_failed_mount_in_colab_raises_rather_than_training_on_disk_lost_with_t
     assert not (tmp_path / "content").exists()
 
 
+@pytest.mark.parametrize(
+    ("answers", "says"),
+    [
+        (("decline",), "access to Google Drive was declined: run again and allow it"),
+        (("ignore",) * 3, "the Drive consent dialog was not answered"),
+    ],
+    ids=["declined", "unanswered"],
+)
+def test_the_consent_dialog_declined_or_unanswered_is_one_line_from_setup(
+    tmp_path, colab_drive, answers, says
+):
+    colab_drive.answer_consent(*answers)
+    with pytest.raises(DriveError) as raised:
+        setup("r1", environment=colab_env(tmp_path), accelerator=accelerator("t4"),
+              clock=FakeClock(), show=False)  # fmt: skip
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+    assert len(colab_drive.calls) == len(answers)  # a declined dialog is not asked again
+    assert not (tmp_path / "content").exists() and not (tmp_path / "drive" / "MyDrive").exists()
+
+
 def test_require_gpu_fails_before_drive_is_touched_or_anything_is_created(tmp_path, colab_drive):
     with pytest.raises(AcceleratorError, match="Runtime → Change runtime type → GPU"):
         setup(
@@ -220,3 +240,30 @@ def test_setup_shows_a_finding_with_the_fix_when_the_data_is_on_the_drive_mount(
     assert "colabkit.stage(&#x27;/content/drive/MyDrive/data/train&#x27;)" in session._repr_html_()
     local = setup("t", environment=env, accelerator=accelerator("t4"), show=False, data=tmp_path)
     assert "data-on-drive-mount" not in [f.code for f in local.findings]
+
+
+def test_fit_into_the_drive_folder_before_mounting_refuses_and_setup_then_works(
+    tmp_path, colab_drive, monkeypatch
+):
+    """The common slip: run_dir on /content/drive in a new session, without setup() first.
+    It would train onto local disk (lost with the VM, and Drive could not mount over it)."""
+    import keras
+    import numpy as np
+
+    import colabkit.env
+
+    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", tmp_path / "drive")
+    run_dir = tmp_path / "drive" / "MyDrive" / "colabkit" / "exp"
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((32, 3), "float32")
+    train = dict(run_dir=run_dir, epochs=1, batch_size=8, session_limit=False, verbose=0,
+                 staging_dir=tmp_path / "staging")  # fmt: skip
+    with pytest.raises(OSError, match="Google Drive is not mounted at") as refused:
+        colabkit.fit(model, x, x[:, :1], **train)
+    assert "\n" not in str(refused.value) and "Mount it first" in str(refused.value)
+    assert not (tmp_path / "drive").exists()
+    setup("exp", environment=colab_env(tmp_path), accelerator=accelerator("t4"), show=False)
+    assert colabkit.fit(model, x, x[:, :1], **train).completed
+    assert any((run_dir / "checkpoints").glob("ckpt-*.ckpt"))

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from colabkit import env
 from colabkit.errors import StoreError
 from colabkit.storage import atomic
 from colabkit.storage.base import CHUNK, ObjectInfo, md5_file, validate_name
@@ -25,6 +26,11 @@ class LocalStore:
     Args:
         root: The folder. It is created on the first ``put``; a folder that does not exist yet is
             an empty store (a dropped mount raises ``OSError`` instead, never "empty").
+
+    A folder under Colab's Drive mountpoint (``/content/drive``) is refused while nothing is
+    mounted there: what is written would land on local disk (lost with the VM, and the next
+    ``drive.mount`` refuses a mountpoint holding files), and an empty listing would read as "no
+    checkpoint" and restart the run.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -38,7 +44,17 @@ class LocalStore:
         """The file that holds object ``name`` (validated, inside ``root``)."""
         return self.root / validate_name(name)
 
+    def _check_mounted(self) -> None:
+        mountpoint = env.unmounted_drive(self.root)
+        if mountpoint is not None:
+            raise StoreError(
+                f"Google Drive is not mounted at {mountpoint}: not using {self.root} (it would "
+                "be local disk, lost with the VM). Mount it first: colabkit.setup(), or "
+                f"drive.mount({str(mountpoint)!r}) from google.colab."
+            )
+
     def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
+        self._check_mounted()
         final = self.path(name)
         with open(local_path, "rb") as src:  # FileNotFoundError before anything is created
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +70,7 @@ class LocalStore:
         return ObjectInfo(name=name, size=size, md5=md5, modified=final.stat().st_mtime)
 
     def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:
+        self._check_mounted()
         source = self.path(name)
         with open(source, "rb") as src:  # FileNotFoundError before the destination is touched
             modified = os.fstat(src.fileno()).st_mtime
@@ -62,6 +79,7 @@ class LocalStore:
         return ObjectInfo(name=name, size=size, md5=md5, modified=modified)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        self._check_mounted()
         try:
             os.stat(self.root)
         except FileNotFoundError:  # not created yet: empty. A dropped mount (ENOTCONN) raises.
@@ -80,6 +98,7 @@ class LocalStore:
         return sorted(found, key=lambda info: info.name)
 
     def stat(self, name: str) -> ObjectInfo:
+        self._check_mounted()
         path = self.path(name)
         st = os.stat(path)
         if not os.path.isfile(path):
@@ -93,6 +112,7 @@ class LocalStore:
         (its file keeps changing) is left alone. Each leftover can be as big as a checkpoint,
         which matters on a Drive with a quota.
         """
+        self._check_mounted()
         removed = []
         cutoff = time.time() - older_than
         for folder, _, files in os.walk(self.root):
@@ -105,6 +125,7 @@ class LocalStore:
         return removed
 
     def delete(self, name: str) -> None:
+        self._check_mounted()
         path = self.path(name)
         os.unlink(path)
         atomic.fsync_dir(path.parent)

@@ -27,18 +27,40 @@ def fake_colab_drive(monkeypatch):
     """Imports the fake ``google.colab.drive`` the way a user imports the real one.
 
     Yields the module, reset; afterwards ``google.colab`` is gone from ``sys.modules`` again.
-    Use as the body of a fixture: ``yield from fake_colab_drive(monkeypatch)``.
+    colabkit reads the fake's mount table instead of ``/proc/mounts``. Use as the body of a
+    fixture: ``yield from fake_colab_drive(monkeypatch)``.
     """
     import importlib
     import sys
+    import tempfile
+
+    import colabkit.env
 
     names = ("google.colab", "google.colab.drive")
     monkeypatch.syspath_prepend(str(FAKES))
     for name in names:
         monkeypatch.delitem(sys.modules, name, raising=False)
     module = importlib.import_module("google.colab.drive")
+    table = tempfile.NamedTemporaryFile("w", suffix=".mounts", delete=False)  # noqa: SIM115
+    table.close()
+    module.mount_table = table.name
+    monkeypatch.setattr(colabkit.env, "MOUNT_TABLE", table.name)
     module.reset()
     yield module
+    Path(table.name).unlink(missing_ok=True)
     module.reset()
     for name in names:
         sys.modules.pop(name, None)
+
+
+def mount_table(monkeypatch, folder: Path, *drive_mountpoints: Path) -> Path:
+    """A mount table (``/proc/mounts``' format) listing Google Drive at ``drive_mountpoints``,
+    which colabkit reads instead of the machine's."""
+    import colabkit.env
+
+    lines = ["proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0"]
+    lines += [f"drive {mp} fuse.drive rw,nosuid,nodev,relatime 0 0" for mp in drive_mountpoints]
+    table = folder / "mounts"
+    table.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(colabkit.env, "MOUNT_TABLE", str(table))
+    return table

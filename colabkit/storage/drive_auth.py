@@ -19,6 +19,7 @@ from colabkit.errors import ColabkitError, DriveError, invalid_argument
 
 logger = logging.getLogger(__name__)
 
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 DRIVE_SCOPE = "https://www.googleapis.com/auth/drive"
 CREDENTIALS_ENV = "COLABKIT_DRIVE_CREDENTIALS"
 GOOGLE_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
@@ -176,7 +177,9 @@ def from_pydrive2(gauth: Any) -> Any:
         )
     serialized = getattr(source, "serialization_data", None)
     if isinstance(serialized, dict) and serialized.get("type") == "service_account":
-        return credentials_from_info(serialized, "gauth.credentials")
+        # oauth2client leaves the token endpoint out of its serialization; google-auth needs it
+        token_uri = getattr(source, "token_uri", None) or GOOGLE_TOKEN_URI
+        return credentials_from_info({"token_uri": token_uri, **serialized}, "gauth.credentials")
     from google.oauth2.credentials import Credentials
 
     scopes = getattr(source, "scopes", None)

@@ -205,8 +205,9 @@ class CheckpointManager:
 
     @property
     def status(self) -> str:
-        """``"ok"``, ``"pending"`` (not yet durable), ``"failing: <reason>"`` or
-        ``"superseded: <which session took the run over>"``."""
+        """``"ok"``, ``"pending"`` (not yet durable), ``"failing: <reason>"``,
+        ``"superseded: <which session took the run over>"``, or ``"on the Drive mount, upload
+        pending"`` (committed to the mount, unconfirmed on Drive: no Drive API sign-in)."""
         with self._pipeline.cond:
             return self._pipeline.status()
 

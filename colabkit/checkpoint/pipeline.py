@@ -162,7 +162,13 @@ class SavePipeline:
         failure = self._store_failure or self._write_failure
         if failure:
             return f"failing: {failure}"
-        return "ok" if self._idle() else "pending"
+        if not self._idle():
+            return "pending"
+        return (
+            "on the Drive mount, upload pending"
+            if getattr(self.store, "upload_pending", False)
+            else "ok"
+        )
 
     def busy(self) -> set[str]:
         """Names that staging must keep: being written, waiting for the store, being copied."""
@@ -302,7 +308,15 @@ class SavePipeline:
             self.cond.notify_all()
         if recovered:
             log.warning("Checkpoints reach %s again", self.store.url)
-        log.info("Checkpoint %s is durable in %s", name, self.store.url)
+        if getattr(self.store, "upload_pending", False):
+            log.info(
+                "Checkpoint %s is on the Drive mount (%s); Drive uploads it in the background "
+                "(not confirmed: no Drive API sign-in)",
+                name,
+                self.store.url,
+            )
+        else:
+            log.info("Checkpoint %s is durable in %s", name, self.store.url)
         with contextlib.suppress(OSError):  # tells a later run that the store had checkpoints
             (self.staging / IN_STORE_MARKER).write_text(name)
 

@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from colabkit import env
 from colabkit.errors import invalid_argument
 from colabkit.storage.base import ObjectInfo, Store, validate_name
 from colabkit.storage.local import LocalStore
@@ -40,8 +42,9 @@ _EXPECTED_URL = (
 def open_store(url_or_path: str | os.PathLike[str]) -> Store:
     """The store a URL or path names.
 
-    A plain path or ``file://`` URL is a :class:`LocalStore` (this is also how the Drive mount is
-    used); ``memory://name`` is the process-wide :class:`MemoryStore` of that name;
+    A plain path or ``file://`` URL is a :class:`LocalStore` (one under Colab's My Drive mount a
+    ``DriveMountStore``, which confirms each upload on Drive where the user signed in for the
+    API); ``memory://name`` is the process-wide :class:`MemoryStore` of that name;
     ``gdrive://folder/path`` is a ``DriveApiStore`` on that folder of My Drive (its client
     libraries are imported only then); ``gs://``, ``s3://``, ``az://`` and the other schemes in
     ``fsspec_store.DRIVERS``, or ``fsspec+<protocol>://`` for any fsspec protocol, are an
@@ -77,6 +80,11 @@ def open_store(url_or_path: str | os.PathLike[str]) -> Store:
 def _local(path: str | os.PathLike[str], given: object) -> LocalStore:
     if os.path.isfile(os.path.expanduser(path)):
         raise invalid_argument("url", str(given), "a folder for checkpoints, but this is a file")
+    my_drive = env.COLAB_DRIVE_MOUNTPOINT / "MyDrive"
+    if Path(os.path.abspath(os.path.expanduser(path))).is_relative_to(my_drive):
+        from colabkit.storage.drive_mount import DriveMountStore
+
+        return DriveMountStore(path, my_drive=my_drive)  # "durable" means on Drive there
     return LocalStore(path)
 
 

@@ -190,3 +190,53 @@ def test_the_superseded_trainer_stops_on_a_local_folder_too(tmp_path):
     b.close()
     assert checkpoints(store) == [checkpoint_name(1)]
     assert len(store.list("sessions/")) == 2
+
+
+def died_before_its_claim(vm, store, name, step):
+    """A session that restored, staged a checkpoint and died before its first commit (so
+    before its claim reached the store): what a SIGKILL early in a session leaves."""
+    manager = vm(name, retry_delays=(0,))
+    manager.restore()
+    store.fail(5, ops=("put",))
+    save(manager, step)
+    with pytest.raises(OSError):
+        manager.wait()
+    store.heal()
+    manager._closed = True
+    manager._pipeline.stop()
+    return manager
+
+
+def test_a_checkpoint_staged_by_a_session_that_never_claimed_still_continues_the_run(
+    vm, store, tmp_path
+):
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    b = died_before_its_claim(vm, store, "b", 2)
+    assert not [c for c in store.list("sessions/") if b.sessions.id in c.name]
+    again = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock())  # same VM
+    restored = again.restore()
+    assert restored.state["step"] == 2 and restored.state["session"] == b.sessions.id
+    again.claim()
+    save(again, 3).wait()
+    again.close()
+    elsewhere = vm("c")  # the chain goes on through the session that never claimed
+    assert elsewhere.latest().step == 3
+    assert (b.sessions.id, 2) in Chain(elsewhere.sessions.read())
+    assert (a.sessions.id, 1) in Chain(elsewhere.sessions.read())
+
+
+def test_but_not_once_a_newer_session_has_claimed_the_run(vm, store, tmp_path, caplog):
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    b = died_before_its_claim(vm, store, "b", 2)
+    newer = vm("newer")  # another VM took the run over from step 1
+    assert newer.restore().state["step"] == 1
+    newer.claim()
+    again = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock())
+    with caplog.at_level(logging.WARNING):
+        assert again.restore().state["step"] == 1  # b's staged step 2 is another trajectory
+    assert f"session {b.sessions.id} wrote it" in caplog.text
+    again.close()

@@ -63,6 +63,7 @@ def record_from_state(name: str, state: dict, size: int | None) -> CheckpointRec
         epoch=epoch if isinstance(epoch, int) else None,
         size=size,
         session=state.get("session") if isinstance(state.get("session"), str) else None,
+        lineage=tuple(lineage) if isinstance(lineage := state.get("lineage"), list) else None,
     )
 
 

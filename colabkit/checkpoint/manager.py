@@ -159,6 +159,7 @@ class CheckpointManager:
                 "step": int(step),
                 "checkpoint_metrics": clean_metrics,
                 "session": self.sessions.id,
+                "lineage": self._lineage(),
             },
             created=self._clock.time(),
         )
@@ -257,12 +258,21 @@ class CheckpointManager:
                     if found is None:
                         self.sessions.claim(claims, None, None, None)
                     else:
-                        self.sessions.claim(claims, found.name, found.step, found.session)
+                        self.sessions.claim(
+                            claims, found.name, found.step, found.session, found.lineage
+                        )
             except OSError as e:
                 raise StoreError(
                     f"Could not claim the run in {self.store.url}: "
                     f"{catalog.describe_failure(e)}. Nothing was committed; fix it and run again."
                 ) from e
+
+    def _lineage(self) -> list | None:
+        """Where this session resumed from, as its checkpoints record it (None: not known)."""
+        if self._restored_point is None:
+            return None
+        found = self._restored_point[1]
+        return [found.session, found.step] if found is not None else [None, None]
 
     def _before_commit(self) -> None:
         self._claim()
@@ -280,7 +290,7 @@ class CheckpointManager:
         chain = Chain(self._claims())
         for name in self._candidates(in_store):
             record = self._verifier.verified(name, in_store.get(name))
-            if record is not None and (record.session, record.step) in chain:
+            if record is not None and (record.session, record.step, record.lineage) in chain:
                 return record
         return None
 
@@ -303,7 +313,7 @@ class CheckpointManager:
             found = self._verifier.verified(name, in_store.get(name))
             if found is None:
                 continue
-            if (found.session, found.step) not in chain:
+            if (found.session, found.step, found.lineage) not in chain:
                 self._set_aside(found)
                 continue
             try:

@@ -40,6 +40,7 @@ class CheckpointRecord:
         epoch: The epoch recorded in its state, if any.
         size: Size in bytes, if known.
         session: The session that wrote it (see ``colabkit.checkpoint.sessions``), if known.
+        lineage: Where that session had resumed from (``(session, step)``), if known.
     """
 
     name: str
@@ -49,6 +50,7 @@ class CheckpointRecord:
     epoch: int | None = None
     size: int | None = None
     session: str | None = None
+    lineage: tuple | None = None
 
 
 class SavePolicy:

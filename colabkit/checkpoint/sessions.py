@@ -50,6 +50,8 @@ class Claim:
         resumed_from: The checkpoint it resumed from (None: it started the run afresh).
         resumed_step: That checkpoint's step.
         parent: The session that wrote that checkpoint (None: unknown or none).
+        parent_lineage: Where that session had resumed from, as that checkpoint records it
+            (``(session, step)``): it lets the chain go on past a session that never claimed.
     """
 
     name: str
@@ -59,6 +61,7 @@ class Claim:
     resumed_from: str | None = None
     resumed_step: int | None = None
     parent: str | None = None
+    parent_lineage: tuple[str | None, int | None] | None = None
 
     @property
     def order(self) -> tuple[int, str, str]:
@@ -77,6 +80,11 @@ class Chain:
     Built from every claim: the newest session's own checkpoints, its parent's up to the step
     it resumed from, that parent's parent's up to where the parent resumed, and so on. With no
     claim at all (runs from before claims existed) every checkpoint belongs.
+
+    A session can write checkpoints into its local staging and die before its claim reached the
+    store (the claim goes with the first commit). Each checkpoint records its lineage (the
+    session and step its session resumed from), so such a checkpoint still belongs when it
+    continues the newest claimed session, and never when a newer session has claimed the run.
     """
 
     def __init__(self, claims: list[Claim]) -> None:
@@ -84,31 +92,43 @@ class Chain:
         self.limits: dict[str, int | None] = {}  # session -> its last step in the chain
         self.unclaimed_limit: int | None = None  # checkpoints of no known session: up to here
         self.everything = not claims
+        self.newest = max(claims, key=lambda claim: claim.order).session if claims else None
         if claims:
             self._follow(claims)
 
     def _follow(self, claims: list[Claim]) -> None:
         by_session = {claim.session: claim for claim in claims}
-        current = max(claims, key=lambda claim: claim.order)
+        current = by_session[self.newest]  # type: ignore[index]
         self.limits[current.session] = None
         while current.resumed_step is not None:
             parent = by_session.get(current.parent or "")
-            if parent is None or parent.session in self.limits:
-                self.unclaimed_limit = current.resumed_step  # from before claims (or a lost one)
-                if current.parent is not None and current.parent not in self.limits:
-                    self.limits[current.parent] = current.resumed_step
+            if parent is not None and parent.session not in self.limits:
+                self.limits[parent.session] = current.resumed_step
+                current = parent
+                continue
+            if current.parent is None or current.parent in self.limits:
+                self.unclaimed_limit = current.resumed_step  # from before claims existed
                 return
-            self.limits[parent.session] = current.resumed_step
-            current = parent
+            # A session with no claim: its checkpoint recorded where it had resumed from.
+            self.limits[current.parent] = current.resumed_step
+            if current.parent_lineage is None:
+                self.unclaimed_limit = current.resumed_step
+                return
+            grandparent, step = current.parent_lineage
+            current = Claim(
+                current.name, current.parent, 0.0, resumed_step=step, parent=grandparent
+            )  # noqa: E501
 
-    def __contains__(self, checkpoint: tuple[str | None, int]) -> bool:
-        """Whether a checkpoint written by ``session`` at ``step`` belongs to the chain."""
-        session, step = checkpoint
+    def __contains__(self, checkpoint: tuple) -> bool:
+        """Whether a checkpoint belongs: ``(session, step)`` or ``(session, step, lineage)``."""
+        session, step, lineage = (*checkpoint, None)[:3]
         if self.everything:
             return True
         if session in self.limits:
             limit = self.limits[session]
             return limit is None or step <= limit
+        if session is not None and session not in self.claimed and lineage:
+            return lineage[0] == self.newest  # an unclaimed session that continued the owner
         if session is None or session not in self.claimed:
             return self.unclaimed_limit is not None and step <= self.unclaimed_limit
         return False
@@ -144,7 +164,12 @@ class Sessions:
         return sorted(claims, key=lambda claim: claim.order)
 
     def claim(
-        self, claims: list[Claim], resumed_from: str | None, step: int | None, parent: str | None
+        self,
+        claims: list[Claim],
+        resumed_from: str | None,
+        step: int | None,
+        parent: str | None,
+        parent_lineage: tuple[str | None, int | None] | None = None,
     ) -> Claim:
         """Writes this session's claim, newer than every one in ``claims``.
 
@@ -162,6 +187,7 @@ class Sessions:
             resumed_from=resumed_from,
             resumed_step=step,
             parent=parent,
+            parent_lineage=parent_lineage,
         )
         local = self._cached(claim.name)
         with atomic_output(local) as out:
@@ -204,6 +230,7 @@ class Sessions:
         try:
             fields = json.loads(local.read_text())
             step = fields.get("resumed_step")
+            lineage = fields.get("parent_lineage")
             return Claim(
                 name=name,
                 session=str(fields["session"]),
@@ -212,6 +239,7 @@ class Sessions:
                 resumed_from=fields.get("resumed_from"),
                 resumed_step=int(step) if step is not None else None,
                 parent=fields.get("parent"),
+                parent_lineage=tuple(lineage) if lineage else None,
             )
         except (ValueError, KeyError, TypeError, OSError) as e:
             log.warning("Ignoring unreadable session claim %s in %s: %s", name, self.store.url, e)

@@ -38,7 +38,7 @@ from colabkit.checkpoint.format import (
 )
 from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
-from colabkit.checkpoint.sessions import Chain, Claim, Sessions
+from colabkit.checkpoint.sessions import Chain, Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import (
     CheckpointError,
@@ -94,8 +94,6 @@ class CheckpointManager:
         self._closed = False
         self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock)
         self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
-        self._restored_point: tuple[list[Claim], CheckpointRecord | None] | None = None
-        self._claim_lock = threading.Lock()
         self._orphans: set[str] = set()  # committed by a superseded session after a takeover
         self._pipeline = SavePipeline(
             self.store,
@@ -159,7 +157,7 @@ class CheckpointManager:
                 "step": int(step),
                 "checkpoint_metrics": clean_metrics,
                 "session": self.sessions.id,
-                "lineage": self._lineage(),
+                "lineage": self.sessions.lineage(),
             },
             created=self._clock.time(),
         )
@@ -231,51 +229,13 @@ class CheckpointManager:
         Raises:
             StoreError: the store refused the claim (only without ``background``).
         """
-        if not background:
-            self._claim()
-            return
-        threading.Thread(target=self._claim_quietly, name="colabkit-claim", daemon=True).start()
-
-    def _claim_quietly(self) -> None:
-        try:
-            self._claim()
-        except StoreError as e:
-            log.debug("%s (retried before the first commit)", e)
-
-    def _claim(self) -> None:
-        with self._claim_lock:
-            if self.sessions.mine is not None:
-                return
-            try:
-                if self._restored_point is None:  # never restored: continues what is there
-                    claims = self.sessions.read()
-                    steps = [step_of(name) for name in catalog.store_checkpoints(self.store)]
-                    newest = max(steps, default=None)
-                    parent = claims[-1].session if claims and newest is not None else None
-                    self.sessions.claim(claims, None, newest, parent)
-                else:
-                    claims, found = self._restored_point
-                    if found is None:
-                        self.sessions.claim(claims, None, None, None)
-                    else:
-                        self.sessions.claim(
-                            claims, found.name, found.step, found.session, found.lineage
-                        )
-            except OSError as e:
-                raise StoreError(
-                    f"Could not claim the run in {self.store.url}: "
-                    f"{catalog.describe_failure(e)}. Nothing was committed; fix it and run again."
-                ) from e
-
-    def _lineage(self) -> list | None:
-        """Where this session resumed from, as its checkpoints record it (None: not known)."""
-        if self._restored_point is None:
-            return None
-        found = self._restored_point[1]
-        return [found.session, found.step] if found is not None else [None, None]
+        if background:
+            self.sessions.take_over_in_background()
+        else:
+            self.sessions.take_over()
 
     def _before_commit(self) -> None:
-        self._claim()
+        self.sessions.take_over()
         self.sessions.check()
 
     # ----------------------------------------------------------------------------- reading
@@ -287,7 +247,7 @@ class CheckpointManager:
             StoreError: the store could not be asked (that is not "no checkpoint").
         """
         in_store = catalog.store_checkpoints(self.store)
-        chain = Chain(self._claims())
+        chain = Chain(self.sessions.read_or_fail())
         for name in self._candidates(in_store):
             record = self._verifier.verified(name, in_store.get(name))
             if record is not None and (record.session, record.step, record.lineage) in chain:
@@ -305,7 +265,7 @@ class CheckpointManager:
             StoreError: the store could not be asked.
         """
         in_store = catalog.store_checkpoints(self.store)
-        claims = self._claims()
+        claims = self.sessions.read_or_fail()
         chain = Chain(claims)
         for name in self._candidates(in_store):
             if record is not None and step_of(name) > record.step:
@@ -321,20 +281,13 @@ class CheckpointManager:
             except CorruptCheckpointError as e:
                 self._verifier.warn(name, found.size or 0, e)
                 continue
-            self._restored_point, self._seen_at_restore = (claims, found), set(in_store)
+            self.sessions.restored(claims, found)
+            self._seen_at_restore = set(in_store)
             self._resumed_from(found, name in in_store)
             return contents
-        self._restored_point, self._seen_at_restore = (claims, None), set(in_store)
+        self.sessions.restored(claims, None)
+        self._seen_at_restore = set(in_store)
         return None
-
-    def _claims(self) -> list[Claim]:
-        try:
-            return self.sessions.read()
-        except OSError as e:
-            raise StoreError(
-                f"Could not read the run's sessions in {self.store.url}: "
-                f"{catalog.describe_failure(e)}. Fix it and run again."
-            ) from e
 
     def _set_aside(self, record: CheckpointRecord) -> None:
         self._orphans.add(record.name)

@@ -23,12 +23,16 @@ import logging
 import re
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from colabkit.checkpoint import catalog
+from colabkit.checkpoint.format import step_of
+from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.clock import Clock
-from colabkit.errors import RunSupersededError
+from colabkit.errors import RunSupersededError, StoreError
 from colabkit.storage.atomic import atomic_output
 from colabkit.storage.base import Store
 
@@ -148,6 +152,67 @@ class Sessions:
         self.id = secrets.token_hex(4)
         self.mine: Claim | None = None
         self.superseded_by: Claim | None = None
+        self._point: tuple[list[Claim], CheckpointRecord | None] | None = None  # from restore
+        self._lock = threading.Lock()
+
+    def restored(self, claims: list[Claim], found: CheckpointRecord | None) -> None:
+        """Notes what ``restore()`` read: the claims, and the checkpoint it resumed from."""
+        self._point = (claims, found)
+
+    def lineage(self) -> list | None:
+        """Where this session resumed from, as its checkpoints record it (None: not known)."""
+        if self._point is None:
+            return None
+        found = self._point[1]
+        return [found.session, found.step] if found is not None else [None, None]
+
+    def take_over(self) -> None:
+        """Claims the run once: from where ``restore()`` resumed, or (never restored) as the
+        continuation of whatever the store holds.
+
+        Raises:
+            StoreError: the store could not be asked or refused the claim.
+        """
+        with self._lock:
+            if self.mine is not None:
+                return
+            try:
+                if self._point is None:
+                    claims = self.read()
+                    steps = [step_of(name) for name in catalog.store_checkpoints(self.store)]
+                    newest = max(steps, default=None)
+                    parent = claims[-1].session if claims and newest is not None else None
+                    self.claim(claims, None, newest, parent)
+                    return
+                claims, found = self._point
+                if found is None:
+                    self.claim(claims, None, None, None)
+                else:
+                    self.claim(claims, found.name, found.step, found.session, found.lineage)
+            except OSError as e:
+                raise StoreError(
+                    f"Could not claim the run in {self.store.url}: "
+                    f"{catalog.describe_failure(e)}. Nothing was committed; fix it and run again."
+                ) from e
+
+    def take_over_in_background(self) -> None:
+        threading.Thread(target=self._take_over_quietly, name="colabkit-claim", daemon=True).start()
+
+    def _take_over_quietly(self) -> None:
+        try:
+            self.take_over()
+        except StoreError as e:
+            log.debug("%s (retried before the first commit)", e)
+
+    def read_or_fail(self) -> list[Claim]:
+        """``read()``, where a store that cannot be asked is a ``StoreError`` saying so."""
+        try:
+            return self.read()
+        except OSError as e:
+            raise StoreError(
+                f"Could not read the run's sessions in {self.store.url}: "
+                f"{catalog.describe_failure(e)}. Fix it and run again."
+            ) from e
 
     def read(self) -> list[Claim]:
         """Every claim in the store, oldest first.

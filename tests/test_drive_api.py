@@ -15,7 +15,8 @@ from store_contract import StoreContract
 
 from colabkit.errors import ConfigError
 from colabkit.storage.base import Store
-from colabkit.storage.drive_api import FOLDER_MIME, DriveApiStore, quote
+from colabkit.storage.drive_api import DriveApiStore
+from colabkit.storage.drive_folders import FOLDER_MIME, quote
 
 MiB = 1024 * 1024
 

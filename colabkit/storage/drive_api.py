@@ -11,13 +11,9 @@ Names map to Drive like paths on the mount: ``checkpoints/ckpt-1.zip`` is the fi
 ``ckpt-1.zip`` in the subfolder ``checkpoints`` of the store's folder, so the same run looks the
 same through the mount and through the API.
 
-Names are found by listing the parent folder and comparing names exactly here: Drive's
-``name = '...'`` search ignores case (``model.ckpt`` would find ``Model.ckpt``) and lags behind
-writes, while listing a folder's children reads back what was just written. A folder this store
-creates is used by the id Drive returns, never searched for. Drive allows duplicate names:
-folders of one name (two VMs creating a run's folder at once) are read as one folder, and new
-files go into the oldest (createdTime, then id); among files of one name the newest wins (a put
-renames its upload, then deletes the copies it replaces, in every duplicate folder).
+Names are found by listing parent folders and compared exactly, never searched for (Drive's
+name search ignores case and lags behind writes); duplicate folders of one name are read as one.
+See ``colabkit.storage.drive_folders``.
 """
 
 from __future__ import annotations
@@ -26,14 +22,19 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
 from typing import IO, Any
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import StoreError, invalid_argument
 from colabkit.storage.base import ObjectInfo, md5_file, validate_name
 from colabkit.storage.drive_auth import find_credentials, from_pydrive2
+from colabkit.storage.drive_folders import (
+    FILE_FIELDS,
+    TEMP_KEY,
+    TEMP_PREFIX,
+    DriveFolders,
+    object_info,
+)
 from colabkit.storage.drive_transfer import download, upload
 from colabkit.storage.drive_transport import (
     RequestsHttp,
@@ -44,32 +45,11 @@ from colabkit.storage.drive_transport import (
 
 logger = logging.getLogger(__name__)
 
-FOLDER_MIME = "application/vnd.google-apps.folder"
-TEMP_KEY = "colabkit_temporary"
-TEMP_PREFIX = ".colabkit-upload-"
 UPLOAD_QUANTUM = 256 * 1024
 DEFAULT_CHUNK = 8 * 1024 * 1024
-FILE_FIELDS = "id,name,mimeType,size,md5Checksum,createdTime,modifiedTime,appProperties"
-FOLDER_FIELDS = "id,name,createdTime"
 
 
-def quote(value: str) -> str:
-    """A string literal for Drive's query language (``\\`` and ``'`` escaped)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def is_safe_part(name: str) -> bool:
-    """Whether a Drive file name can be one part of a store name (no ``/``, ``..``, NUL...)."""
-    if "/" in name:
-        return False
-    try:
-        validate_name(name)
-    except ValueError:
-        return False
-    return True
-
-
-class DriveApiStore:
+class DriveApiStore(DriveFolders):
     """A :class:`~colabkit.storage.base.Store` in a Drive folder, via Drive v3.
 
     Args:
@@ -167,7 +147,7 @@ class DriveApiStore:
                 self._discard(upload["id"], name)
                 raise
             self._remove_superseded(superseded, name)
-            info = _info(name, renamed)
+            info = object_info(name, renamed)
             logger.info("Uploaded %s to %s (%d bytes, md5 verified)", name, self.url, info.size)
             return info
 
@@ -223,131 +203,10 @@ class DriveApiStore:
         removed = []
         with self._lock:
             for path, file in self._temporaries(self._folder_ids[""], ""):
-                if 0 < _info(path, file).modified < cutoff:
+                if 0 < object_info(path, file).modified < cutoff:
                     self._delete_file(file["id"], f"removal of the unfinished upload {path!r}")
                     removed.append(path)
         return removed
-
-    # -- folders and names ---------------------------------------------------------------------
-
-    def _open_folder(self, create: bool) -> list[str]:
-        """Finds (or creates) the store's folder, part by part, below ``root``."""
-        folder_ids = [self.root]
-        for part in self.folder.split("/"):
-            folder_ids = self._child_folders(folder_ids, part, create=create)
-            if not folder_ids:
-                raise FileNotFoundError(f"No Drive folder {self.folder!r}: {part!r} was not found.")
-        return folder_ids
-
-    def _folders_at(self, path: str, *, create: bool) -> list[str]:
-        """The ids of the subfolder(s) at store-relative ``path`` ("" is the store's folder)."""
-        if path in self._folder_ids:
-            return self._folder_ids[path]
-        parent_path, _, part = path.rpartition("/")
-        parents = self._folders_at(parent_path, create=create)
-        found = self._child_folders(parents, part, create=create) if parents else []
-        if found:
-            self._folder_ids[path] = found
-        return found
-
-    def _child_folders(self, parents: list[str], part: str, *, create: bool) -> list[str]:
-        """The folders named exactly ``part`` in ``parents``, oldest first; one is created in
-        the oldest parent when there is none (and its id, as Drive answers it, is used)."""
-        folders = self._folders_named(parents, part)
-        if not folders and create:
-            body = {"name": part, "mimeType": FOLDER_MIME, "parents": [parents[0]]}
-            created = self._execute(
-                self._service.files().create(
-                    body=body, fields=FOLDER_FIELDS, supportsAllDrives=True
-                ),
-                f"creation of folder {part!r}",
-            )
-            logger.info("Created Drive folder %s", part)
-            # Listed once more: a racing VM's folder (or one whose creation answer was lost and
-            # retried) is older; files then go there, and this one is read as the same folder.
-            again = self._folders_named(parents, part)
-            folders = again + [created] * all(f["id"] != created["id"] for f in again)
-        return [f["id"] for f in sorted(folders, key=_age_key)]
-
-    def _folders_named(self, parents: list[str], part: str) -> list[dict[str, Any]]:
-        condition = f" and mimeType = '{FOLDER_MIME}'"
-        return [
-            child
-            for parent in parents
-            for child in self._children(parent, condition, FOLDER_FIELDS)
-            if child.get("name") == part
-        ]
-
-    def _parent_of(self, name: str, *, create: bool) -> tuple[list[str], str]:
-        directory, _, base = name.rpartition("/")
-        return self._folders_at(directory, create=create), base
-
-    def _files_named(self, parents: list[str], base: str) -> list[dict[str, Any]]:
-        """Committed copies of ``base`` in ``parents``, newest first."""
-        files = [
-            child
-            for parent in parents
-            for child in self._children(parent, "", FILE_FIELDS)
-            if child.get("name") == base and _is_committed_file(child)
-        ]
-        return sorted(files, key=_age_key, reverse=True)
-
-    def _children(self, parent: str, condition: str, fields: str) -> list[dict[str, Any]]:
-        """A folder's children (listed by parent, which reads back writes; names are not
-        searched: such a search lags behind writes and ignores case)."""
-        return self._query(f"{quote(parent)} in parents and trashed = false{condition}", fields)
-
-    def _resolve(self, name: str) -> tuple[ObjectInfo, str]:
-        parents, base = self._parent_of(name, create=False)
-        copies = self._files_named(parents, base)
-        if not copies:
-            raise FileNotFoundError(f"No object {name!r} in {self.url}.")
-        return _info(name, copies[0]), copies[0]["id"]
-
-    def _walk(
-        self,
-        folder_ids: list[str],
-        path: str,
-        prefix: str,
-        found: dict[str, tuple[tuple[str, str], ObjectInfo]],
-    ) -> None:
-        """Collects the committed files under a folder (all its duplicates), descending where
-        ``prefix`` can match; of files of one name the newest wins."""
-        subfolders: dict[str, list[dict[str, Any]]] = {}
-        for folder_id in folder_ids:
-            for child in self._children(folder_id, "", FILE_FIELDS):
-                if not is_safe_part(child.get("name", "")):
-                    logger.warning("Ignoring Drive file with an unsafe name: %r", child.get("name"))
-                    continue
-                name = path + child["name"]
-                if child.get("mimeType") == FOLDER_MIME:
-                    subfolders.setdefault(name, []).append(child)
-                elif (
-                    _is_committed_file(child)
-                    and name.startswith(prefix)
-                    and (name not in found or _age_key(child) > found[name][0])
-                ):
-                    found[name] = (_age_key(child), _info(name, child))
-        for name, children in sorted(subfolders.items()):
-            ids = [c["id"] for c in sorted(children, key=_age_key)]
-            self._folder_ids.setdefault(name, ids)
-            if prefix.startswith(name + "/") or (name + "/").startswith(prefix):
-                self._walk(ids, name + "/", prefix, found)
-
-    def _temporaries(
-        self, folder_ids: list[str], path: str
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(store-relative name, file) of every temporary upload under a folder, every copy."""
-        subfolders: dict[str, list[str]] = {}
-        for folder_id in folder_ids:
-            for child in self._children(folder_id, "", FILE_FIELDS):
-                name = path + child.get("name", "")
-                if child.get("mimeType") == FOLDER_MIME:
-                    subfolders.setdefault(name, []).append(child["id"])
-                elif _is_temporary(child):
-                    yield name, child
-        for name, ids in sorted(subfolders.items()):
-            yield from self._temporaries(ids, name + "/")
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -380,43 +239,6 @@ class DriveApiStore:
                 f"{what} (to the trash: deleting is not permitted here)",
             )
             logger.info("Moved to the trash instead of deleting (%s).", what)
-
-    def _scope_of(self, root: str) -> dict[str, str]:
-        """``corpora=drive`` and ``driveId`` for a root in a shared drive (a search over all
-        drives may come back incomplete); nothing for My Drive."""
-        if root == "root":
-            return {}
-        meta = self._execute(
-            self._service.files().get(fileId=root, fields="id,driveId", supportsAllDrives=True),
-            f"lookup of the root folder {root!r}",
-        )
-        drive_id = meta.get("driveId")
-        return {"corpora": "drive", "driveId": drive_id} if drive_id else {}
-
-    def _query(self, query: str, fields: str) -> list[dict[str, Any]]:
-        """All pages of a ``files.list`` query."""
-        files: list[dict[str, Any]] = []
-        token = None
-        while True:
-            request = self._service.files().list(
-                q=query,
-                fields=f"nextPageToken, incompleteSearch, files({fields})",
-                pageSize=1000,
-                pageToken=token,
-                supportsAllDrives=True,
-                includeItemsFromAllDrives=True,
-                **self._scope,
-            )
-            page = self._execute(request, f"listing of {self.url}")
-            if page.get("incompleteSearch"):  # never answer "absent" for "not looked at"
-                raise StoreError(
-                    f"Drive answered only part of the listing of {self.url} (incompleteSearch)."
-                    " Retry; if it persists, open the store with root= the shared drive's id."
-                )
-            files.extend(page.get("files", []))
-            token = page.get("nextPageToken")
-            if not token:
-                return files
 
     def _upload(self, source: IO[bytes], parent: str, name: str, size: int) -> dict[str, Any]:
         """Uploads under a temporary tagged name; returns Drive's id, size and md5Checksum."""
@@ -474,27 +296,3 @@ def _build_service(http: Any) -> Any:
     from googleapiclient.discovery import build
 
     return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
-
-
-def _is_temporary(file: dict[str, Any]) -> bool:
-    """An upload not yet renamed to its final name (tagged, or still under its temporary name)."""
-    tagged = TEMP_KEY in (file.get("appProperties") or {})
-    return tagged or str(file.get("name", "")).startswith(TEMP_PREFIX)
-
-
-def _is_committed_file(file: dict[str, Any]) -> bool:
-    """Regular content files only: not folders, Google Docs, or temporary uploads."""
-    google_doc = str(file.get("mimeType", "")).startswith("application/vnd.google-apps.")
-    return not google_doc and not _is_temporary(file)
-
-
-def _age_key(file: dict[str, Any]) -> tuple[str, str]:
-    return (file.get("createdTime", ""), file.get("id", ""))
-
-
-def _info(name: str, file: dict[str, Any]) -> ObjectInfo:
-    modified = file.get("modifiedTime")
-    when = datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp() if modified else 0.0
-    return ObjectInfo(
-        name=name, size=int(file.get("size", 0)), md5=file.get("md5Checksum"), modified=when
-    )

@@ -64,13 +64,15 @@ def _cmd_ckpt_verify(args: argparse.Namespace) -> int:
     else:
         for status in statuses:
             mark = "ok " if status.verified else "BAD"
-            print(f"{mark} {status.name}  {status.problem or ''}".rstrip())
-    if not statuses:
+            note = "superseded: another session's trajectory" if status.superseded else ""
+            print(f"{mark} {status.name}  {status.problem or note}".rstrip())
+    own = inventory.in_use(statuses)
+    if not own:
         raise ColabkitError(f"{inventory.nothing_found(store)}: nothing to resume from")
-    if not statuses[0].verified:
-        good = next((s.name for s in statuses if s.verified), None)
+    if not own[0].verified:
+        good = next((s.name for s in own if s.verified), None)
         fallback = f"resume would use {good}" if good else "no checkpoint verifies"
-        raise ColabkitError(f"newest checkpoint {statuses[0].name} does not verify ({fallback})")
+        raise ColabkitError(f"newest checkpoint {own[0].name} does not verify ({fallback})")
     return 0
 
 

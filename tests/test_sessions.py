@@ -240,3 +240,38 @@ def test_but_not_once_a_newer_session_has_claimed_the_run(vm, store, tmp_path, c
         assert again.restore().state["step"] == 1  # b's staged step 2 is another trajectory
     assert f"session {b.sessions.id} wrote it" in caplog.text
     again.close()
+
+
+def test_the_cli_marks_a_superseded_checkpoint_and_neither_verifies_nor_prunes_by_it(
+    tmp_path, capsys
+):
+    import json
+
+    from colabkit.cli import main
+
+    store = LocalStore(tmp_path / "run" / "checkpoints")
+    a = CheckpointManager(store, staging_dir=tmp_path / "a", clock=FakeClock(), keep_policy=10)
+    a.restore()
+    save(a, 4).wait()
+    b = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock(), keep_policy=10)
+    b.restore()
+    b.claim()
+    a.sessions.check = lambda: None  # a's view lags: it commits once more
+    save(b, 5).wait()
+    save(a, 8).wait()
+    for manager in (a, b):
+        manager.close()
+    run = str(tmp_path / "run")
+    assert main(["ckpt", "ls", run, "--json"]) == 0
+    listed = {c["name"]: c["superseded"] for c in json.loads(capsys.readouterr().out)}
+    assert listed == {
+        checkpoint_name(8): True,
+        checkpoint_name(5): False,
+        checkpoint_name(4): False,
+    }
+    (tmp_path / "run" / "checkpoints" / checkpoint_name(5)).write_bytes(b"damaged")
+    assert main(["ckpt", "verify", run]) == 1  # the run's newest is 5, not the stray 8
+    assert "newest checkpoint ckpt-000000000005.ckpt does not verify" in capsys.readouterr().err
+    assert main(["ckpt", "prune", run, "--keep", "1"]) == 0
+    left = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert left == [checkpoint_name(s) for s in (4, 5, 8)]  # 5 kept (newest), 4 newest good

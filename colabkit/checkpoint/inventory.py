@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from colabkit.checkpoint.catalog import store_call
+from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.format import step_of, verify
+from colabkit.checkpoint.sessions import Chain, Sessions
+from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
 from colabkit.errors import CorruptCheckpointError, UnsupportedCheckpointError, invalid_argument
 from colabkit.storage import LocalStore, open_store
@@ -39,6 +41,8 @@ class CheckpointStatus:
         problem: Why it did not verify (None if it did).
         newer_format: Written in a checkpoint format newer than this colabkit reads (a newer
             colabkit wrote it): not damaged, never pruned here.
+        superseded: Written by a session after another one had taken the run over (see
+            ``colabkit.checkpoint.sessions``): never resumed from, never counted or pruned here.
     """
 
     name: str
@@ -49,6 +53,7 @@ class CheckpointStatus:
     verified: bool
     problem: str | None = None
     newer_format: bool = False
+    superseded: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -74,14 +79,21 @@ def inspect_store(store: Store) -> list[CheckpointStatus]:
     """Every checkpoint of ``store``, newest first, each fully verified."""
     infos = [i for i in store_call(store.list) if step_of(i.name) is not None]
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
-    return [_status(store, info) for info in infos]
+    with tempfile.TemporaryDirectory() as cache:
+        chain = Chain(Sessions(store, Path(cache), SYSTEM_CLOCK).read_or_fail())
+    return [_status(store, info, chain) for info in infos]
+
+
+def in_use(statuses: list[CheckpointStatus]) -> list[CheckpointStatus]:
+    """The run's own checkpoints (newest first): superseded ones left out."""
+    return [s for s in statuses if not s.superseded]
 
 
 def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str]:
     """Deletes all but the newest ``keep`` checkpoints; never the newest one that verifies.
 
     Checkpoints in a newer format than this colabkit reads are never deleted: it cannot tell
-    what they hold.
+    what they hold. Superseded ones (another session's trajectory) neither count nor go.
 
     Args:
         store: Where they live.
@@ -93,19 +105,20 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
     """
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise invalid_argument("keep", keep, "an integer >= 1")
-    kept = {s.name for s in statuses[:keep]}
-    newest_good = next((s.name for s in statuses if s.verified), None)
+    own = in_use(statuses)
+    kept = {s.name for s in own[:keep]}
+    newest_good = next((s.name for s in own if s.verified), None)
     if newest_good is not None:
         kept.add(newest_good)
     deleted = []
-    for status in statuses:
+    for status in own:
         if status.name not in kept and not status.newer_format:
             store_call(store.delete, status.name)
             deleted.append(status.name)
     return deleted
 
 
-def _status(store: Store, info) -> CheckpointStatus:
+def _status(store: Store, info, chain: Chain) -> CheckpointStatus:
     with _local_copy(store, info.name) as path:
         newer = False
         try:
@@ -115,6 +128,7 @@ def _status(store: Store, info) -> CheckpointStatus:
         except UnsupportedCheckpointError as e:
             state, problem, newer = {}, str(e), True
     epoch = state.get("epoch")
+    record = record_from_state(info.name, state, info.size)
     return CheckpointStatus(
         name=info.name,
         step=step_of(info.name),
@@ -124,6 +138,7 @@ def _status(store: Store, info) -> CheckpointStatus:
         verified=problem is None,
         problem=problem,
         newer_format=newer,
+        superseded=bool(state) and (record.session, record.step, record.lineage) not in chain,
     )
 
 
@@ -153,6 +168,7 @@ def format_table(statuses: list[CheckpointStatus], now: float | None = None) -> 
     for s in statuses:
         epoch = "-" if s.epoch is None else str(s.epoch)
         verified = "yes" if s.verified else "NO"
+        verified += ", superseded" if s.superseded else ""
         age = format_duration(max(0.0, now - s.created))
         rows.append((str(s.step), epoch, format_size(s.size), age, verified, s.name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -69,8 +69,8 @@ class Claim:
 
     @property
     def order(self) -> tuple[int, str, str]:
-        seq, stamp, session = _NAME.fullmatch(self.name).groups()  # type: ignore[union-attr]
-        return int(seq), stamp, session
+        """(seq, UTC stamp, session id) from the name: how every reader orders claims."""
+        return _order(self.name)
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
@@ -121,7 +121,7 @@ class Chain:
             grandparent, step = current.parent_lineage
             current = Claim(
                 current.name, current.parent, 0.0, resumed_step=step, parent=grandparent
-            )  # noqa: E501
+            )
 
     def __contains__(self, checkpoint: tuple) -> bool:
         """Whether a checkpoint belongs: ``(session, step)`` or ``(session, step, lineage)``."""

@@ -68,6 +68,7 @@ class DriveMountStore(LocalStore):
         return self.confirms is False
 
     def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
+        self._check_mounted()
         info = self._already_there(local_path, name) or super().put(local_path, name)
         if self.confirms is None:
             self._decide()

@@ -154,6 +154,8 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         store=args.store,
         limit=args.limit,
+        notify=args.notify,
+        release_runtime=args.release_runtime,
     )
     try:
         with _log_to_stderr():  # one line per checkpoint/resume event
@@ -232,6 +234,16 @@ def _add_mnist_arguments(mnist: argparse.ArgumentParser) -> None:
         "--fresh", action="store_true", help="archive old checkpoints and start over"
     )
     mnist.add_argument("--store", metavar="URL", help="where checkpoints go (default: run dir)")
+    mnist.add_argument(
+        "--notify",
+        metavar="URL",
+        help="webhook to POST to when the run finishes, stops or fails (never logged)",
+    )
+    mnist.add_argument(
+        "--release-runtime",
+        action="store_true",
+        help="in Colab: give the runtime back once the run and its outputs are durable",
+    )
     mnist.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # tests: first N images
 
 

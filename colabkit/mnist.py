@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from colabkit import ending
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.distribute import KINDS
 from colabkit.env import check_session_limit, unmounted_drive
@@ -77,6 +78,8 @@ class MnistConfig:
     limit: int | None = None
     validation_split: float = 0.1
     strategy: str = "auto"
+    notify: str | None = None
+    release_runtime: bool = False
 
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
@@ -97,6 +100,7 @@ class MnistConfig:
             raise invalid_argument("strategy", self.strategy, f"one of {', '.join(KINDS)}")
         check_dataset(self.dataset)
         check_run_dir(self.run_dir)
+        ending.check_notify(self.notify)
 
 
 @dataclass(frozen=True)
@@ -248,14 +252,20 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         session_limit=config.session_limit,
         fresh=config.fresh,
         strategy=strategy,
+        notify=config.notify,
     )
     if not getattr(history, "completed", True):  # stopped before the end: no outputs yet
+        if config.release_runtime and history.stop_reason == "deadline":
+            ending.release_runtime(durable=history.durable)
         raise TrainingStopped(
             f"Training stopped before the end ({history.stop_reason}); the checkpoint is "
             "saved. Run the same command again (in a new session) to continue."
         )
     steps = _steps_per_epoch(len(data.x_train), config)
-    return save_outputs(config.run_dir, model, data, history, steps_per_epoch=steps)
+    result = save_outputs(config.run_dir, model, data, history, steps_per_epoch=steps)
+    if config.release_runtime:  # the outputs are written: nothing is left to do on this VM
+        ending.release_runtime(durable=history.durable)
+    return result
 
 
 def _scaled_out(kind: str) -> Any:

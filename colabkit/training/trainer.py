@@ -15,12 +15,12 @@ from typing import Any
 
 import keras
 
-from colabkit import distribute
+from colabkit import distribute, ending
 from colabkit.checkpoint.format import CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import CheckpointError, RunSupersededError
+from colabkit.errors import CheckpointError, RunSupersededError, invalid_argument
 from colabkit.storage import Store
 from colabkit.training import determinism, run_setup
 from colabkit.training import state as training_state
@@ -64,6 +64,8 @@ def fit(
     fresh: bool = False,
     staging_dir: str | Path | None = None,
     strategy: Any = None,
+    notify: str | None = None,
+    release_runtime: bool = False,
     clock: Clock | None = None,
 ) -> keras.callbacks.History:
     """Trains ``model`` like ``model.fit``, checkpointing so that a re-run resumes exactly.
@@ -99,6 +101,12 @@ def fit(
         strategy: A ``tf.distribute`` strategy (or a ``keras.distribution`` on JAX) whose scope
             the model was built in; see ``colabkit.distribute``. Only the chief writes.
         staging_dir: Fast local folder for snapshots (default: a per-run cache folder).
+        notify: A webhook URL (a secret: never logged): one POST when the run finishes, stops
+            (session limit, signal) or fails, once its checkpoint is durable or known not to
+            be; see ``colabkit.ending``. A failed notification is a warning, never an error.
+        release_runtime: In Colab, give the runtime back (``google.colab.runtime.unassign()``)
+            once the run finished or stopped at the session limit, its checkpoint is durable
+            and Drive is flushed; never otherwise. Nothing after this call runs then.
         clock: Injected clock (tests).
 
     Returns:
@@ -115,6 +123,9 @@ def fit(
     """
     clock = clock or SYSTEM_CLOCK
     run_setup.check_arguments(model, fresh=fresh, callbacks=callbacks)
+    notify = ending.check_notify(notify)
+    if not isinstance(release_runtime, bool):
+        raise invalid_argument("release_runtime", release_runtime, "True or False")
     epochs = run_setup.positive_int("epochs", epochs)
     batch_size = run_setup.positive_int("batch_size", batch_size)
     if steps_per_epoch is not None:
@@ -141,6 +152,9 @@ def fit(
         checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
     )
     history: keras.callbacks.History | None = None
+    progress: RunProgress | None = None
+    failure: BaseException | None = None
+    training = False  # past the checks: a run that ends is worth a notification
     try:
         if fresh:
             archived = manager.archive()
@@ -159,32 +173,61 @@ def fit(
         runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
         runner.chief = chief
         runner.validation_batch_size = validation_batch_size or data.batch_size
+        training = True
         history = runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
         return history
+    except BaseException as e:
+        failure = e
+        raise
     finally:
         finished = history is not None and history.completed and history.durable
         # Stopped at the session limit before the store took the checkpoint: no more waiting.
         gave_up = history is not None and history.stop_reason == "deadline" and not history.durable
-        _close(manager, drop_staging=finished, timeout=0.0 if gave_up else None)
+        closed = _close(manager, drop_staging=finished, timeout=0.0 if gave_up else None)
+        if chief and training:
+            _end_of_run(history, failure, closed, progress, epochs, checkpoints.url,
+                        notify=notify, release=release_runtime, deadline=deadline)  # fmt: skip
 
 
-def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | None) -> None:
+def _end_of_run(history, failure, closed, progress, epochs, run, *, notify, release, deadline):
+    """The notification and the runtime's release, once durability is known."""
+    if isinstance(failure, RunSupersededError):
+        return  # the session that took over is the run now: it says how it ends
+    if failure is None:
+        event = "finished" if history.completed else "stopped"
+        event = "deadline" if history.stop_reason == "deadline" else event
+        durable = history.durable
+    else:
+        event = "stopped" if isinstance(failure, KeyboardInterrupt) else "failed"
+        durable = closed
+    if notify is not None:
+        timeout = None
+        if event == "deadline":
+            timeout = max(1.0, min(ending.NOTIFY_TIMEOUT_S, deadline.store_wait_budget()))
+        ending.notify(notify, ending.message(event, run, progress.epoch, epochs, durable), timeout)
+    if release and event in ("finished", "deadline"):
+        ending.release_runtime(durable=durable)
+
+
+def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | None) -> bool:
     """Stops the background threads and releases the run.
 
     A store failure was already reported by ``_wait_durable`` (or an exception is on its way
     out): it must not replace the result or the exception. Once a finished run is durable in
     the store, its local copies go: the staging cache would otherwise keep a full checkpoint
-    of every run forever.
+    of every run forever. Returns whether everything saved reached the store.
     """
+    durable = True
     try:
         manager.close(timeout)
     except (OSError, CheckpointError, RunSupersededError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
-        drop_staging = False
+        drop_staging = durable = False
     finally:
         run_setup.release(manager)
     if drop_staging:
         run_setup.forget_staging(manager.staging)
+    return durable
 
 
 def _already_done(progress: RunProgress, epochs: int) -> bool:

@@ -1,1 +1,1 @@
-"""A fake ``google.colab`` package for tests: only ``drive`` is provided."""
+"""A fake ``google.colab`` package for tests: ``drive`` and ``runtime``."""

@@ -227,17 +227,18 @@ def test_a_checkpoint_staged_by_a_session_that_never_claimed_still_continues_the
     assert (a.sessions.id, 1) in Chain(elsewhere.sessions.read())
 
 
-def test_but_not_once_a_newer_session_has_claimed_the_run(vm, store, tmp_path, caplog):
+def test_but_not_when_it_continues_an_older_point_than_the_owner(vm, store, tmp_path, caplog):
     a = vm("a")
     a.restore()
     save(a, 1).wait()
-    b = died_before_its_claim(vm, store, "b", 2)
-    newer = vm("newer")  # another VM took the run over from step 1
-    assert newer.restore().state["step"] == 1
+    b = died_before_its_claim(vm, store, "b", 5)  # from step 1, on another VM
+    save(a, 3).wait()  # a trains on (b never claimed)
+    newer = vm("newer")  # then a third VM takes the run over from a's step 3
+    assert newer.restore().state["step"] == 3
     newer.claim()
     again = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock())
     with caplog.at_level(logging.WARNING):
-        assert again.restore().state["step"] == 1  # b's staged step 2 is another trajectory
+        assert again.restore().state["step"] == 3  # b's staged step 5 branched off at step 1
     assert f"session {b.sessions.id} wrote it" in caplog.text
     again.close()
 
@@ -275,3 +276,21 @@ def test_the_cli_marks_a_superseded_checkpoint_and_neither_verifies_nor_prunes_b
     assert main(["ckpt", "prune", run, "--keep", "1"]) == 0
     left = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
     assert left == [checkpoint_name(s) for s in (4, 5, 8)]  # 5 kept (newest), 4 newest good
+
+
+def test_two_sessions_that_resumed_from_one_point_and_died_early_leave_a_usable_chain(
+    vm, store, tmp_path
+):
+    """What the SIGKILL test found: b claims from step 1 and dies before committing; c resumes
+    from step 1 too (b has nothing newer), stages step 2 and dies before its claim reached the
+    store. c's step 2 continues the point b took over: a resume on c's VM uses it."""
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    b = vm("b")
+    b.restore()
+    b.claim()  # claimed, then killed before its first commit
+    c = died_before_its_claim(vm, store, "c", 2)
+    again = CheckpointManager(store, staging_dir=tmp_path / "c", clock=FakeClock())
+    assert again.restore().state["session"] == c.sessions.id
+    again.close()

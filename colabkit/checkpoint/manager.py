@@ -292,8 +292,8 @@ class CheckpointManager:
     def _set_aside(self, record: CheckpointRecord) -> None:
         self._orphans.add(record.name)
         log.warning(
-            "Not resuming from %s: session %s wrote it after another session had taken the run "
-            "over (its trajectory ends there); continuing the newer session's checkpoints.",
+            "Not resuming from %s: session %s wrote it on another trajectory than the one the "
+            "run's newest session continues (two sessions trained it); following the newest.",
             record.name,
             record.session,
         )

@@ -88,7 +88,8 @@ class Chain:
     A session can write checkpoints into its local staging and die before its claim reached the
     store (the claim goes with the first commit). Each checkpoint records its lineage (the
     session and step its session resumed from), so such a checkpoint still belongs when it
-    continues the newest claimed session, and never when a newer session has claimed the run.
+    continues the newest claimed session or the very point that session resumed from (a resume
+    from it then claims the run on that trajectory), and never when it continues anything older.
     """
 
     def __init__(self, claims: list[Claim]) -> None:
@@ -96,7 +97,11 @@ class Chain:
         self.limits: dict[str, int | None] = {}  # session -> its last step in the chain
         self.unclaimed_limit: int | None = None  # checkpoints of no known session: up to here
         self.everything = not claims
-        self.newest = max(claims, key=lambda claim: claim.order).session if claims else None
+        newest = max(claims, key=lambda claim: claim.order) if claims else None
+        self.newest = newest.session if newest else None
+        # where the newest session resumed: another that resumed there too and died before its
+        # claim reached the store continues the same point, so its checkpoints may follow
+        self.newest_from = (newest.parent, newest.resumed_step) if newest else None
         if claims:
             self._follow(claims)
 
@@ -132,7 +137,8 @@ class Chain:
             limit = self.limits[session]
             return limit is None or step <= limit
         if session is not None and session not in self.claimed and lineage:
-            return lineage[0] == self.newest  # an unclaimed session that continued the owner
+            # a session that never claimed: it continued the owner, or the point it took over
+            return lineage[0] == self.newest or tuple(lineage) == self.newest_from
         if session is None or session not in self.claimed:
             return self.unclaimed_limit is not None and step <= self.unclaimed_limit
         return False

@@ -93,7 +93,8 @@ class _Flaky(io.RawIOBase):
         if r.fail_after is not None and r.times and r.served >= r.fail_after:
             r.times -= 1
             raise OSError(r.code, os.strerror(r.code))
-        limit = n if r.fail_after is None else min(n, max(1, r.fail_after - r.served))
+        failing = r.fail_after is not None and r.times and r.served < r.fail_after
+        limit = min(n, r.fail_after - r.served) if failing else n  # stop at the failure point
         data = self.file.read(limit)
         r.served += len(data)
         return data

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a notification may take (connect and answer); a slow server costs at most this.
 NOTIFY_TIMEOUT_S = 10.0
-EVENTS = ("finished", "deadline", "stopped", "failed")
 
 
 def check_notify(url: Any) -> str | None:

@@ -160,7 +160,6 @@ def _signed_in_credentials() -> Any:
         return None
     try:
         import google.auth
-        import google.auth.exceptions
 
         credentials, _project = google.auth.default(scopes=[DRIVE_SCOPE])
     except Exception:  # noqa: BLE001 - DefaultCredentialsError and its kin: not signed in

@@ -201,9 +201,9 @@ def died_before_its_claim(vm, store, name, step):
     save(manager, step)
     with pytest.raises(OSError):
         manager.wait()
-    store.heal()
     manager._closed = True
-    manager._pipeline.stop()
+    manager._pipeline.stop()  # before the store heals: nothing of it reaches the store
+    store.heal()
     return manager
 
 
@@ -294,3 +294,28 @@ def test_two_sessions_that_resumed_from_one_point_and_died_early_leave_a_usable_
     again = CheckpointManager(store, staging_dir=tmp_path / "c", clock=FakeClock())
     assert again.restore().state["session"] == c.sessions.id
     again.close()
+
+
+def test_sessions_that_died_before_their_claims_one_after_another_still_continue_the_run(
+    vm, store, tmp_path, caplog
+):
+    """What the SIGKILL test found next: on one VM, b resumes from a's step 1 and stages step 2,
+    c resumes from b's step 2 and stages step 3; both die before their claims reach the store.
+    c's step 3 continues the run through b (never claimed) back to a, the owner."""
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    b = died_before_its_claim(vm, store, "vm2", 2)
+    c = died_before_its_claim(vm, store, "vm2", 3)
+    again = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
+    with caplog.at_level(logging.WARNING):
+        assert again.restore().state["session"] == c.sessions.id
+    assert "Not resuming" not in caplog.text
+    again.claim()
+    save(again, 4).wait()
+    again.close()
+    chain = Chain(vm("elsewhere").sessions.read())
+    for session, step in ((again.sessions.id, 4), (c.sessions.id, 3), (b.sessions.id, 2)):
+        assert (session, step) in chain
+    assert (a.sessions.id, 1) in chain and (a.sessions.id, 2) not in chain
+    assert (b.sessions.id, 3) not in chain and (c.sessions.id, 4) not in chain

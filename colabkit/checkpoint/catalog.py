@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colabkit.checkpoint.format import read_state, step_of, verify
-from colabkit.checkpoint.policy import CheckpointRecord
+from colabkit.checkpoint.policy import CheckpointRecord, as_lineage
 from colabkit.errors import CorruptCheckpointError, StoreError
 from colabkit.storage.atomic import is_temporary_name
 from colabkit.storage.base import ObjectInfo, Store
@@ -63,7 +63,7 @@ def record_from_state(name: str, state: dict, size: int | None) -> CheckpointRec
         epoch=epoch if isinstance(epoch, int) else None,
         size=size,
         session=state.get("session") if isinstance(state.get("session"), str) else None,
-        lineage=tuple(lineage) if isinstance(lineage := state.get("lineage"), list) else None,
+        lineage=as_lineage(state.get("lineage")),
     )
 
 

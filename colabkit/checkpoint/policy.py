@@ -28,6 +28,35 @@ _KEEP_EXPECTED = (
 _STEPS = re.compile(r"(\d+)\s*(?:steps?)?")
 
 
+Lineage = tuple[tuple[str | None, int | None], ...]
+"""Where a session resumed from, newest first: ``((session, step), (its parent's point), ...)``.
+
+The first pair is the checkpoint the session resumed from; the pairs after it are where that
+checkpoint's session had resumed from, as long as that session never claimed the run (a
+claimed session's own claim says where it resumed). ``((None, None),)``: a fresh start."""
+
+MAX_LINEAGE = 64  # sessions in a row that died before claiming, recorded in one checkpoint
+
+
+def as_lineage(value: object) -> Lineage | None:
+    """A lineage read from JSON: ``[[session, step], ...]``, or a single pair
+    (``[session, step]``, an earlier form). None where it is neither."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    pairs = [value] if not isinstance(value[0], (list, tuple)) else list(value)
+    lineage = []
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            return None
+        session, step = pair
+        if not (session is None or isinstance(session, str)):
+            return None
+        if not (step is None or (isinstance(step, int) and not isinstance(step, bool))):
+            return None
+        lineage.append((session, step))
+    return tuple(lineage)
+
+
 @dataclass(frozen=True)
 class CheckpointRecord:
     """What the keep policies and the CLI know about one checkpoint.
@@ -40,7 +69,8 @@ class CheckpointRecord:
         epoch: The epoch recorded in its state, if any.
         size: Size in bytes, if known.
         session: The session that wrote it (see ``colabkit.checkpoint.sessions``), if known.
-        lineage: Where that session had resumed from (``(session, step)``), if known.
+        lineage: Where that session had resumed from (``((session, step), ...)``, see ``Lineage``),
+            if known.
     """
 
     name: str
@@ -50,7 +80,7 @@ class CheckpointRecord:
     epoch: int | None = None
     size: int | None = None
     session: str | None = None
-    lineage: tuple | None = None
+    lineage: Lineage | None = None
 
 
 class SavePolicy:

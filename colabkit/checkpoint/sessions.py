@@ -30,7 +30,7 @@ from pathlib import Path
 
 from colabkit.checkpoint import catalog
 from colabkit.checkpoint.format import step_of
-from colabkit.checkpoint.policy import CheckpointRecord
+from colabkit.checkpoint.policy import MAX_LINEAGE, CheckpointRecord, Lineage, as_lineage
 from colabkit.clock import Clock
 from colabkit.errors import RunSupersededError, StoreError
 from colabkit.storage.atomic import atomic_output
@@ -55,7 +55,8 @@ class Claim:
         resumed_step: That checkpoint's step.
         parent: The session that wrote that checkpoint (None: unknown or none).
         parent_lineage: Where that session had resumed from, as that checkpoint records it
-            (``(session, step)``): it lets the chain go on past a session that never claimed.
+            (``((session, step), ...)``, see ``Lineage``): it lets the chain go on past
+            sessions that never claimed.
     """
 
     name: str
@@ -65,7 +66,7 @@ class Claim:
     resumed_from: str | None = None
     resumed_step: int | None = None
     parent: str | None = None
-    parent_lineage: tuple[str | None, int | None] | None = None
+    parent_lineage: Lineage | None = None
 
     @property
     def order(self) -> tuple[int, str, str]:
@@ -109,24 +110,22 @@ class Chain:
         by_session = {claim.session: claim for claim in claims}
         current = by_session[self.newest]  # type: ignore[index]
         self.limits[current.session] = None
-        while current.resumed_step is not None:
-            parent = by_session.get(current.parent or "")
-            if parent is not None and parent.session not in self.limits:
-                self.limits[parent.session] = current.resumed_step
-                current = parent
-                continue
-            if current.parent is None or current.parent in self.limits:
-                self.unclaimed_limit = current.resumed_step  # from before claims existed
+        points = _points(current)  # where it resumed, then where that session resumed, ...
+        step = None
+        while points:
+            (session, step), *points = points
+            if step is None:
+                return  # that session started the run afresh
+            if session is None or session in self.limits:
+                self.unclaimed_limit = step  # from before claims existed
                 return
-            # A session with no claim: its checkpoint recorded where it had resumed from.
-            self.limits[current.parent] = current.resumed_step
-            if current.parent_lineage is None:
-                self.unclaimed_limit = current.resumed_step
-                return
-            grandparent, step = current.parent_lineage
-            current = Claim(
-                current.name, current.parent, 0.0, resumed_step=step, parent=grandparent
-            )
+            self.limits[session] = step
+            parent = by_session.get(session)
+            if parent is not None:
+                points = _points(parent)
+            # else a session that never claimed: the checkpoint it left recorded the rest
+        if step is not None:
+            self.unclaimed_limit = step  # the record ends here: accept what came before
 
     def __contains__(self, checkpoint: tuple) -> bool:
         """Whether a checkpoint belongs: ``(session, step)`` or ``(session, step, lineage)``."""
@@ -137,11 +136,25 @@ class Chain:
             limit = self.limits[session]
             return limit is None or step <= limit
         if session is not None and session not in self.claimed and lineage:
-            # a session that never claimed: it continued the owner, or the point it took over
-            return lineage[0] == self.newest or tuple(lineage) == self.newest_from
+            return self._continues_owner(as_lineage(lineage) or ())
         if session is None or session not in self.claimed:
             return self.unclaimed_limit is not None and step <= self.unclaimed_limit
         return False
+
+    def _continues_owner(self, lineage: Lineage) -> bool:
+        """For a session that never claimed: whether, back through others that never claimed,
+        it continued the owner or the very point the owner took over from."""
+        for point in lineage:
+            if point == self.newest_from or point[0] == self.newest:
+                return True
+            if point[0] is None or point[0] in self.claimed:
+                return False  # it branched off an older session's trajectory
+        return False
+
+
+def _points(claim: Claim) -> list[tuple[str | None, int | None]]:
+    """Where a claimed session resumed, then (its parent never claimed) where that one had."""
+    return [(claim.parent, claim.resumed_step), *(claim.parent_lineage or ())]
 
 
 class Sessions:
@@ -166,11 +179,17 @@ class Sessions:
         self._point = (claims, found)
 
     def lineage(self) -> list | None:
-        """Where this session resumed from, as its checkpoints record it (None: not known)."""
+        """Where this session resumed from, as its checkpoints record it (see ``Lineage``;
+        None: not known)."""
         if self._point is None:
             return None
-        found = self._point[1]
-        return [found.session, found.step] if found is not None else [None, None]
+        claims, found = self._point
+        if found is None:
+            return [[None, None]]
+        lineage = [[found.session, found.step]]
+        if found.session not in {claim.session for claim in claims}:
+            lineage += [list(point) for point in found.lineage or ()]  # its claim says nothing
+        return lineage[:MAX_LINEAGE]
 
     def take_over(self) -> None:
         """Claims the run once: from where ``restore()`` resumed, or (never restored) as the
@@ -240,7 +259,7 @@ class Sessions:
         resumed_from: str | None,
         step: int | None,
         parent: str | None,
-        parent_lineage: tuple[str | None, int | None] | None = None,
+        parent_lineage: Lineage | None = None,
     ) -> Claim:
         """Writes this session's claim, newer than every one in ``claims``.
 
@@ -301,7 +320,6 @@ class Sessions:
         try:
             fields = json.loads(local.read_text())
             step = fields.get("resumed_step")
-            lineage = fields.get("parent_lineage")
             return Claim(
                 name=name,
                 session=str(fields["session"]),
@@ -310,7 +328,7 @@ class Sessions:
                 resumed_from=fields.get("resumed_from"),
                 resumed_step=int(step) if step is not None else None,
                 parent=fields.get("parent"),
-                parent_lineage=tuple(lineage) if lineage else None,
+                parent_lineage=as_lineage(fields.get("parent_lineage")),
             )
         except (ValueError, KeyError, TypeError, OSError) as e:
             log.warning("Ignoring unreadable session claim %s in %s: %s", name, self.store.url, e)

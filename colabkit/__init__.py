@@ -20,6 +20,7 @@ _LAZY = {
     "Session": ("colabkit.session", "Session"),
     "fit": ("colabkit.training.trainer", "fit"),
     "stage": ("colabkit.staging", "stage"),
+    "status": ("colabkit.run_status", "status"),
     "callbacks": ("colabkit.callbacks", None),
     "distribute": ("colabkit.distribute", None),
     "storage": ("colabkit.storage", None),
@@ -37,12 +38,14 @@ __all__ = [
     "fit",
     "setup",
     "stage",
+    "status",
     "storage",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from colabkit import callbacks, distribute, errors, storage
     from colabkit.errors import ColabkitError
+    from colabkit.run_status import status
     from colabkit.session import Session, setup
     from colabkit.staging import stage
     from colabkit.training.trainer import fit

@@ -103,6 +103,20 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from colabkit import env, run_status
+
+    run_dir = args.run_dir if args.run_dir is not None else env.default_run_dir("mnist")
+    report = run_status.status(run_dir)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.text())
+    return 0
+
+
 @contextlib.contextmanager
 def _log_to_stderr() -> Iterator[None]:
     """colabkit's INFO lines on stderr while a command runs, unless the caller configured
@@ -338,6 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many to keep")
     prune.add_argument("--json", action="store_true", help="print what was deleted as JSON")
     prune.set_defaults(func=_cmd_ckpt_prune)
+    status = commands.add_parser(
+        "status",
+        help="Where a run is: epochs done, sessions, newest checkpoint, time to finish.",
+        description="Where the run in RUN_DIR is, read from its newest durable checkpoint: "
+        "epochs done of the total, sessions so far, time trained, the newest checkpoint and "
+        "the training time left. Changes nothing.",
+    )
+    status.add_argument(
+        "run_dir",
+        nargs="?",
+        metavar="RUN_DIR",
+        help="run directory or store URL (default: where `colabkit train mnist` runs)",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=_cmd_status)
     _add_train_parser(commands)
     return parser
 

@@ -58,6 +58,7 @@ class SessionDeadline(keras.callbacks.Callback):
         self.clock = clock or SYSTEM_CLOCK
         self.checkpoint = checkpoint
         self.managed = False  # True inside colabkit.fit, whose loop does the saving
+        self.session_length: float | None = None  # how long a whole session trains
         self.deadline = self._deadline(session_limit, session_start)
         self.triggered = False
 
@@ -69,7 +70,8 @@ class SessionDeadline(keras.callbacks.Callback):
         limit = env.check_session_limit(session_limit or env.DEFAULT_SESSION_LIMIT, self.margin)
         if session_start is None:
             session_start = env.detect(session_limit=None).session_start
-        return session_start + limit - self.margin
+        self.session_length = limit - self.margin
+        return session_start + self.session_length
 
     @classmethod
     def never(cls) -> SessionDeadline:
@@ -78,6 +80,12 @@ class SessionDeadline(keras.callbacks.Callback):
 
     def reached(self) -> bool:
         return self.clock.time() >= self.deadline
+
+    def seconds_left(self) -> float | None:
+        """How long this session trains before the stop (None: no limit)."""
+        if self.deadline == math.inf:
+            return None
+        return max(0.0, self.deadline - self.clock.time())
 
     def store_wait_budget(self) -> float:
         """How long, after a stop here, to wait for the store: until ``FINAL_WORDS_S`` before

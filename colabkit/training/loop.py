@@ -48,6 +48,7 @@ class RunProgress:
     stop_reason: str | None = None
     train_seconds: float = 0.0
     epoch_fingerprint: str | None = None  # tf.data input: the epoch's first batch (tfdata.py)
+    total_epochs: int | None = None  # the run's ``epochs`` (for ``colabkit status``)
 
     @property
     def global_step(self) -> int:
@@ -66,6 +67,7 @@ class RunProgress:
             "stop_reason": self.stop_reason,
             "train_seconds": self.train_seconds,
             "epoch_fingerprint": self.epoch_fingerprint,
+            "total_epochs": self.total_epochs,
             "versions": training_state.runtime_versions(),
         }
 
@@ -82,6 +84,7 @@ class RunProgress:
             stop_reason=state.get("stop_reason"),
             train_seconds=float(state.get("train_seconds", 0.0)),
             epoch_fingerprint=state.get("epoch_fingerprint"),
+            total_epochs=state.get("total_epochs"),
         )
 
 

@@ -36,6 +36,7 @@ from colabkit.training.loop import (
     restore_model,
     resumable_loop,
 )
+from colabkit.training.progbar import RunProgbar, announce_start, say
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def fit(
         data = epochs_of_dataset or run_setup.training_batches(train, batch_size, config["seed"])
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
-            history = _return_finished(model, data, restored, progress, epochs)
+            history = _return_finished(model, data, restored, progress, epochs, verbose)
             return history
         if deterministic:
             determinism.enable()
@@ -242,15 +243,16 @@ def _return_finished(
     restored: CheckpointContents | None,
     progress: RunProgress,
     epochs: int,
+    verbose: Any,
 ) -> keras.callbacks.History:
     assert restored is not None
     if not model.built:
         model(data.batch(0)[0])
     restore_model(model, restored)
-    log.info(
-        "Run already finished at epoch %d (%s); loaded its final weights.",
-        progress.epoch,
-        progress.stop_reason or f"epochs={epochs}",
+    say(
+        f"the run already finished at epoch {progress.epoch}/{epochs} "
+        f"({progress.stop_reason or 'all epochs trained'}); loaded its final weights.",
+        verbose,
     )
     return _history(model, progress, epochs, completed=True)
 
@@ -300,14 +302,11 @@ class _Runner:
             if drift:
                 resume["versions_changed"] = drift
             progress.resumes.append(resume)
-            log.info(
-                "Resuming from %s: epoch %d, step %d of %d.",
-                self.restored.name,
-                progress.epoch + 1,
-                progress.step,
-                progress.steps_per_epoch,
-            )
+        announce_start(progress, self.restored, self.manager.store.url, epochs, deadline,
+                       self.clock, verbose)  # fmt: skip
+        self.progbar = RunProgbar(progress, epochs, deadline, self.clock)
         progress.finished, progress.stop_reason = False, None
+        progress.total_epochs = epochs
         user = keras.callbacks.CallbackList(
             self.callbacks,
             add_history=False,
@@ -372,10 +371,11 @@ class _Runner:
                 self.progress.resumes[-1]["order_may_differ"] = True
         # Built before fit: Keras would otherwise read a batch to build it.
         training_state.ensure_built(self.model, self.data.batch(start_step))
+        self.progbar.start_step = start_step  # the bar counts a resumed epoch from its step
         outer = keras.callbacks.CallbackList(
-            [loop],
+            [loop, self.progbar] if verbose != 0 else [loop],
             add_history=True,  # model.fit returns model.history, which History sets
-            add_progbar=verbose != 0,
+            add_progbar=False,
             model=self.model,
             verbose=verbose,
             epochs=loop.epochs,  # the progress bar says "Epoch 3/5", not "Epoch 3/3"
@@ -401,6 +401,7 @@ class _Runner:
             self.manager.wait_staged()  # local disk: at least the staged copy is whole
             timeout = deadline.store_wait_budget()
         durable = self._wait_durable(timeout)
+        self.progbar.end_line()
         where = f"step {self.progress.global_step} (epoch {self.progress.epoch + 1})"
         if reason == "deadline":
             deadline.after_save(durable=durable)

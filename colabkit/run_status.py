@@ -1,0 +1,215 @@
+"""``colabkit status``: where a run is, from its newest durable checkpoint.
+
+Reads the store only (what survives the VM), never the local staging of the machine it runs on,
+and never changes anything. The newest checkpoint of the run's own trajectory (not one a
+superseded session left, see ``colabkit.checkpoint.sessions``) whose state reads is the run's
+position; its state holds the history, the sessions and the time trained.
+
+    colabkit status /content/drive/MyDrive/colabkit/mnist --json
+    colabkit.status("/content/drive/MyDrive/colabkit/mnist")   # a table in a notebook
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colabkit.checkpoint import inventory
+from colabkit.checkpoint.catalog import record_from_state, store_call
+from colabkit.checkpoint.format import read_state, step_of
+from colabkit.checkpoint.sessions import Chain, Sessions
+from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.duration import format_duration
+from colabkit.errors import ColabkitError, CorruptCheckpointError
+from colabkit.forecast import Forecast
+from colabkit.storage import LocalStore
+from colabkit.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run as ``colabkit status`` shows it (``to_json()``: the documented JSON).
+
+    Attributes:
+        run: The run's checkpoint store (URL).
+        state: ``"not started"`` (no checkpoint), ``"in progress"`` or ``"finished"``.
+        stop_reason: Why a finished run stopped early (e.g. ``"stopped by a callback"``).
+        global_step: Steps trained (all sessions).
+        epoch: Complete epochs.
+        step_in_epoch: Steps into the epoch in progress.
+        steps_per_epoch: Steps in one epoch.
+        epochs: The run's total epochs (None: a run from before colabkit recorded it).
+        sessions: Sessions that trained the run (the first, then one per resume).
+        train_seconds: Wall time trained, all sessions.
+        checkpoint: The newest durable checkpoint: ``name``, ``step``, ``created``, ``size``.
+        metrics: The last complete epoch's metrics.
+        forecast: The pace of the sessions so far and the training time left.
+    """
+
+    run: str
+    state: str
+    stop_reason: str | None = None
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    steps_per_epoch: int | None = None
+    epochs: int | None = None
+    sessions: int = 0
+    train_seconds: float = 0.0
+    checkpoint: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    forecast: Forecast | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "run": self.run,
+            "state": self.state,
+            "stop_reason": self.stop_reason,
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+            "sessions": self.sessions,
+            "train_seconds": self.train_seconds,
+            "checkpoint": self.checkpoint,
+            "metrics": self.metrics,
+            "forecast": self.forecast.to_json() if self.forecast is not None else None,
+        }
+
+    def rows(self, now: float | None = None) -> list[tuple[str, str]]:
+        """(label, text) pairs: the text output and the notebook table."""
+        now = time.time() if now is None else now
+        rows = [("run", self.run)]
+        if self.state == "not started":
+            return [*rows, ("state", "not started: no checkpoint yet")]
+        plan = self.forecast
+        where = plan.where() if plan is not None else f"step {self.global_step}"
+        state = f"{self.state}: {where}"
+        if self.stop_reason:
+            state += f" ({self.stop_reason})"
+        rows.append(("state", state))
+        trained = format_duration(self.train_seconds)
+        rows.append(("sessions", f"{self.sessions}, {trained} of training"))
+        if self.checkpoint is not None:
+            age = format_duration(max(0.0, now - self.checkpoint["created"]))
+            rows.append(("checkpoint", f"{self.checkpoint['name']} ({age} ago)"))
+        if self.metrics:
+            rows.append(("metrics", ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items())))
+        if self.state == "in progress" and plan is not None:
+            outlook = plan.outlook() or ["not known: no time recorded yet"]
+            rows.append(("to finish", "; ".join(outlook)))
+        return rows
+
+    def text(self, now: float | None = None) -> str:
+        rows = self.rows(now)
+        width = max(len(label) for label, _ in rows)
+        return "\n".join(f"{label.ljust(width)}  {text}" for label, text in rows)
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
+            f"<td style='text-align:left'>{html.escape(text)}</td></tr>"
+            for label, text in self.rows()
+        )
+        return f"<table>{cells}</table>"
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def status(run_dir: str | os.PathLike[str], *, clock: Clock | None = None) -> RunStatus:
+    """Where the run in ``run_dir`` (a run directory or a store URL) is.
+
+    Raises:
+        ColabkitError: there is no such folder (a run directory that does not exist).
+        StoreError: the store could not be read.
+    """
+    store = inventory.run_store(run_dir)
+    if isinstance(store, LocalStore) and not store.root.parent.exists():
+        raise ColabkitError(
+            f"No run at {os.fspath(run_dir)}: the folder does not exist. Pass the run directory "
+            "(the folder that holds checkpoints/), or a store URL such as gdrive://colabkit/run."
+        )
+    return status_of(store, clock=clock)
+
+
+def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
+    """``status()`` for a store already opened."""
+    clock = clock or SYSTEM_CLOCK
+    infos = [i for i in store_call(store.list) if step_of(i.name) is not None]
+    infos.sort(key=lambda info: step_of(info.name), reverse=True)
+    with tempfile.TemporaryDirectory(prefix="colabkit-status-") as folder:
+        chain = Chain(Sessions(store, Path(folder), clock).read_or_fail())
+        for info in infos:
+            state = _state(store, info.name, Path(folder))
+            if state is None:
+                continue
+            record = record_from_state(info.name, state, info.size)
+            if (record.session, record.step, record.lineage) not in chain:
+                continue  # another session's trajectory
+            return _from_state(store.url, info, state)
+    return RunStatus(run=store.url, state="not started")
+
+
+def _state(store: Store, name: str, folder: Path) -> dict | None:
+    """The checkpoint's state (None where it does not read: an older one then speaks)."""
+    try:
+        if isinstance(store, LocalStore):
+            return read_state(store.path(name))
+        local = folder / name
+        store_call(store.get, name, local)
+        try:
+            return read_state(local)
+        finally:
+            local.unlink(missing_ok=True)
+    except FileNotFoundError:
+        return None  # pruned while listing
+    except CorruptCheckpointError as e:
+        log.warning("Skipping %s in %s: %s", name, store.url, e)
+        return None
+
+
+def _from_state(url: str, info: Any, state: dict) -> RunStatus:
+    steps = int(state.get("steps_per_epoch") or 0) or None
+    step = int(state.get("global_step", step_of(info.name)))
+    epochs = state.get("total_epochs")
+    epochs = int(epochs) if isinstance(epochs, int) else None
+    history = state.get("history") or {}
+    train_seconds = float(state.get("train_seconds") or 0.0)
+    plan = None
+    if steps:
+        pace = train_seconds / step if step > 0 and train_seconds > 0 else None
+        plan = Forecast(step, steps, epochs, seconds_per_step=pace, measured="the sessions so far")
+    finished = bool(state.get("finished"))
+    return RunStatus(
+        run=url,
+        state="finished" if finished else "in progress",
+        stop_reason=state.get("stop_reason") if finished else None,
+        global_step=step,
+        epoch=int(state.get("epoch", 0)),
+        step_in_epoch=int(state.get("step_in_epoch", 0)),
+        steps_per_epoch=steps,
+        epochs=epochs,
+        sessions=len(state.get("resumes") or []) + 1,
+        train_seconds=train_seconds,
+        checkpoint={
+            "name": info.name,
+            "step": step_of(info.name),
+            "created": float(state.get("created", info.modified)),
+            "size": info.size,
+        },
+        metrics={k: float(v[-1]) for k, v in history.items() if v},
+        forecast=plan,
+    )

@@ -1,0 +1,135 @@
+"""What a user sees of a run that spans sessions: the resume, the true step, the plan.
+
+The plan's arithmetic with plain numbers, then through ``colabkit.fit`` with real Keras training,
+a clock that advances 10 s per step, and the progress bar as Keras prints it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import keras
+import pytest
+from test_fit import RaiseAt, fit, make_model
+
+from colabkit.clock import FakeClock
+from colabkit.forecast import Forecast
+from colabkit.training.deadline import SessionDeadline
+
+HOUR = 3600.0
+
+
+def test_a_run_that_ends_in_this_session():
+    plan = Forecast(300, 100, 15, seconds_per_step=0.41, session_left=5 * HOUR)
+    assert plan.line() == (
+        "epoch 3/15 done; 41s an epoch here; 12 epochs left, about 8m 12s; "
+        "ends in this session (5h 00m left in it)"
+    )
+    assert plan.more_sessions == 0
+
+
+def test_a_run_that_needs_more_sessions_says_how_many_and_when_it_ends():
+    now = time.mktime((2026, 12, 1, 10, 0, 0, 0, 0, 0)) - time.timezone  # 10:00 UTC
+    plan = Forecast(
+        250, 100, 15, seconds_per_step=36.0, measured="earlier sessions",
+        session_left=4 * HOUR, session_length=11.75 * HOUR, now=now,
+    )  # fmt: skip
+    # 1 h an epoch; 12.5 epochs left: 4 h here (to epoch 6), then 8.5 h: one more session
+    assert plan.where() == "epoch 3/15 at step 50/100"
+    assert plan.reaches_epoch == 6
+    assert plan.more_sessions == 1
+    assert plan.line() == (
+        "epoch 3/15 at step 50/100; 1h 00m an epoch in earlier sessions; 12.5 epochs left, "
+        "about 12h 30m; this session reaches epoch 6 before its limit, then 1 more session: "
+        "done about Dec 01 22:30 UTC if each starts at once"
+    )
+    longer = Forecast(0, 100, 40, seconds_per_step=36.0, session_left=HOUR, session_length=HOUR)
+    assert longer.more_sessions == 39 and longer.reaches_epoch == 1
+
+
+def test_without_a_limit_or_a_pace_the_plan_says_what_it_knows():
+    assert Forecast(0, 100, 5).line() == (
+        "epoch 0/5 done; the time an epoch takes is known after the first one here"
+    )
+    assert Forecast(500, 100, 10, seconds_per_step=0.1).line().endswith("no session limit here")
+    assert Forecast(500, 100, 5, seconds_per_step=0.1).seconds_left == 0.0
+
+
+def shown(text: str) -> str:
+    """Console text as a user sees it: colours gone, each progress-bar redraw on its own line."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\r", "\n").replace("\b", "")
+
+
+@pytest.fixture
+def ticking():
+    clock = FakeClock(start=1_000.0)
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.advance(10.0)  # each step takes 10 s: an epoch of 6 steps, a minute
+
+    return clock, Tick()
+
+
+def test_a_resume_is_announced_and_its_epoch_counted_from_its_true_step(
+    tmp_path, capsys, ticking
+):
+    clock, tick = ticking
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(make_model(), tmp_path / "run", save_every="1steps", verbose=1, clock=clock,
+            callbacks=[tick, RaiseAt(1, 3)])  # fmt: skip
+    first = shown(capsys.readouterr().out)
+    assert "colabkit: new run, checkpoints in file://" in first
+    assert "3 epochs of 6 steps; the plan follows the first epoch." in first
+    assert "colabkit: epoch 1/3 done; 1m 00s an epoch here; 2 epochs left, about 2m 00s" in first
+
+    limit = SessionDeadline("15m", session_limit="1h", session_start=clock.time(), clock=clock)
+    fit(make_model(), tmp_path / "run", save_every="1steps", verbose=1, clock=clock,
+        callbacks=[tick, limit])  # fmt: skip
+    out = shown(capsys.readouterr().out)
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    resumed = next(line for line in lines if line.startswith("colabkit: resuming"))
+    assert re.fullmatch(
+        r"colabkit: resuming from ckpt-000000000009\.ckpt in file://\S+/run/checkpoints: "
+        r"epoch 2/3 at step 3/6; session 2 of this run, 1m 30s trained so far\.",
+        resumed,
+    )
+    assert (  # the pace of session 1 (90 s for 9 steps), the limit of this one (45 min)
+        "colabkit: epoch 2/3 at step 3/6; 1m 00s an epoch in earlier sessions; 1.5 epochs "
+        "left, about 1m 30s; ends in this session (45m 00s left in it)"
+    ) in lines
+    epoch_2 = lines[lines.index("Epoch 2/3") + 1 : lines.index("Epoch 3/3")]
+    counts = [line.split()[0] for line in epoch_2 if re.match(r"\d+/6 ", line)]
+    assert counts[0] == "4/6" and counts[-1] == "6/6"  # steps 1-3 were trained in session 1
+    assert "Epoch 1/3" not in lines
+    assert "colabkit: epoch 2/3 done; 1m 00s an epoch here; 1 epoch left, about 1m 00s; " \
+        "ends in this session (44m 30s left in it)" in lines  # fmt: skip
+
+
+def test_verbose_0_prints_nothing_and_the_finished_run_says_so(tmp_path, capsys, caplog):
+    fit(make_model(), tmp_path / "run", verbose=0)
+    assert capsys.readouterr().out == ""
+    fit(make_model(), tmp_path / "run", verbose=2)
+    out = capsys.readouterr().out
+    assert out == (
+        "colabkit: the run already finished at epoch 3/3 (all epochs trained); "
+        "loaded its final weights.\n"
+    )
+
+
+def test_the_stop_message_starts_on_its_own_line_after_the_progress_bar(tmp_path, capsys):
+    import os
+    import signal
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_model(), tmp_path / "run", verbose=1, callbacks=[CtrlC()])
+    out = shown(capsys.readouterr().out)
+    assert "\ncolabkit: SIGINT: saved step 3 (epoch 1); re-run the same call to resume.\n" in out
+    bar = out.split("\ncolabkit: SIGINT")[0].splitlines()[-1]
+    assert re.match(r"\d/6 ━+ ", bar)  # the bar's last state: its line ended before the message

@@ -67,7 +67,8 @@ def test_a_run_in_progress_after_two_sessions(tmp_path, clock, capsys):
     assert "state       in progress: epoch 2/3 at step 2/6\n" in text
     assert "sessions    2, 1m 20s of training\n" in text
     assert "checkpoint  ckpt-000000000008.ckpt (" in text
-    assert "to finish   1m 00s an epoch in the sessions so far; 1.7 epochs left, about 1m 40s" in text
+    plan = "1m 00s an epoch in the sessions so far; 1.7 epochs left, about 1m 40s"
+    assert f"to finish   {plan}\n" in text
 
 
 def test_a_finished_run(tmp_path, clock, capsys):

@@ -72,9 +72,7 @@ def ticking():
     return clock, Tick()
 
 
-def test_a_resume_is_announced_and_its_epoch_counted_from_its_true_step(
-    tmp_path, capsys, ticking
-):
+def test_a_resume_is_announced_and_its_epoch_counted_from_its_true_step(tmp_path, capsys, ticking):
     clock, tick = ticking
     with pytest.raises(RuntimeError, match="interrupted"):
         fit(make_model(), tmp_path / "run", save_every="1steps", verbose=1, clock=clock,

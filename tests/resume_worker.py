@@ -8,6 +8,8 @@ Usage: python resume_worker.py RUN_DIR OUT.npz [--kill-after-step K] [--kill-at-
     the process (inside a checkpoint write to staging or inside the store's put).
 --staging DIR: its local staging folder (default RUN_DIR-staging); another one plays another VM.
 --pause-after-step K: after global step K, prints "paused" and waits for a line on stdin.
+--logs DIR: also a TensorBoard (update_freq="batch") into DIR/tensorboard and a CSVLogger
+    into DIR/log.csv, as a user would add them.
 It writes OUT.npz (weights, optimizer variables, history) only when training returns.
 """
 
@@ -124,6 +126,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--staging")
     p.add_argument("--pause-after-step", type=int)
+    p.add_argument("--logs")
     args = p.parse_args()
 
     import keras
@@ -137,6 +140,11 @@ def main() -> int:
         keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=1, min_delta=0.25, factor=0.5),
     ]
     callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=record_learning_rate(model)))
+    if args.logs:
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(args.logs, "tensorboard"), update_freq="batch")
+        )
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(args.logs, "log.csv")))
     batch_size = 32
     for step, action in ((args.kill_after_step, die), (args.pause_after_step, pause)):
         if step:

@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,8 @@ class CheckpointManager:
         self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock)
         self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
         self._orphans: set[str] = set()  # committed by a superseded session after a takeover
+        # called (in the background) before each commit, once the run is known to be ours
+        self.before_commit: list[Callable[[], None]] = []
         self._pipeline = SavePipeline(
             self.store,
             self.staging,
@@ -237,6 +239,8 @@ class CheckpointManager:
     def _before_commit(self) -> None:
         self.sessions.take_over()
         self.sessions.check()
+        for hook in self.before_commit:
+            hook()
 
     # ----------------------------------------------------------------------------- reading
 

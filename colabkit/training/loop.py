@@ -22,6 +22,7 @@ from colabkit.errors import ResumeMismatchError
 from colabkit.training import state as training_state
 from colabkit.training.data import ResumableBatches
 from colabkit.training.interrupts import StopRequests
+from colabkit.training.logs import RunLogs
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class ResumableLoop(keras.callbacks.Callback):
         self._began = False
         self._pending_restore = restored is not None
         self.epochs = 0
+        self.run_logs: RunLogs | None = None  # the user's TensorBoard/CSVLogger (logs.py)
 
     # -- restoring -----------------------------------------------------------------------------
 
@@ -149,6 +151,8 @@ class ResumableLoop(keras.callbacks.Callback):
         if self.chief:  # the checkpoint fits this model: take the run over (other VMs stop)
             self.manager.claim(background=True)
         self.user.on_train_begin(logs)
+        if self.run_logs is not None:
+            self.run_logs.continue_steps(self.progress.global_step)
         if self.restored is not None and self.progress.step == 0:
             self._restore_callbacks()
 
@@ -230,6 +234,8 @@ class ResumableLoop(keras.callbacks.Callback):
             now = self._seconds()
             self.progress.train_seconds += now - self._started_at
             self._started_at = now
+        if self.run_logs is not None:
+            self.run_logs.flush()  # what was logged up to here is copied before this commits
         model = self.model  # on JAX this attribute syncs the training state into the variables
         arrays = training_state.capture_variables(model)
         states, callback_arrays = training_state.capture_callbacks(self.user.callbacks)

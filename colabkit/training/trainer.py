@@ -29,6 +29,7 @@ from colabkit.training.data import (
 )
 from colabkit.training.deadline import SessionDeadline
 from colabkit.training.interrupts import StopRequests
+from colabkit.training.logs import RunLogs
 from colabkit.training.loop import (
     ResumableLoop,
     RunProgress,
@@ -290,6 +291,23 @@ class _Runner:
     def run(
         self, *, epochs: int, verbose: Any, deadline: SessionDeadline
     ) -> keras.callbacks.History:
+        # The user's TensorBoard and CSVLogger write to local disk; copied before each commit.
+        self.logs = RunLogs(self.callbacks if self.chief else (), self.manager.staging / ".logs")
+        progress = self.progress
+        self.logs.begin(
+            global_step=progress.global_step,
+            epoch=progress.epoch,
+            resumed=self.restored is not None,
+        )
+        self.manager.before_commit.append(self.logs.copy)
+        try:
+            return self._run(epochs=epochs, verbose=verbose, deadline=deadline)
+        finally:
+            self.logs.end(copy=self.manager.superseded is None)
+
+    def _run(
+        self, *, epochs: int, verbose: Any, deadline: SessionDeadline
+    ) -> keras.callbacks.History:
         progress = self.progress
         if self.restored is not None:
             resume = {
@@ -330,6 +348,7 @@ class _Runner:
             chief=self.chief,
         )
         loop.epochs = epochs
+        loop.run_logs = self.logs
         stopped: str | None = None
         with stops.handle_signals():
             try:

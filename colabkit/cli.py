@@ -171,8 +171,10 @@ def _cmd_train_mnist(args: argparse.Namespace) -> int:
         notify=args.notify,
         release_runtime=args.release_runtime,
     )
+    from colabkit.tf_noise import quiet_tensorflow
+
     try:
-        with _log_to_stderr():  # one line per checkpoint/resume event
+        with quiet_tensorflow(), _log_to_stderr():  # one line per checkpoint/resume event
             result = mnist.train(config)
     except mnist.TrainingStopped as stopped:
         print(f"colabkit: {stopped}", file=sys.stderr)
@@ -371,23 +373,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Python argument name -> command-line option, for every (sub)command."""
-    found: dict[str, str] = {}
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that parsed ``args``: ``colabkit ckpt ls`` for ``ckpt ls``."""
     for action in parser._actions:  # argparse offers no public walk over subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _command(action.choices[chosen], args)
+    return parser
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Python argument name -> how the command line names it (``--save-every``, ``RUN_DIR``)."""
+    found: dict[str, str] = {}
+    for action in parser._actions:
         if action.option_strings:
-            found.setdefault(action.dest, max(action.option_strings, key=len))
-        for sub in getattr(action, "choices", None) or {}:
-            if isinstance(action.choices[sub], argparse.ArgumentParser):
-                found.update(
-                    {k: v for k, v in _options(action.choices[sub]).items() if k not in found}
-                )
+            found[action.dest] = max(action.option_strings, key=len)
+        elif isinstance(action.metavar, str) and action.dest != "help":
+            found[action.dest] = action.metavar
     return found
 
 
-def command_line_wording(message: str, parser: argparse.ArgumentParser) -> str:
-    """Library errors speak Python (``save_every=...``, ``fresh=True``); say it as options."""
-    for dest, option in _options(parser).items():
+# What a library error offers that only Python can give, as a command line says it instead.
+_PYTHON_ONLY = {
+    ", None (keep all), or a KeepPolicy such as KeepLast(3) | KeepBest(1, 'val_loss')": "",
+    "Received: credentials=None and neither": "Neither",
+    "Pass credentials=..., set ": "Set ",
+}
+
+
+def command_line_wording(message: str, command: argparse.ArgumentParser) -> str:
+    """Library errors speak Python (``save_every=...``, ``fresh=True``); say it as the
+    ``command``'s options and arguments."""
+    for python, command_line in _PYTHON_ONLY.items():
+        message = message.replace(python, command_line)
+    for dest, option in _options(command).items():
         message = re.sub(
             rf"argument `{dest}`\. Received: {dest}=", f"{option}. Received: ", message
         )
@@ -401,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ColabkitError as e:
-        print(f"Error: {command_line_wording(str(e), parser)}", file=sys.stderr)
+        wording = command_line_wording(str(e), _command(parser, args))
+        print(f"Error: {wording}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

@@ -65,6 +65,8 @@ def invalid_argument(name: str, value: object, expected: str) -> ConfigError:
 
     Example: ``Invalid value for argument `keep`. Received: keep=0. Expected an integer >= 1.``
     """
-    return ConfigError(
+    error = ConfigError(
         f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected {expected}."
     )
+    error.expected = expected  # for a caller that names the argument differently
+    return error

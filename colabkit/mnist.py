@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from colabkit.mnist_data import (
     check_dataset,
     load_data,
 )
-from colabkit.storage import open_store
+from colabkit.storage import fsspec_store, open_store
 
 __all__ = [
     "MnistConfig",
@@ -139,7 +140,10 @@ def check_store(store: object) -> None:
     Local paths, ``file://`` and ``memory://`` URLs are opened (cheap, no I/O); a ``gdrive://``
     URL is only checked for a folder, because its credentials are looked up when training starts.
     """
-    expected = "a folder, or a URL such as 'gdrive://colabkit/run' or 'file:///path/run'"
+    expected = (
+        "a folder, or a URL such as 'gdrive://colabkit/run', 'gs://bucket/run' or "
+        "'file:///path/run'"
+    )
     if not isinstance(store, str) or not store.strip():
         raise invalid_argument("store", store, expected)
     parts = urlsplit(store)
@@ -149,8 +153,11 @@ def check_store(store: object) -> None:
         raise invalid_argument("store", store, "a durable store; " + expected)
     try:
         open_store("" if parts.scheme == "gdrive" else store)
-    except ConfigError:
-        raise invalid_argument("store", store, expected) from None
+    except ConfigError as e:
+        # a bucket's own reason (its driver not installed) says more than the list of URLs
+        bucket = fsspec_store.handles(parts.scheme) and (parts.netloc + parts.path).strip("/")
+        reason = getattr(e, "expected", None) if bucket else None
+        raise invalid_argument("store", store, reason or expected) from None
 
 
 def check_run_dir(run_dir: str | os.PathLike[str]) -> None:
@@ -230,6 +237,8 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         import keras
 
         keras.utils.set_random_seed(config.seed)
+    if config.fresh:
+        archive_outputs(config.run_dir)
     strategy = _scaled_out(config.strategy)
     if strategy is None or not hasattr(strategy, "scope"):
         model = build_model()
@@ -266,6 +275,29 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
     if config.release_runtime:  # the outputs are written: nothing is left to do on this VM
         ending.release_runtime(durable=history.durable)
     return result
+
+
+def archive_outputs(run_dir: str | os.PathLike[str]) -> Path | None:
+    """``--fresh``: moves the previous run's outputs into ``outputs/archive/<UTC stamp>/``
+    (never deleted, as its checkpoints are not). Returns that folder (None: nothing there)."""
+    outputs = Path(run_dir).expanduser() / "outputs"
+    try:
+        previous = [p for p in outputs.iterdir() if p.name != "archive"]
+    except FileNotFoundError:
+        return None
+    if not previous:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = outputs / "archive" / stamp
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = outputs / "archive" / f"{stamp}-{n}"
+    folder.mkdir(parents=True)
+    for path in previous:
+        path.rename(folder / path.name)
+    logger.info("Archived the previous outputs under %s.", folder)
+    return folder
 
 
 def _scaled_out(kind: str) -> Any:

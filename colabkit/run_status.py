@@ -16,14 +16,14 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from colabkit.checkpoint import inventory
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.format import read_state, step_of
-from colabkit.checkpoint.sessions import Chain, Sessions
+from colabkit.checkpoint.sessions import Chain, Claim, Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import format_duration
 from colabkit.errors import ColabkitError, CorruptCheckpointError
@@ -54,6 +54,8 @@ class RunStatus:
         checkpoint: The newest durable checkpoint: ``name``, ``step``, ``created``, ``size``.
         metrics: The last complete epoch's metrics.
         forecast: The pace of the sessions so far and the training time left.
+        session_log: Every session that claimed the run, oldest first: when and where it
+            started, from which step, and how it ended (``reason`` None: no end recorded).
     """
 
     run: str
@@ -69,6 +71,7 @@ class RunStatus:
     checkpoint: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     forecast: Forecast | None = None
+    session_log: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class RunStatus:
             "checkpoint": self.checkpoint,
             "metrics": self.metrics,
             "forecast": self.forecast.to_json() if self.forecast is not None else None,
+            "session_log": self.session_log,
         }
 
     def rows(self, now: float | None = None) -> list[tuple[str, str]]:
@@ -110,6 +114,8 @@ class RunStatus:
         if self.state == "in progress" and plan is not None:
             outlook = plan.outlook() or ["not known: no time recorded yet"]
             rows.append(("to finish", "; ".join(outlook)))
+        for number, entry in enumerate(self.session_log, 1):
+            rows.append((f"session {number}", _describe_session(entry)))
         return rows
 
     def text(self, now: float | None = None) -> str:
@@ -151,7 +157,9 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
     infos = [i for i in store_call(store.list) if step_of(i.name) is not None]
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
     with tempfile.TemporaryDirectory(prefix="colabkit-status-") as folder:
-        chain = Chain(Sessions(store, Path(folder), clock).read_or_fail())
+        sessions = Sessions(store, Path(folder), clock)
+        chain = Chain(sessions.read_or_fail())
+        log_entries = [_session_entry(claim, end) for claim, end in store_call(sessions.history)]
         for info in infos:
             state = _state(store, info.name, Path(folder))
             if state is None:
@@ -159,8 +167,43 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
             record = record_from_state(info.name, state, info.size)
             if (record.session, record.step, record.lineage) not in chain:
                 continue  # another session's trajectory
-            return _from_state(store.url, info, state)
-    return RunStatus(run=store.url, state="not started")
+            return replace(_from_state(store.url, info, state), session_log=log_entries)
+    return RunStatus(run=store.url, state="not started", session_log=log_entries)
+
+
+def _session_entry(claim: Claim, end: dict | None) -> dict[str, Any]:
+    end = end or {}
+    return {
+        "session": claim.session,
+        "started": claim.started,
+        "host": claim.host,
+        "runtime": claim.runtime,
+        "resumed_step": claim.resumed_step,
+        "ended": end.get("ended"),
+        "reason": end.get("reason"),
+        "global_step": end.get("global_step"),
+        "epoch": end.get("epoch"),
+    }
+
+
+def _describe_session(entry: dict[str, Any]) -> str:
+    started = time.strftime("%b %d %H:%M UTC", time.gmtime(entry["started"]))
+    runtime = entry.get("runtime") or {}
+    where = ", ".join(
+        str(part)
+        for part in (
+            runtime.get("environment"),
+            runtime.get("accelerator"),
+            f"keras {runtime['keras']}" if runtime.get("keras") else None,
+        )
+        if part
+    )
+    start = entry["resumed_step"]
+    text = f"{started} on {entry['host']}{f' ({where})' if where else ''}, from "
+    text += "the start" if start is None else f"step {start}"
+    if entry["reason"] is None:
+        return f"{text}; no end recorded (killed, the VM died, or still training)"
+    return f"{text} to step {entry['global_step']}: {entry['reason']}"
 
 
 def _state(store: Store, name: str, folder: Path) -> dict | None:

@@ -266,7 +266,13 @@ def test_archive_moves_everything_and_deletes_nothing(make, store, clock, tmp_pa
     assert names(store) == [f"{prefix}/{checkpoint_name(s)}" for s in (1, 2)]
     store.get(f"{prefix}/{checkpoint_name(2)}", tmp_path / "check")
     assert verify(tmp_path / "check")["step"] == 2
-    assert manager.archive() != prefix  # same second: a new folder, nothing overwritten
+    assert manager.archive() is None  # nothing left to archive: no empty folder either
+    assert len(names(store)) == 2
+    save(manager, 3)
+    manager.wait()
+    again = manager.archive()
+    assert again.startswith(prefix) and again != prefix  # same second: a new folder
+    assert names(store)[-1] == f"{again}/{checkpoint_name(3)}"
 
 
 @pytest.mark.parametrize(
@@ -360,3 +366,25 @@ def test_close_with_a_timeout_gives_up_on_a_hung_store_and_keeps_the_staged_copy
         manager.close(timeout=0)
     store.release_puts()
     assert verify(tmp_path / "staging" / checkpoint_name(1))  # whole, ready for the next run
+
+
+def test_a_damaged_checkpoint_is_named_where_the_user_keeps_it(tmp_path, clock, caplog):
+    """The warning names the run directory's file (the one to look at or delete), not the
+    copy in the local cache it was read from; one never uploaded is named in staging."""
+    from colabkit.storage import LocalStore
+
+    store = LocalStore(tmp_path / "run" / "checkpoints")
+    writer = CheckpointManager(store, staging_dir=tmp_path / "vm1", clock=clock)
+    for step in (1, 2):
+        save(writer, step)
+        writer.wait()
+    writer.close()
+    (tmp_path / "run" / "checkpoints" / checkpoint_name(2)).write_bytes(b"damaged on Drive")
+    reader = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=clock)  # a new VM
+    with caplog.at_level(logging.WARNING):
+        assert reader.restore().state["step"] == 1
+    (warning,) = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
+    assert warning.startswith(f"Skipping checkpoint {store.url}/{checkpoint_name(2)}: ")
+    assert str(tmp_path / "vm2") not in warning
+    assert warning.endswith("resume uses the newest checkpoint that verifies.")
+    reader.close()

@@ -143,6 +143,7 @@ def test_run_rerun_and_fresh(tmp_path):
     assert history["epochs"] == [1, 2] and history["resumes"] == []
     assert "Epoch 2/2" in first.stdout  # Keras' own progress bar is shown
     assert "Test accuracy: " in first.stdout and "Checkpoint" in first.stderr
+    first_results = (run_dir / "outputs" / "results.txt").read_text()
 
     again = _run_cli(*args, env=_env(tmp_path))  # finished: prints its results, no training
     assert again.returncode == 0, again.stderr
@@ -154,6 +155,21 @@ def test_run_rerun_and_fresh(tmp_path):
     assert "Epoch 1/2" in fresh.stdout
     archived = list((run_dir / "checkpoints" / "archive").rglob("*.ckpt"))
     assert len(archived) >= 1  # the old run was archived, not deleted
+    (old_outputs,) = (run_dir / "outputs" / "archive").iterdir()  # its outputs too
+    assert (old_outputs / "results.txt").read_text() == first_results
+    assert fresh.stderr.count("Archived the previous checkpoints under archive/") == 1
+    assert "Archived the previous outputs under" in fresh.stderr
+
+
+def test_fresh_on_a_new_run_directory_archives_nothing(tmp_path):
+    run_dir = tmp_path / "new"
+    done = _run_cli(*QUICK, "--run-dir", str(run_dir), "--epochs", "1", "--fresh",
+                    env=_env(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Archived" not in done.stderr
+    assert "no checkpoint to archive; starting a new run" in done.stderr
+    assert not (run_dir / "checkpoints" / "archive").exists()
+    assert not (run_dir / "outputs" / "archive").exists()
 
 
 KILLER = """

@@ -131,3 +131,28 @@ def test_the_stop_message_starts_on_its_own_line_after_the_progress_bar(tmp_path
     assert "\ncolabkit: SIGINT: saved step 3 (epoch 1); re-run the same call to resume.\n" in out
     bar = out.split("\ncolabkit: SIGINT")[0].splitlines()[-1]
     assert re.match(r"\d/6 ━+ ", bar)  # the bar's last state: its line ended before the message
+
+
+def test_model_fit_with_the_checkpoint_callback_announces_its_resume_and_its_limits(
+    tmp_path, capsys
+):
+    from test_fit import make_data
+
+    import colabkit
+
+    x, y = make_data()
+    first = make_model()
+    first.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[colabkit.callbacks.Checkpoint(tmp_path / "run")])  # fmt: skip
+    assert "resuming" not in capsys.readouterr().out
+    again = make_model()
+    again.fit(x, y, batch_size=16, epochs=3, verbose=2,
+              callbacks=[colabkit.callbacks.Checkpoint(tmp_path / "run")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert re.search(
+        r"colabkit: resuming from ckpt-000000000012\.ckpt in file://\S+ at epoch 3 \(model\.fit "
+        r"restarts an epoch at batch 0; its TensorBoard batch steps restart at 0 and a CSVLogger "
+        r"keeps earlier rows only with append=True: colabkit\.fit continues all three\)\.",
+        out,
+    )
+    assert "Epoch 3/3" in out and "Epoch 1/3" not in out

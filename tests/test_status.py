@@ -7,6 +7,7 @@ step, so the time trained and the forecast are exact.
 from __future__ import annotations
 
 import json
+import re
 
 import keras
 import pytest
@@ -19,6 +20,7 @@ from colabkit.clock import FakeClock
 KEYS = {
     "schema", "run", "state", "stop_reason", "global_step", "epoch", "step_in_epoch",
     "steps_per_epoch", "epochs", "sessions", "train_seconds", "checkpoint", "metrics", "forecast",
+    "session_log",
 }  # fmt: skip
 
 
@@ -61,6 +63,13 @@ def test_a_run_in_progress_after_two_sessions(tmp_path, clock, capsys):
     assert set(report["metrics"]) == {"accuracy", "loss"}  # epoch 1's
     assert report["forecast"]["seconds_per_epoch"] == 60.0
     assert report["forecast"]["seconds_left"] == 100.0  # 10 steps left
+    first, second = report["session_log"]  # how each session started and ended
+    assert (first["resumed_step"], first["global_step"]) == (None, 4)
+    assert (second["resumed_step"], second["global_step"]) == (4, 8)
+    assert first["reason"] == second["reason"] == "failed: RuntimeError"
+    assert first["runtime"]["environment"] == "local" and first["runtime"]["accelerator"]
+    assert first["runtime"]["keras"] == keras.version() and first["host"]
+    assert second["started"] > first["started"]
 
     assert main(["status", str(run)]) == 0
     text = capsys.readouterr().out
@@ -69,6 +78,8 @@ def test_a_run_in_progress_after_two_sessions(tmp_path, clock, capsys):
     assert "checkpoint  ckpt-000000000008.ckpt (" in text
     plan = "1m 00s an epoch in the sessions so far; 1.7 epochs left, about 1m 40s"
     assert f"to finish   {plan}\n" in text
+    assert re.search(r"\nsession 2   \w{3} \d\d \d\d:\d\d UTC on \S+ \(local, [^)]*keras [^)]+\), "
+                     r"from step 4 to step 8: failed: RuntimeError\n", text)  # fmt: skip
 
 
 def test_a_finished_run(tmp_path, clock, capsys):
@@ -77,6 +88,7 @@ def test_a_finished_run(tmp_path, clock, capsys):
     assert report["state"] == "finished"
     assert (report["epoch"], report["step_in_epoch"], report["global_step"]) == (3, 0, 18)
     assert report["forecast"]["seconds_left"] == 0.0 and report["sessions"] == 1
+    assert [entry["reason"] for entry in report["session_log"]] == ["finished"]
     html = colabkit.status(tmp_path / "run")._repr_html_()  # what a notebook cell shows
     assert "<th style='text-align:left'>state</th>" in html and "finished: epoch 3/3 done" in html
     assert "to finish" not in html
@@ -86,6 +98,7 @@ def test_an_empty_folder_and_a_path_that_does_not_exist(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     report = status_json(tmp_path / "empty", capsys)
     assert report["state"] == "not started" and report["checkpoint"] is None
+    assert report["session_log"] == []
     assert report.keys() == KEYS
     assert main(["status", str(tmp_path / "empty")]) == 0
     assert "not started: no checkpoint yet" in capsys.readouterr().out

@@ -142,7 +142,7 @@ class Verifier:
                 return record_from_state(name, verify(local), local.stat().st_size)
             except CorruptCheckpointError as e:
                 if in_store is None:
-                    self.warn(name, local.stat().st_size, e)
+                    self.warn(name, local.stat().st_size, e, in_store=False)
                     return None
                 log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
         if in_store is None:
@@ -152,7 +152,7 @@ class Verifier:
         try:
             return record_from_state(name, verify(local), local.stat().st_size)
         except CorruptCheckpointError as e:
-            self.warn(name, in_store.size, e)
+            self.warn(name, in_store.size, e, in_store=True)
             with contextlib.suppress(OSError):
                 local.unlink()
             return None
@@ -182,7 +182,18 @@ class Verifier:
             ) from e
         return True
 
-    def warn(self, name: str, size: int, error: Exception) -> None:
-        if (name, size) not in self._warned:
-            self._warned.add((name, size))
-            log.warning("Skipping checkpoint %s: %s", name, error)
+    def warn(self, name: str, size: int, error: Exception, *, in_store: bool) -> None:
+        """One warning per damaged checkpoint, naming it where the user keeps it (the store),
+        not the local copy it was read from; one only in staging is named there."""
+        if (name, size) in self._warned:
+            return
+        self._warned.add((name, size))
+        where = f"{self.store.url.rstrip('/')}/{name}" if in_store else str(self.staging / name)
+        reason = getattr(error, "reason", str(error))
+        log.warning(
+            "Skipping checkpoint %s%s: %s. It will not be loaded; resume uses the newest "
+            "checkpoint that verifies.",
+            where,
+            "" if in_store else " (only in local staging, never uploaded)",
+            reason,
+        )

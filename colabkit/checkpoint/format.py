@@ -286,10 +286,12 @@ def _decode_state(data: bytes, path: str | os.PathLike[str]) -> dict:
 
 
 def _corrupt(path: str | os.PathLike[str], reason: str) -> CorruptCheckpointError:
-    return CorruptCheckpointError(
+    error = CorruptCheckpointError(
         f"Checkpoint {os.fspath(path)} is not usable: {reason}. It will not be loaded; "
         "resume uses the newest checkpoint that verifies."
     )
+    error.reason = reason  # for a caller that names the checkpoint by where the user keeps it
+    return error
 
 
 def _jsonable(value: Any, where: str) -> Any:

@@ -20,7 +20,12 @@ from colabkit.checkpoint.format import step_of, verify
 from colabkit.checkpoint.sessions import Chain, Sessions
 from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
-from colabkit.errors import CorruptCheckpointError, UnsupportedCheckpointError, invalid_argument
+from colabkit.errors import (
+    ConfigError,
+    CorruptCheckpointError,
+    UnsupportedCheckpointError,
+    invalid_argument,
+)
 from colabkit.storage import LocalStore, open_store
 from colabkit.storage.base import Store
 
@@ -66,9 +71,12 @@ def run_store(run_dir: str | os.PathLike[str]) -> Store:
     used as it is.
     """
     text = os.fspath(run_dir)
+    try:
+        store = open_store(text)
+    except ConfigError as e:
+        raise invalid_argument("run_dir", text, getattr(e, "expected", str(e))) from None
     if "://" in text and not text.startswith("file://"):
-        return open_store(text)
-    store = open_store(text)
+        return store
     folder = Path(store.root) if isinstance(store, LocalStore) else Path(text)
     if any(step_of(p.name) is not None for p in _entries(folder)):
         return LocalStore(folder)

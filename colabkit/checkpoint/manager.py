@@ -283,7 +283,7 @@ class CheckpointManager:
             try:
                 contents = read_checkpoint(self.staging / name)
             except CorruptCheckpointError as e:
-                self._verifier.warn(name, found.size or 0, e)
+                self._verifier.warn(name, found.size or 0, e, in_store=name in in_store)
                 continue
             self.sessions.restored(claims, found)
             self._seen_at_restore = set(in_store)
@@ -340,17 +340,20 @@ class CheckpointManager:
 
     # ----------------------------------------------------------------------------- archive
 
-    def archive(self) -> str:
+    def archive(self) -> str | None:
         """Moves every checkpoint into ``archive/<UTC stamp>/`` in the store; never deletes one.
 
         Each is copied (and verified by the store) before the original is removed; checkpoints
-        only in staging are archived too. Returns the prefix, e.g. ``archive/20260101T120000Z``.
+        only in staging are archived too. Returns the prefix, e.g. ``archive/20260101T120000Z``
+        (None: there was no checkpoint to archive).
         """
         self.wait()
         with self._pipeline.prune_lock:
             in_store = catalog.store_checkpoints(self.store)
-            prefix = self._free_archive_prefix()
             names = self._candidates(in_store)
+            if not names:
+                return None
+            prefix = self._free_archive_prefix()
             for name in names:
                 local = self.staging / name
                 if not local.exists():
@@ -362,7 +365,7 @@ class CheckpointManager:
             with self._lock:
                 self._records.clear()
                 self._last_save_step, self._last_save_time = None, self._clock.monotonic()
-        log.info("Archived %d checkpoint(s) to %s/%s", len(names), self.store.url, prefix)
+        log.debug("Archived %d checkpoint(s) to %s/%s", len(names), self.store.url, prefix)
         return prefix
 
     def _free_archive_prefix(self) -> str:

@@ -25,6 +25,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from colabkit.storage.base import Store
 log = logging.getLogger(__name__)
 
 PREFIX = "sessions/"
+END_SUFFIX = ".end.json"  # "sessions/<claim>.end.json": how that session ended
 _NAME = re.compile(r"sessions/(\d{6,})-(\d{8}T\d{6}Z)-([0-9a-f]{8,})\.json")
 
 
@@ -57,6 +59,7 @@ class Claim:
         parent_lineage: Where that session had resumed from, as that checkpoint records it
             (``((session, step), ...)``, see ``Lineage``): it lets the chain go on past
             sessions that never claimed.
+        runtime: Where it ran: environment, accelerator, versions (None: not recorded).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Claim:
     resumed_step: int | None = None
     parent: str | None = None
     parent_lineage: Lineage | None = None
+    runtime: dict | None = None
 
     @property
     def order(self) -> tuple[int, str, str]:
@@ -173,6 +177,7 @@ class Sessions:
         self.superseded_by: Claim | None = None
         self._point: tuple[list[Claim], CheckpointRecord | None] | None = None  # from restore
         self._lock = threading.Lock()
+        self.runtime: Callable[[], dict] | None = None  # asked once, when claiming
 
     def restored(self, claims: list[Claim], found: CheckpointRecord | None) -> None:
         """Notes what ``restore()`` read: the claims, and the checkpoint it resumed from."""
@@ -278,6 +283,7 @@ class Sessions:
             resumed_step=step,
             parent=parent,
             parent_lineage=parent_lineage,
+            runtime=self._runtime(),
         )
         local = self._cached(claim.name)
         with atomic_output(local) as out:
@@ -286,6 +292,58 @@ class Sessions:
         self.mine = claim
         log.debug("Claimed the run in %s as %s", self.store.url, claim.name)
         return claim
+
+    def _runtime(self) -> dict | None:
+        if self.runtime is None:
+            return None
+        try:
+            return self.runtime()
+        except Exception as e:  # noqa: BLE001 - a description must never stop a claim
+            log.debug("Could not describe the runtime: %s", e)
+            return None
+
+    def end(self, **fields: object) -> None:
+        """Records how this session ended (``sessions/<claim>.end.json``, next to its claim):
+        the session log ``colabkit status`` shows. Never raises: a store that cannot take it
+        leaves the session shown as "no end recorded"."""
+        if self.mine is None:
+            return
+        name = self.mine.name.removesuffix(".json") + END_SUFFIX
+        try:
+            local = self._cached(name)
+            with atomic_output(local) as out:
+                out.write(json.dumps({"ended": self._clock.time(), **fields}, indent=1).encode())
+            self.store.put(local, name)
+        except OSError as e:
+            log.warning(
+                "Could not record the end of this session in %s: %s",
+                self.store.url,
+                catalog.describe_failure(e),
+            )
+
+    def history(self) -> list[tuple[Claim, dict | None]]:
+        """Every session of the run, oldest first, with its end record (None: none written,
+        the session was killed or its VM died, or it is still training).
+
+        Raises:
+            OSError: the store could not be asked.
+        """
+        names = {info.name for info in self.store.list(PREFIX)}
+        sessions = []
+        for claim in self.read():
+            end_name = claim.name.removesuffix(".json") + END_SUFFIX
+            sessions.append((claim, self._load_end(end_name) if end_name in names else None))
+        return sessions
+
+    def _load_end(self, name: str) -> dict | None:
+        local = self._cached(name)
+        try:
+            self.store.get(name, local)
+            fields = json.loads(local.read_text())
+            return fields if isinstance(fields, dict) else None
+        except (OSError, ValueError) as e:
+            log.warning("Ignoring unreadable session record %s in %s: %s", name, self.store.url, e)
+            return None
 
     def check(self) -> None:
         """Before a commit: raises if another session has claimed the run since this one.
@@ -329,6 +387,7 @@ class Sessions:
                 resumed_step=int(step) if step is not None else None,
                 parent=fields.get("parent"),
                 parent_lineage=as_lineage(fields.get("parent_lineage")),
+                runtime=runtime if isinstance(runtime := fields.get("runtime"), dict) else None,
             )
         except (ValueError, KeyError, TypeError, OSError) as e:
             log.warning("Ignoring unreadable session claim %s in %s: %s", name, self.store.url, e)

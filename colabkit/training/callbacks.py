@@ -26,6 +26,7 @@ from colabkit.storage import Store, open_store
 from colabkit.training import run_setup
 from colabkit.training import state as training_state
 from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
+from colabkit.training.progbar import say
 
 __all__ = ["FINAL_WORDS_S", "BackupAndRestore", "Checkpoint", "SessionDeadline"]
 
@@ -103,7 +104,13 @@ class Checkpoint(keras.callbacks.Callback):
         self._global_step = int(restored.state.get("global_step", 0))
         self._epoch = int(restored.state.get("epoch", 0))
         self.model._initial_epoch = self._epoch  # read by Keras' fit after on_train_begin
-        log.info("Restored %s: continuing at epoch %d.", restored.name, self._epoch + 1)
+        say(
+            f"resuming from {restored.name} in {manager.store.url} at epoch {self._epoch + 1} "
+            "(model.fit restarts an epoch at batch 0; its TensorBoard batch steps restart at 0 "
+            "and a CSVLogger keeps earlier rows only with append=True: colabkit.fit continues "
+            "all three).",
+            self.params.get("verbose", 1) if self.params else 1,
+        )
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self._epoch, self._step = epoch, 0

@@ -64,8 +64,8 @@ def announce_start(
     """The first lines of a call: a new run, or where a resume continues and the plan."""
     if restored is None:
         say(
-            f"new run, checkpoints in {store_url}: {epochs} epochs of "
-            f"{progress.steps_per_epoch} steps; the plan follows the first epoch.",
+            f"new run, checkpoints in {store_url}: {epochs} epoch{'s' if epochs != 1 else ''} "
+            f"of {progress.steps_per_epoch} steps; the plan follows the first epoch.",
             verbose,
         )
         return

@@ -32,6 +32,7 @@ from colabkit.errors import (
 )
 from colabkit.staging import data_finding
 from colabkit.storage import Store, open_store
+from colabkit.training import state as training_state
 from colabkit.training.data import (
     ArrayBatches,
     DatasetBatches,
@@ -60,6 +61,20 @@ def check_arguments(model: Any, *, fresh: Any, callbacks: Any) -> None:
         isinstance(c, keras.callbacks.Callback) for c in callbacks
     ):
         raise invalid_argument("callbacks", callbacks, "a list of keras.callbacks.Callback")
+
+
+def describe_runtime() -> dict[str, Any]:
+    """Where this session trains, for the run's session log: the environment, the GPUs the
+    driver reports, and the versions checkpoints record."""
+    from colabkit import env, gpu
+
+    names = [g.name for g in gpu.query_gpus().gpus]
+    accelerator = ", ".join(f"{names.count(n)}x {n}" for n in sorted(set(names))) or "no GPU"
+    return {
+        "environment": env.detect(session_limit=None).kind,
+        "accelerator": accelerator,
+        **training_state.runtime_versions(),
+    }
 
 
 def positive_int(name: str, value: Any) -> int:

@@ -153,6 +153,7 @@ def fit(
     manager = run_setup.open_manager(
         checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
     )
+    manager.sessions.runtime = run_setup.describe_runtime  # asked when claiming (background)
     history: keras.callbacks.History | None = None
     progress: RunProgress | None = None
     failure: BaseException | None = None
@@ -160,7 +161,10 @@ def fit(
     try:
         if fresh:
             archived = manager.archive()
-            log.info("Archived previous checkpoints under %s; starting over.", archived)
+            if archived is None:
+                log.info("Fresh start: no checkpoint to archive; starting a new run.")
+            else:
+                log.info("Archived the previous checkpoints under %s; starting over.", archived)
         restored = manager.restore()
         if restored is None:
             run_setup.refuse_if_all_corrupt(manager)
@@ -188,20 +192,27 @@ def fit(
         closed = _close(manager, drop_staging=finished, timeout=0.0 if gave_up else None)
         if chief and training:
             _end_of_run(history, failure, closed, progress, epochs, checkpoints.url,
-                        notify=notify, release=release_runtime, deadline=deadline)  # fmt: skip
+                        notify=notify, release=release_runtime, deadline=deadline,
+                        sessions=manager.sessions)  # fmt: skip
 
 
-def _end_of_run(history, failure, closed, progress, epochs, run, *, notify, release, deadline):
-    """The notification and the runtime's release, once durability is known."""
+def _end_of_run(history, failure, closed, progress, epochs, run, *, notify, release, deadline,
+                sessions):  # fmt: skip
+    """The session log's end record, the notification and the runtime's release, once
+    durability is known."""
     if isinstance(failure, RunSupersededError):
-        return  # the session that took over is the run now: it says how it ends
+        return  # the session that took over owns the run: nothing more is written, not even this
     if failure is None:
         event = "finished" if history.completed else "stopped"
         event = "deadline" if history.stop_reason == "deadline" else event
         durable = history.durable
+        reason = history.stop_reason or event
     else:
         event = "stopped" if isinstance(failure, KeyboardInterrupt) else "failed"
         durable = closed
+        reason = "SIGINT" if event == "stopped" else f"failed: {type(failure).__name__}"
+    sessions.end(reason=reason, epoch=progress.epoch, global_step=progress.global_step,
+                 durable=durable)  # fmt: skip
     if notify is not None:
         timeout = None
         if event == "deadline":

@@ -123,3 +123,14 @@ def test_a_resume_keeps_the_csv_rows_of_earlier_sessions_once(tmp_path):
     logged = rows(path)
     assert [row["epoch"] for row in logged] == ["0", "1", "2"]
     assert np.isfinite([float(row["loss"]) for row in logged]).all()
+
+
+@pytest.mark.parametrize("append", [True, False])
+def test_a_new_run_treats_an_existing_csv_as_keras_does(tmp_path, append):
+    """Not a resume: append=True adds to the file, append=False starts it again (Keras)."""
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,accuracy,loss\n0,0.1,9.0\n")  # an earlier experiment's log
+    fit(make_model(), tmp_path / "run", epochs=2,
+        callbacks=[keras.callbacks.CSVLogger(str(path), append=append)])  # fmt: skip
+    epochs = [row["epoch"] for row in rows(path)]
+    assert epochs == (["0", "0", "1"] if append else ["0", "1"])

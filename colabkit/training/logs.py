@@ -91,8 +91,8 @@ class RunLogs:
                 continue
             here = self.local / f"csv-{i}" / destination.name
             here.parent.mkdir()
-            if resumed:
-                self._keep_rows(destination, here, epoch, callback.sep)
+            if resumed or callback.append:  # a new run with append=True adds to the file
+                self._keep_rows(destination, here, epoch if resumed else None, callback.sep)
                 self._redirect(callback, "append", True)
             self._redirect(callback, "filename", str(here))
             self._copies.append((here, destination))
@@ -202,8 +202,9 @@ class RunLogs:
                 describe_failure(e),
             )
 
-    def _keep_rows(self, destination: Path, here: Path, epoch: int, separator: str) -> None:
-        """Copies the CSV here without the rows of epochs that are trained again."""
+    def _keep_rows(self, destination: Path, here: Path, epoch: int | None, separator: str) -> None:
+        """Copies the CSV here without the rows of epochs from ``epoch`` on (trained again;
+        None: all rows kept)."""
         try:
             with open(destination, newline="") as f:
                 text = f.read()
@@ -217,7 +218,7 @@ class RunLogs:
             )
             return
         rows = list(csv.reader(io.StringIO(text), delimiter=separator))
-        kept = [row for row in rows[1:] if row and _epoch_of(row) < epoch]
+        kept = [row for row in rows[1:] if row and (epoch is None or _epoch_of(row) < epoch)]
         out = io.StringIO()
         writer = csv.writer(out, delimiter=separator)
         if rows:

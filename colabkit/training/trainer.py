@@ -261,8 +261,9 @@ def _return_finished(
     if not model.built:
         model(data.batch(0)[0])
     restore_model(model, restored)
+    of = f"/{epochs}" if progress.epoch == epochs else ""
     say(
-        f"the run already finished at epoch {progress.epoch}/{epochs} "
+        f"the run already finished at epoch {progress.epoch}{of} "
         f"({progress.stop_reason or 'all epochs trained'}); loaded its final weights.",
         verbose,
     )

@@ -5,6 +5,7 @@ Real Keras training (TensorFlow backend unless KERAS_BACKEND says otherwise) on 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -462,6 +463,8 @@ def test_signal_saves_at_the_next_step_then_stops(tmp_path, sig, code):
     assert proc.returncode == code, proc.stderr[-2000:]
     assert "finished" not in proc.stdout
     assert checkpoints(run)[-1] == "ckpt-000000000003.ckpt"  # saved right after batch 2
+    (end,) = (run / "checkpoints" / "sessions").glob("*.end.json")  # recorded before obeying
+    assert json.loads(end.read_text())["reason"] == sig
     resumed = make_model()
     history = fit(resumed, run)
     assert history.resumes[0]["global_step"] == 3 and counter(resumed) == 18

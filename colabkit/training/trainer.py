@@ -157,6 +157,7 @@ def fit(
     history: keras.callbacks.History | None = None
     progress: RunProgress | None = None
     failure: BaseException | None = None
+    runner: _Runner | None = None
     training = False  # past the checks: a run that ends is worth a notification
     try:
         if fresh:
@@ -194,6 +195,10 @@ def fit(
             _end_of_run(history, failure, closed, progress, epochs, checkpoints.url,
                         notify=notify, release=release_runtime, deadline=deadline,
                         sessions=manager.sessions)  # fmt: skip
+        if failure is None and runner is not None:
+            # Last of all, once the end is recorded and told: Ctrl-C becomes KeyboardInterrupt,
+            # SIGTERM goes to the handler before colabkit's (by default the process ends).
+            runner.stops.reraise()
 
 
 def _end_of_run(history, failure, closed, progress, epochs, run, *, notify, release, deadline,
@@ -299,6 +304,7 @@ class _Runner:
         self.callbacks, self.clock = list(callbacks), clock
         self.chief = True
         self.validation_batch_size: int | None = None
+        self.stops = StopRequests()  # the signals received while training (run() replaces it)
 
     def run(
         self, *, epochs: int, verbose: Any, deadline: SessionDeadline
@@ -346,7 +352,7 @@ class _Runner:
             epochs=epochs,
             steps=self.data.steps_per_epoch,
         )
-        stops = StopRequests()
+        self.stops = stops = StopRequests()
         deadline.managed = True
         loop = resumable_loop(
             user_callbacks=user,
@@ -368,13 +374,10 @@ class _Runner:
                 loop.finish()
             except StopForResume as stop:
                 stopped = stop.reason
-        if stopped is not None:
-            history = self._stopped(stopped, deadline, epochs)
-            stops.reraise()  # after the handlers are restored: Ctrl-C / SIGTERM act as usual
-            return history
+        if stopped is not None:  # fit() obeys the signal once the end is recorded and told
+            return self._stopped(stopped, deadline, epochs)
         history = _history(self.model, progress, epochs, completed=True)
-        history.durable = self._wait_durable()
-        stops.reraise()  # a signal during the final save: the run is complete, then obey it
+        history.durable = self._wait_durable()  # a signal during the final save: obeyed after
         return history
 
     def _segments(self, loop: ResumableLoop, epochs: int, verbose: Any) -> None:

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from colabkit.errors import invalid_argument
+from colabkit.errors import RunSupersededError, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +104,30 @@ def release_runtime(*, durable: bool) -> bool:
         log.warning("Could not release the Colab runtime (%s): release it from the menu.", e)
         return False
     return True
+
+
+def end_of_run(history, failure, closed, progress, epochs, run, *, notify_url, release,
+               deadline, sessions):  # fmt: skip
+    """After ``colabkit.fit`` (``history``, or the ``failure`` it raised; ``closed``: whether
+    its checkpoints reached the store): the session log's end record, the notification and the
+    runtime's release, once durability is known."""
+    if isinstance(failure, RunSupersededError):
+        return  # the session that took over owns the run: nothing more is written, not even this
+    if failure is None:
+        event = "finished" if history.completed else "stopped"
+        event = "deadline" if history.stop_reason == "deadline" else event
+        durable = history.durable
+        reason = history.stop_reason or event
+    else:
+        event = "stopped" if isinstance(failure, KeyboardInterrupt) else "failed"
+        durable = closed
+        reason = "SIGINT" if event == "stopped" else f"failed: {type(failure).__name__}"
+    sessions.end(reason=reason, epoch=progress.epoch, global_step=progress.global_step,
+                 durable=durable)  # fmt: skip
+    if notify_url is not None:
+        timeout = None
+        if event == "deadline":
+            timeout = max(1.0, min(NOTIFY_TIMEOUT_S, deadline.store_wait_budget()))
+        notify(notify_url, message(event, run, progress.epoch, epochs, durable), timeout)
+    if release and event in ("finished", "deadline"):
+        release_runtime(durable=durable)

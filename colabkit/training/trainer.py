@@ -192,39 +192,13 @@ def fit(
         gave_up = history is not None and history.stop_reason == "deadline" and not history.durable
         closed = _close(manager, drop_staging=finished, timeout=0.0 if gave_up else None)
         if chief and training:
-            _end_of_run(history, failure, closed, progress, epochs, checkpoints.url,
-                        notify=notify, release=release_runtime, deadline=deadline,
-                        sessions=manager.sessions)  # fmt: skip
+            ending.end_of_run(history, failure, closed, progress, epochs, checkpoints.url,
+                              notify_url=notify, release=release_runtime, deadline=deadline,
+                              sessions=manager.sessions)  # fmt: skip
         if failure is None and runner is not None:
             # Last of all, once the end is recorded and told: Ctrl-C becomes KeyboardInterrupt,
             # SIGTERM goes to the handler before colabkit's (by default the process ends).
             runner.stops.reraise()
-
-
-def _end_of_run(history, failure, closed, progress, epochs, run, *, notify, release, deadline,
-                sessions):  # fmt: skip
-    """The session log's end record, the notification and the runtime's release, once
-    durability is known."""
-    if isinstance(failure, RunSupersededError):
-        return  # the session that took over owns the run: nothing more is written, not even this
-    if failure is None:
-        event = "finished" if history.completed else "stopped"
-        event = "deadline" if history.stop_reason == "deadline" else event
-        durable = history.durable
-        reason = history.stop_reason or event
-    else:
-        event = "stopped" if isinstance(failure, KeyboardInterrupt) else "failed"
-        durable = closed
-        reason = "SIGINT" if event == "stopped" else f"failed: {type(failure).__name__}"
-    sessions.end(reason=reason, epoch=progress.epoch, global_step=progress.global_step,
-                 durable=durable)  # fmt: skip
-    if notify is not None:
-        timeout = None
-        if event == "deadline":
-            timeout = max(1.0, min(ending.NOTIFY_TIMEOUT_S, deadline.store_wait_budget()))
-        ending.notify(notify, ending.message(event, run, progress.epoch, epochs, durable), timeout)
-    if release and event in ("finished", "deadline"):
-        ending.release_runtime(durable=durable)
 
 
 def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | None) -> bool:

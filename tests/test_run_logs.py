@@ -134,3 +134,40 @@ def test_a_new_run_treats_an_existing_csv_as_keras_does(tmp_path, append):
         callbacks=[keras.callbacks.CSVLogger(str(path), append=append)])  # fmt: skip
     epochs = [row["epoch"] for row in rows(path)]
     assert epochs == (["0", "0", "1"] if append else ["0", "1"])
+
+
+def test_a_resume_trims_only_its_own_event_files_in_a_shared_log_folder(tmp_path):
+    """log_dir="logs" for every experiment, as many tutorials write it: another run's events
+    (past this run's checkpoint) are left exactly as they were."""
+    train_dir = tmp_path / "logs" / "train"
+    writer = tf.summary.create_file_writer(str(train_dir))
+    with writer.as_default():
+        for step in range(1, 51):
+            tf.summary.scalar("batch_loss", 1.0 / step, step=step)
+    writer.close()
+    (other,) = train_dir.iterdir()
+    before = other.read_bytes()
+
+    def board():
+        return keras.callbacks.TensorBoard(str(tmp_path / "logs"), update_freq="batch")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(make_model(), tmp_path / "run", save_every="2steps", callbacks=[board(),
+            RaiseAt(1, 3)])  # fmt: skip
+    fit(make_model(), tmp_path / "run", save_every="2steps", callbacks=[board()])
+    assert other.read_bytes() == before  # another run's file: never trimmed
+    mine = [p for p in train_dir.iterdir() if p != other]
+    assert mine and all(".colabkit-" in p.name for p in mine)
+    steps = sorted(s for s, _ in scalars_of(mine)[("train", "batch_loss")])
+    assert steps == list(range(1, 19))
+
+
+def scalars_of(paths):
+    found = defaultdict(list)
+    for path in paths:
+        for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            event = event_pb2.Event.FromString(record)
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    found[(path.parent.name, value.tag)].append((event.step, 0.0))
+    return found

@@ -7,6 +7,9 @@ checkpoint is committed (in the background, like the checkpoint itself) and at t
 
 - a Drive hiccup never raises into training (errno 107 from a TensorBoard writer on Drive
   ended a 4-hour run: colabtools#3899); a failed copy is a warning and is retried;
+- the event files copied carry the run's tag in their name (TensorBoard reads any name with
+  "tfevents" in it), so that a resume trims this run's files only, never another run's in a
+  log folder they share;
 - the destination holds at least everything up to the newest committed checkpoint, and a
   resume on the same VM (which may continue from a checkpoint its killed predecessor staged but
   never committed) first copies what that session left locally: a resume leaves no gap. What a
@@ -23,6 +26,7 @@ continued. Summaries a model writes itself (``tf.summary`` in ``call``) are copi
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -41,6 +45,7 @@ from colabkit.storage.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
+EVENTS = "events.out.tfevents."  # how TensorFlow names an event file
 MANIFEST = "destinations.json"  # in the local folder: where each of its files is copied
 # Keras' TensorBoard tags whose step counts training steps (the others count epochs).
 _STEP_TAGS = ("batch_", "evaluation_")
@@ -53,10 +58,13 @@ class RunLogs:
         callbacks: The user's callbacks (those that are not TensorBoard or CSVLogger are left
             alone).
         local: A folder on fast local disk for this session's files (emptied first).
+        run: The run's store URL: the event files this run copies carry a tag made from it, so
+            that a resume trims only this run's files in a log folder several runs share.
     """
 
-    def __init__(self, callbacks: Sequence[Any], local: Path) -> None:
+    def __init__(self, callbacks: Sequence[Any], local: Path, run: str = "") -> None:
         self.local = local
+        self.tag = "colabkit-" + hashlib.sha256(run.encode()).hexdigest()[:10]
         self.tensorboards = [cb for cb in callbacks if isinstance(cb, keras.callbacks.TensorBoard)]
         self.csv_loggers = [cb for cb in callbacks if isinstance(cb, keras.callbacks.CSVLogger)]
         self._copies: list[tuple[Path, Path]] = []  # (local folder or file, destination)
@@ -183,15 +191,18 @@ class RunLogs:
             if self._copied.get(path) == seen:
                 continue
             target = destination if path == here else destination / path.relative_to(here)
+            if path != here and path.name.startswith(EVENTS):  # TensorBoard reads *tfevents*
+                target = target.with_name(f"{path.name}.{self.tag}")
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(target) as out, open(path, "rb") as source:
                 shutil.copyfileobj(source, out)
             self._copied[path] = seen
 
     def _trim_events(self, destination: Path, global_step: int, epoch: int) -> None:
-        """Removes the events logged past the checkpoint from the event files there."""
+        """Removes the events logged past the checkpoint from this run's event files there
+        (other runs' files in the same folder are not touched)."""
         try:
-            files = sorted(destination.rglob("events.out.tfevents.*"))
+            files = sorted(destination.rglob(f"{EVENTS}*.{self.tag}"))
             for path in files:
                 _trim_event_file(path, global_step, epoch)
         except OSError as e:

@@ -284,7 +284,11 @@ class _Runner:
         self, *, epochs: int, verbose: Any, deadline: SessionDeadline
     ) -> keras.callbacks.History:
         # The user's TensorBoard and CSVLogger write to local disk; copied before each commit.
-        self.logs = RunLogs(self.callbacks if self.chief else (), self.manager.staging / ".logs")
+        self.logs = RunLogs(
+            self.callbacks if self.chief else (),
+            self.manager.staging / ".logs",
+            run=self.manager.store.url,
+        )
         progress = self.progress
         self.logs.begin(
             global_step=progress.global_step,

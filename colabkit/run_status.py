@@ -161,7 +161,7 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
         chain = Chain(sessions.read_or_fail())
         log_entries = [_session_entry(claim, end) for claim, end in store_call(sessions.history)]
         for info in infos:
-            state = _state(store, info.name, Path(folder))
+            state = _state(store, info.name)
             if state is None:
                 continue
             record = record_from_state(info.name, state, info.size)
@@ -206,17 +206,11 @@ def _describe_session(entry: dict[str, Any]) -> str:
     return f"{text} to step {entry['global_step']}: {entry['reason']}"
 
 
-def _state(store: Store, name: str, folder: Path) -> dict | None:
+def _state(store: Store, name: str) -> dict | None:
     """The checkpoint's state (None where it does not read: an older one then speaks)."""
     try:
-        if isinstance(store, LocalStore):
-            return read_state(store.path(name))
-        local = folder / name
-        store_call(store.get, name, local)
-        try:
-            return read_state(local)
-        finally:
-            local.unlink(missing_ok=True)
+        with inventory.local_copy(store, name) as path:
+            return read_state(path)
     except FileNotFoundError:
         return None  # pruned while listing
     except CorruptCheckpointError as e:

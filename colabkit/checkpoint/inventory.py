@@ -127,7 +127,7 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
 
 
 def _status(store: Store, info, chain: Chain) -> CheckpointStatus:
-    with _local_copy(store, info.name) as path:
+    with local_copy(store, info.name) as path:
         newer = False
         try:
             state, problem = verify(path), None
@@ -151,7 +151,7 @@ def _status(store: Store, info, chain: Chain) -> CheckpointStatus:
 
 
 @contextlib.contextmanager
-def _local_copy(store: Store, name: str) -> Iterator[Path]:
+def local_copy(store: Store, name: str) -> Iterator[Path]:
     """The checkpoint as a local file: in place for a folder, else a temporary download."""
     if isinstance(store, LocalStore):
         yield store.path(name)

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -160,15 +161,19 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
         sessions = Sessions(store, Path(folder), clock)
         chain = Chain(sessions.read_or_fail())
         log_entries = [_session_entry(claim, end) for claim, end in store_call(sessions.history)]
-        for info in infos:
-            state = _state(store, info.name)
-            if state is None:
-                continue
-            record = record_from_state(info.name, state, info.size)
-            if (record.session, record.step, record.lineage) not in chain:
-                continue  # another session's trajectory
+        readable = _readable(store, infos)
+        for info, state, _ in chain.select(readable, key=lambda found: found[2]):
             return replace(_from_state(store.url, info, state), session_log=log_entries)
     return RunStatus(run=store.url, state="not started", session_log=log_entries)
+
+
+def _readable(store: Store, infos: list) -> Iterator[tuple[Any, dict, tuple]]:
+    """(info, state, chain key) of each checkpoint whose state reads, in the order given."""
+    for info in infos:
+        state = _state(store, info.name)
+        if state is not None:
+            record = record_from_state(info.name, state, info.size)
+            yield info, state, (record.session, record.step, record.lineage)
 
 
 def _session_entry(claim: Claim, end: dict | None) -> dict[str, Any]:

@@ -319,3 +319,54 @@ def test_sessions_that_died_before_their_claims_one_after_another_still_continue
         assert (session, step) in chain
     assert (a.sessions.id, 1) in chain and (a.sessions.id, 2) not in chain
     assert (b.sessions.id, 3) not in chain and (c.sessions.id, 4) not in chain
+
+
+def test_when_the_newest_sessions_checkpoints_died_with_their_vm_the_branch_that_went_on_counts(
+    vm, store, tmp_path, caplog
+):
+    """What the SIGKILL test found third: b resumes from a's step 1 and claims, stages step 2
+    and dies before uploading it; c resumes from b's staged step 2 on the same VM, claims and
+    dies before uploading it either. The VM goes, and with it b's step 2. d resumes from a's
+    step 1 (the newest the run still holds), stages its own step 2 and dies before its claim.
+    d's step 2 continues the newest the run has: the next resume uses it, with no warning."""
+    import shutil
+
+    a = vm("a")
+    a.restore()
+    save(a, 1).wait()
+    b = died_after_its_claim(vm, store, "vm2", 2)
+    c = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
+    c._pipeline.queue_upload = lambda name: None  # killed before it re-uploaded b's step 2
+    assert c.restore().state["session"] == b.sessions.id
+    c.claim()
+    c._closed = True
+    c._pipeline.stop()
+    shutil.rmtree(tmp_path / "vm2")  # the VM died: only the store is left
+    d = died_before_its_claim(vm, store, "vm2", 2)
+    again = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
+    with caplog.at_level(logging.WARNING):
+        restored = again.restore()
+    assert restored.state["step"] == 2 and restored.state["session"] == d.sessions.id
+    assert "Not resuming" not in caplog.text
+    again.claim()
+    save(again, 3).wait()
+    again.close()
+    elsewhere = vm("elsewhere")
+    assert elsewhere.latest().step == 3
+    assert elsewhere.restore().state["session"] == again.sessions.id
+
+
+def died_after_its_claim(vm, store, name, step):
+    """A session that restored, claimed the run, staged a checkpoint and died before it reached
+    the store."""
+    manager = vm(name, retry_delays=(0,))
+    manager.restore()
+    manager.claim()
+    store.fail(5, ops=("put",))
+    save(manager, step)
+    with pytest.raises(OSError):
+        manager.wait()
+    manager._closed = True
+    manager._pipeline.stop()
+    store.heal()
+    return manager

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from colabkit.checkpoint.catalog import record_from_state, store_call
@@ -89,7 +89,13 @@ def inspect_store(store: Store) -> list[CheckpointStatus]:
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
     with tempfile.TemporaryDirectory() as cache:
         chain = Chain(Sessions(store, Path(cache), SYSTEM_CLOCK).read_or_fail())
-    return [_status(store, info, chain) for info in infos]
+    found = [_status(store, info) for info in infos]
+    judged = [(status, key) for status, key in found if key is not None]
+    own = {id(status) for status, _ in chain.select(judged, key=lambda pair: pair[1])}
+    return [
+        replace(status, superseded=key is not None and id(status) not in own)
+        for status, key in found
+    ]
 
 
 def in_use(statuses: list[CheckpointStatus]) -> list[CheckpointStatus]:
@@ -126,7 +132,8 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
     return deleted
 
 
-def _status(store: Store, info, chain: Chain) -> CheckpointStatus:
+def _status(store: Store, info) -> tuple[CheckpointStatus, tuple | None]:
+    """One checkpoint verified, and its chain key (None: its state did not read)."""
     with local_copy(store, info.name) as path:
         newer = False
         try:
@@ -137,7 +144,7 @@ def _status(store: Store, info, chain: Chain) -> CheckpointStatus:
             state, problem, newer = {}, str(e), True
     epoch = state.get("epoch")
     record = record_from_state(info.name, state, info.size)
-    return CheckpointStatus(
+    status = CheckpointStatus(
         name=info.name,
         step=step_of(info.name),
         epoch=epoch if isinstance(epoch, int) else None,
@@ -146,8 +153,8 @@ def _status(store: Store, info, chain: Chain) -> CheckpointStatus:
         verified=problem is None,
         problem=problem,
         newer_format=newer,
-        superseded=bool(state) and (record.session, record.step, record.lineage) not in chain,
     )
+    return status, (record.session, record.step, record.lineage) if state else None
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -252,11 +252,18 @@ class CheckpointManager:
         """
         in_store = catalog.store_checkpoints(self.store)
         chain = Chain(self.sessions.read_or_fail())
+        return next(chain.select(self._verified(in_store), key=_chain_key), None)
+
+    def _verified(
+        self, in_store: Mapping[str, object], up_to: int | None = None
+    ) -> Iterator[CheckpointRecord]:
+        """The checkpoints that verify (up to step ``up_to``), newest first, read one at a time."""
         for name in self._candidates(in_store):
+            if up_to is not None and step_of(name) > up_to:
+                continue
             record = self._verifier.verified(name, in_store.get(name))
-            if record is not None and (record.session, record.step, record.lineage) in chain:
-                return record
-        return None
+            if record is not None:
+                yield record
 
     def restore(self, record: CheckpointRecord | None = None) -> CheckpointContents | None:
         """Loads ``record`` (default: the latest), falling back to older ones that verify.
@@ -270,24 +277,16 @@ class CheckpointManager:
         """
         in_store = catalog.store_checkpoints(self.store)
         claims = self.sessions.read_or_fail()
-        chain = Chain(claims)
-        for name in self._candidates(in_store):
-            if record is not None and step_of(name) > record.step:
-                continue
-            found = self._verifier.verified(name, in_store.get(name))
-            if found is None:
-                continue
-            if (found.session, found.step, found.lineage) not in chain:
-                self._set_aside(found)
-                continue
+        candidates = self._verified(in_store, up_to=record.step if record is not None else None)
+        for found in Chain(claims).select(candidates, key=_chain_key, outside=self._set_aside):
             try:
-                contents = read_checkpoint(self.staging / name)
+                contents = read_checkpoint(self.staging / found.name)
             except CorruptCheckpointError as e:
-                self._verifier.warn(name, found.size or 0, e, in_store=name in in_store)
+                self._verifier.warn(found.name, found.size or 0, e, in_store=found.name in in_store)
                 continue
             self.sessions.restored(claims, found)
             self._seen_at_restore = set(in_store)
-            self._resumed_from(found, name in in_store)
+            self._resumed_from(found, found.name in in_store)
             return contents
         self.sessions.restored(claims, None)
         self._seen_at_restore = set(in_store)
@@ -409,6 +408,10 @@ class CheckpointManager:
         with self._lock:
             record = self._records.get(name)
         return record is not None and record.session == self.sessions.id
+
+
+def _chain_key(record: CheckpointRecord) -> tuple:
+    return record.session, record.step, record.lineage
 
 
 def _check_delays(delays: Sequence[float]) -> tuple[float, ...]:

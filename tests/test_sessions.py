@@ -192,11 +192,14 @@ def test_the_superseded_trainer_stops_on_a_local_folder_too(tmp_path):
     assert len(store.list("sessions/")) == 2
 
 
-def died_before_its_claim(vm, store, name, step):
+def died_before_its_first_commit(vm, store, name, step, *, claimed=False):
     """A session that restored, staged a checkpoint and died before its first commit (so
-    before its claim reached the store): what a SIGKILL early in a session leaves."""
+    before its claim reached the store): what a SIGKILL early in a session leaves.
+    ``claimed``: it claimed the run first (claims go ahead of the commit), then died."""
     manager = vm(name, retry_delays=(0,))
     manager.restore()
+    if claimed:
+        manager.claim()
     store.fail(5, ops=("put",))
     save(manager, step)
     with pytest.raises(OSError):
@@ -213,7 +216,7 @@ def test_a_checkpoint_staged_by_a_session_that_never_claimed_still_continues_the
     a = vm("a")
     a.restore()
     save(a, 1).wait()
-    b = died_before_its_claim(vm, store, "b", 2)
+    b = died_before_its_first_commit(vm, store, "b", 2)
     assert not [c for c in store.list("sessions/") if b.sessions.id in c.name]
     again = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock())  # same VM
     restored = again.restore()
@@ -231,7 +234,7 @@ def test_but_not_when_it_continues_an_older_point_than_the_owner(vm, store, tmp_
     a = vm("a")
     a.restore()
     save(a, 1).wait()
-    b = died_before_its_claim(vm, store, "b", 5)  # from step 1, on another VM
+    b = died_before_its_first_commit(vm, store, "b", 5)  # from step 1, on another VM
     save(a, 3).wait()  # a trains on (b never claimed)
     newer = vm("newer")  # then a third VM takes the run over from a's step 3
     assert newer.restore().state["step"] == 3
@@ -290,7 +293,7 @@ def test_two_sessions_that_resumed_from_one_point_and_died_early_leave_a_usable_
     b = vm("b")
     b.restore()
     b.claim()  # claimed, then killed before its first commit
-    c = died_before_its_claim(vm, store, "c", 2)
+    c = died_before_its_first_commit(vm, store, "c", 2)
     again = CheckpointManager(store, staging_dir=tmp_path / "c", clock=FakeClock())
     assert again.restore().state["session"] == c.sessions.id
     again.close()
@@ -305,8 +308,8 @@ def test_sessions_that_died_before_their_claims_one_after_another_still_continue
     a = vm("a")
     a.restore()
     save(a, 1).wait()
-    b = died_before_its_claim(vm, store, "vm2", 2)
-    c = died_before_its_claim(vm, store, "vm2", 3)
+    b = died_before_its_first_commit(vm, store, "vm2", 2)
+    c = died_before_its_first_commit(vm, store, "vm2", 3)
     again = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
     with caplog.at_level(logging.WARNING):
         assert again.restore().state["session"] == c.sessions.id
@@ -334,7 +337,7 @@ def test_when_the_newest_sessions_checkpoints_died_with_their_vm_the_branch_that
     a = vm("a")
     a.restore()
     save(a, 1).wait()
-    b = died_after_its_claim(vm, store, "vm2", 2)
+    b = died_before_its_first_commit(vm, store, "vm2", 2, claimed=True)
     c = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
     c._pipeline.queue_upload = lambda name: None  # killed before it re-uploaded b's step 2
     assert c.restore().state["session"] == b.sessions.id
@@ -342,7 +345,7 @@ def test_when_the_newest_sessions_checkpoints_died_with_their_vm_the_branch_that
     c._closed = True
     c._pipeline.stop()
     shutil.rmtree(tmp_path / "vm2")  # the VM died: only the store is left
-    d = died_before_its_claim(vm, store, "vm2", 2)
+    d = died_before_its_first_commit(vm, store, "vm2", 2)
     again = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
     with caplog.at_level(logging.WARNING):
         restored = again.restore()
@@ -354,19 +357,3 @@ def test_when_the_newest_sessions_checkpoints_died_with_their_vm_the_branch_that
     elsewhere = vm("elsewhere")
     assert elsewhere.latest().step == 3
     assert elsewhere.restore().state["session"] == again.sessions.id
-
-
-def died_after_its_claim(vm, store, name, step):
-    """A session that restored, claimed the run, staged a checkpoint and died before it reached
-    the store."""
-    manager = vm(name, retry_delays=(0,))
-    manager.restore()
-    manager.claim()
-    store.fail(5, ops=("put",))
-    save(manager, step)
-    with pytest.raises(OSError):
-        manager.wait()
-    manager._closed = True
-    manager._pipeline.stop()
-    store.heal()
-    return manager

@@ -23,8 +23,9 @@ from typing import Any
 
 from colabkit.checkpoint import inventory
 from colabkit.checkpoint.catalog import record_from_state, store_call
+from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import read_state, step_of
-from colabkit.checkpoint.sessions import Chain, Claim, Sessions
+from colabkit.checkpoint.sessions import Claim, Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import format_duration
 from colabkit.errors import ColabkitError, CorruptCheckpointError

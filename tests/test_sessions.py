@@ -12,9 +12,10 @@ import logging
 import numpy as np
 import pytest
 
+from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import checkpoint_name, read_state, step_of, write_checkpoint
 from colabkit.checkpoint.manager import CheckpointManager
-from colabkit.checkpoint.sessions import Chain, Claim
+from colabkit.checkpoint.sessions import Claim
 from colabkit.clock import FakeClock
 from colabkit.errors import RunSupersededError
 from colabkit.storage import LocalStore, MemoryStore

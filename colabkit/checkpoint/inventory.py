@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from colabkit.checkpoint.catalog import record_from_state, store_call
+from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import step_of, verify
-from colabkit.checkpoint.sessions import Chain, Sessions
+from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
 from colabkit.errors import (

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from colabkit.checkpoint import catalog
+from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import (
     CheckpointContents,
     check_arrays,
@@ -38,7 +39,7 @@ from colabkit.checkpoint.format import (
 )
 from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
-from colabkit.checkpoint.sessions import Chain, Sessions
+from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import (
     CheckpointError,

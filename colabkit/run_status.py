@@ -25,6 +25,7 @@ from colabkit.checkpoint import inventory
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import read_state, step_of
+from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.checkpoint.sessions import Claim, Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import format_duration
@@ -163,18 +164,17 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
         chain = Chain(sessions.read_or_fail())
         log_entries = [_session_entry(claim, end) for claim, end in store_call(sessions.history)]
         readable = _readable(store, infos)
-        for info, state, _ in chain.select(readable, key=lambda found: found[2]):
+        for info, state, _ in chain.select(readable, record=lambda found: found[2]):
             return replace(_from_state(store.url, info, state), session_log=log_entries)
     return RunStatus(run=store.url, state="not started", session_log=log_entries)
 
 
-def _readable(store: Store, infos: list) -> Iterator[tuple[Any, dict, tuple]]:
-    """(info, state, chain key) of each checkpoint whose state reads, in the order given."""
+def _readable(store: Store, infos: list) -> Iterator[tuple[Any, dict, CheckpointRecord]]:
+    """(info, state, record) of each checkpoint whose state reads, in the order given."""
     for info in infos:
         state = _state(store, info.name)
         if state is not None:
-            record = record_from_state(info.name, state, info.size)
-            yield info, state, (record.session, record.step, record.lineage)
+            yield info, state, record_from_state(info.name, state, info.size)
 
 
 def _session_entry(claim: Claim, end: dict | None) -> dict[str, Any]:

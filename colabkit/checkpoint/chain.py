@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from colabkit.checkpoint.policy import Lineage, as_lineage
+from colabkit.checkpoint.policy import CheckpointRecord, Lineage, as_lineage
 
 if TYPE_CHECKING:
     from colabkit.checkpoint.sessions import Claim
@@ -106,7 +106,7 @@ class Chain:
     def select(
         self,
         items: Iterable[T],
-        key: Callable[[T], tuple],
+        record: Callable[[T], CheckpointRecord] = lambda item: item,  # type: ignore[misc]
         outside: Callable[[T], None] = lambda item: None,
     ) -> Iterator[T]:
         """The items that belong to the run, in the order a resume tries them.
@@ -114,21 +114,22 @@ class Chain:
         Args:
             items: Checkpoints, newest step first (read lazily: a resume stops at the first
                 it can use).
-            key: ``(session, step, lineage)`` of an item.
+            record: An item's ``CheckpointRecord`` (its session, step and lineage); default:
+                the item is one.
             outside: Called with each item that does not belong (another trajectory).
         """
         waiting: list[tuple[T, int]] = []  # branches newer than any checkpoint of the chain yet
         chain_seen = False
         for item in items:
-            place = self.place(key(item))
+            found = record(item)
+            place = self.place((found.session, found.step, found.lineage))
             if place is None or (place is not True and chain_seen):
                 outside(item)
             elif place is not True:
                 waiting.append((item, place))
             else:
-                step = key(item)[1]
                 for branch, at in waiting:  # newest first, before the chain's newest
-                    if at >= step:
+                    if at >= found.step:
                         yield branch
                     else:
                         outside(branch)  # the chain went on past where it branched

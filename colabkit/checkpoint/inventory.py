@@ -18,6 +18,7 @@ from pathlib import Path
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import step_of, verify
+from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
@@ -91,11 +92,11 @@ def inspect_store(store: Store) -> list[CheckpointStatus]:
     with tempfile.TemporaryDirectory() as cache:
         chain = Chain(Sessions(store, Path(cache), SYSTEM_CLOCK).read_or_fail())
     found = [_status(store, info) for info in infos]
-    judged = [(status, key) for status, key in found if key is not None]
-    own = {id(status) for status, _ in chain.select(judged, key=lambda pair: pair[1])}
+    judged = [(status, record) for status, record in found if record is not None]
+    own = {id(status) for status, _ in chain.select(judged, record=lambda pair: pair[1])}
     return [
-        replace(status, superseded=key is not None and id(status) not in own)
-        for status, key in found
+        replace(status, superseded=record is not None and id(status) not in own)
+        for status, record in found
     ]
 
 
@@ -133,8 +134,8 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
     return deleted
 
 
-def _status(store: Store, info) -> tuple[CheckpointStatus, tuple | None]:
-    """One checkpoint verified, and its chain key (None: its state did not read)."""
+def _status(store: Store, info) -> tuple[CheckpointStatus, CheckpointRecord | None]:
+    """One checkpoint verified, and its record (None: its state did not read)."""
     with local_copy(store, info.name) as path:
         newer = False
         try:
@@ -155,7 +156,7 @@ def _status(store: Store, info) -> tuple[CheckpointStatus, tuple | None]:
         problem=problem,
         newer_format=newer,
     )
-    return status, (record.session, record.step, record.lineage) if state else None
+    return status, record if state else None
 
 
 @contextlib.contextmanager

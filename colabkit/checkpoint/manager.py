@@ -253,7 +253,7 @@ class CheckpointManager:
         """
         in_store = catalog.store_checkpoints(self.store)
         chain = Chain(self.sessions.read_or_fail())
-        return next(chain.select(self._verified(in_store), key=_chain_key), None)
+        return next(chain.select(self._verified(in_store)), None)
 
     def _verified(
         self, in_store: Mapping[str, object], up_to: int | None = None
@@ -279,7 +279,7 @@ class CheckpointManager:
         in_store = catalog.store_checkpoints(self.store)
         claims = self.sessions.read_or_fail()
         candidates = self._verified(in_store, up_to=record.step if record is not None else None)
-        for found in Chain(claims).select(candidates, key=_chain_key, outside=self._set_aside):
+        for found in Chain(claims).select(candidates, outside=self._set_aside):
             try:
                 contents = read_checkpoint(self.staging / found.name)
             except CorruptCheckpointError as e:
@@ -409,10 +409,6 @@ class CheckpointManager:
         with self._lock:
             record = self._records.get(name)
         return record is not None and record.session == self.sessions.id
-
-
-def _chain_key(record: CheckpointRecord) -> tuple:
-    return record.session, record.step, record.lineage
 
 
 def _check_delays(delays: Sequence[float]) -> tuple[float, ...]:

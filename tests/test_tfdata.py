@@ -245,3 +245,56 @@ def test_tf_data_under_a_tf_distribute_strategy_is_refused_in_one_line(tmp_path)
     with pytest.raises(ConfigError, match="strategy=MirroredStrategy: colabkit cannot yet") as e:
         colabkit.fit(model, _pairs(), run_dir=tmp_path / "run", epochs=1, strategy=strategy)
     assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+
+
+def _passes(dataset, n):
+    return [[batch.tolist() for batch in dataset.as_numpy_iterator()] for _ in range(n)]
+
+
+def _keras_epochs(epochs, data, first, end, steps):
+    """Reads ``data`` the way Keras' fit does: per epoch, a new iterator read ``steps`` times,
+    then one more made and dropped unread."""
+    got = []
+    for epoch in range(first, end):
+        epochs.epoch = epoch  # the training loop's on_epoch_begin
+        iterator = iter(data)
+        got.append([next(iterator).numpy().tolist() for _ in range(steps)])
+        iter(data)  # Keras' look-ahead iterator, never read
+    return got
+
+
+def test_every_epoch_of_a_seeded_dataset_is_its_next_pass_as_model_fit_reads_it():
+    """Epoch e of a seeded shuffle is the dataset's (e + 1)-th pass, the order a fresh dataset
+    gives when iterated again and again, also when colabkit starts at epoch 2, or mid-epoch 1;
+    the model is built from the element spec (no pass spent on it); and the fingerprint of each
+    epoch's first batch is recorded when fit reads it."""
+    from colabkit.training.tfdata import DatasetEpochs, fingerprint
+
+    def make():
+        return tf.data.Dataset.range(24).shuffle(24, seed=3).batch(4).map(lambda b: b * 10)
+
+    want = _passes(make(), 4)
+    assert len({str(p) for p in want}) == 4  # each pass its own order
+
+    epochs = DatasetEpochs(make())
+    assert epochs.epochs_per_fit is None  # one model.fit call for all epochs
+    assert isinstance(epochs.batch(0)[0], tf.TensorSpec)
+    epochs.start_epoch(0)
+    data = epochs.for_fit(0)
+    assert _keras_epochs(epochs, data, 0, 4, 6) == want
+    assert epochs.epoch_fingerprint() == fingerprint(tf.constant(want[3][0], tf.int64))
+
+    later = DatasetEpochs(make())  # a resume at the start of epoch 3 (index 2), new process
+    later.start_epoch(2, resuming=True)
+    assert _keras_epochs(later, later.for_fit(2), 2, 4, 6) == want[2:]
+
+    middle = DatasetEpochs(make())  # a resume after step 2 of epoch 2 (index 1)
+    middle.start_step = 2
+    middle.start_epoch(1, resuming=True, expected_fingerprint=fingerprint(
+        tf.constant(want[1][0], tf.int64)))  # fmt: skip
+    assert not middle.order_changed
+    middle.epoch = 1
+    assert [b.tolist() for b in middle.for_fit(1).as_numpy_iterator()] == want[1][2:]
+    middle.start_step = 0
+    middle.start_epoch(2)  # the next fit call: on the same stream
+    assert _keras_epochs(middle, middle.for_fit(2), 2, 4, 6) == want[2:]

@@ -96,6 +96,18 @@ class ResumableBatches(keras.utils.PyDataset):
 
     #: How many epochs one ``model.fit`` call may run over ``for_fit``'s result (None: any).
     epochs_per_fit: int | None = None
+    #: Whether the order of a resumed epoch may differ from the interrupted session's.
+    order_changed = False
+
+    def start_epoch(
+        self, epoch: int, *, resuming: bool = False, expected_fingerprint: str | None = None
+    ) -> None:
+        """Puts the input at ``start_step`` of ``epoch`` before a ``model.fit`` call; nothing
+        to do where the position alone picks the batches."""
+
+    def epoch_fingerprint(self) -> str | None:
+        """What a checkpoint records of the current epoch's order (None: the position says it)."""
+        return None
 
     def for_fit(self, epoch: int) -> Any:
         """What ``model.fit`` iterates from ``epoch``, step ``start_step``: this PyDataset."""

@@ -240,6 +240,7 @@ class ResumableLoop(keras.callbacks.Callback):
         arrays = training_state.capture_variables(model)
         states, callback_arrays = training_state.capture_callbacks(self.user.callbacks)
         arrays.update(callback_arrays)
+        self.progress.epoch_fingerprint = self.data.epoch_fingerprint()
         state = self.progress.to_state()
         state["callbacks"] = states
         if not self.chief:

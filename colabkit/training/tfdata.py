@@ -18,14 +18,18 @@ known sequence, and a resume replays (reads without training) the steps already 
   an order that may differ; one warning line says so. colabkit tells the cases apart by a
   fingerprint of each epoch's first batch, saved in the checkpoint and compared at a resume.
 
-Keras creates its own iterator of whatever it is given at every epoch (and one more to build the
-model), which would move a seeded shuffle on. So each epoch is its own ``model.fit`` call over a
-small dataset that reads colabkit's iterator, and the model is built before that call.
+Keras creates its own iterators of whatever it is given (two an epoch, and one more to build
+the model), which would move a seeded shuffle on. So colabkit makes one iterator of the dataset,
+repeated, for the whole call (its stream), and gives ``model.fit`` a small dataset whose every
+pass reads the next epoch's batches from that stream; the model is built from the dataset's
+``element_spec`` before ``fit``. One iterator, alive until the call ends: an iterator TensorFlow
+frees later, during a garbage collection in the middle of a step, can stall that step for
+seconds (BENCHMARKS.md, run D), and so did the iterator per epoch colabkit used to make.
+A ``dataset_fn`` has a new dataset every epoch: one iterator and one ``model.fit`` call an epoch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import weakref
@@ -38,9 +42,13 @@ from colabkit.training.data import ResumableBatches
 
 log = logging.getLogger(__name__)
 
-#: Passes colabkit has made over each dataset object in this process (a re-run of the same
-#: notebook cell reuses the object, whose seeded shuffles have moved on).
-_PASSES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+#: Passes made over each dataset object in this process (a re-run of the same notebook cell
+#: reuses the object, whose seeded shuffles have moved on): a CPU variable, which colabkit's
+#: reads count up inside TensorFlow too.
+_PASSES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+#: Prefix of the fingerprints below; older colabkit versions hashed batches another way.
+_FINGERPRINT_SCHEME = "tf1:"
 
 
 def is_tf_dataset(x: Any) -> bool:
@@ -51,16 +59,50 @@ def is_tf_dataset(x: Any) -> bool:
     )
 
 
-def fingerprint(batch: Any) -> str:
-    """A short hash of a batch's values (all its tensors), to tell whether two batches match."""
+def _fingerprint_tensor(batch: Any) -> Any:
+    """8 bytes hashing a batch's values, dtypes and shapes (all its tensors), as a uint8 tensor:
+    computed inside a ``tf.data`` function and eagerly alike."""
     import tensorflow as tf
 
-    digest = hashlib.blake2b(digest_size=8)
-    for tensor in tf.nest.flatten(batch):
-        array = np.ascontiguousarray(np.asarray(tensor))
-        digest.update(str((array.dtype, array.shape)).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+    parts = [tf.io.serialize_tensor(t) for t in tf.nest.flatten(batch, expand_composites=True)]
+    return tf.reshape(tf.fingerprint(tf.reshape(tf.strings.join(parts), [1])), [8])
+
+
+def _fingerprint_text(value: Any) -> str | None:
+    raw = bytes(np.asarray(value, dtype=np.uint8))
+    return _FINGERPRINT_SCHEME + raw.hex() if any(raw) else None
+
+
+def fingerprint(batch: Any) -> str:
+    """A short hash of a batch's values (all its tensors), to tell whether two batches match."""
+    text = _fingerprint_text(_fingerprint_tensor(batch))
+    return text or _FINGERPRINT_SCHEME + "0" * 16
+
+
+def _shapes_known(spec: Any) -> bool:
+    """Whether every part of an element spec is a dense tensor of known shape but the batch."""
+    import tensorflow as tf
+
+    return all(
+        isinstance(part, tf.TensorSpec) and part.shape[1:].is_fully_defined()
+        for part in tf.nest.flatten(spec)
+    )
+
+
+def _cpu_variable(value: Any, dtype: Any) -> Any:
+    import tensorflow as tf
+
+    with tf.device("/cpu:0"):  # read inside tf.data functions, which run on the CPU
+        return tf.Variable(value, dtype=dtype, trainable=False)
+
+
+def _passes(dataset: Any) -> Any:
+    """The variable counting the passes made over ``dataset`` in this process."""
+    import tensorflow as tf
+
+    if dataset not in _PASSES:
+        _PASSES[dataset] = _cpu_variable(0, tf.int64)
+    return _PASSES[dataset]
 
 
 class DatasetEpochs(ResumableBatches):
@@ -72,8 +114,6 @@ class DatasetEpochs(ResumableBatches):
             size is unknown to TensorFlow, else at most its number of batches.
     """
 
-    epochs_per_fit = 1  # each epoch's iterator is created before its model.fit call
-
     def __init__(self, source: Any, *, steps_per_epoch: int | None = None) -> None:
         super().__init__(seed=None, shuffle=False)
         self.source = source
@@ -81,18 +121,25 @@ class DatasetEpochs(ResumableBatches):
         self.batch_size = None
         self.steps_per_epoch = self._steps(steps_per_epoch)
         self.n = self.steps_per_epoch
-        # steps_per_epoch other than the dataset's size: the epochs are consecutive slices of
-        # one stream (the dataset, repeated), as model.fit takes them; else one pass an epoch.
-        self.stream = (
-            not self.is_function
-            and steps_per_epoch is not None
-            and steps_per_epoch != int(source.cardinality())
+        # One model.fit call for all epochs, each reading one epoch of the stream, where the
+        # model can be built from the element spec; else one call an epoch, whose first batch
+        # is read here: a dataset_fn (a dataset an epoch), or a dataset whose batches' shapes
+        # TensorFlow does not know (Keras would build the model from a batch).
+        self.epochs_per_fit = (
+            None if not self.is_function and _shapes_known(source.element_spec) else 1
         )
-        self._stream: Any = None
+        # A dataset: epoch e is its (e+1)-th pass, unless steps_per_epoch is not its size: then
+        # the epochs are consecutive slices of the dataset repeated, as model.fit takes them.
+        self.pass_per_epoch = not self.is_function and self.steps_per_epoch == int(
+            source.cardinality()
+        )
+        self._stream: Any = None  # the dataset's iterator, repeated (not for a dataset_fn)
         self._stream_epoch: int | None = None  # the epoch whose first batch the stream holds next
-        self._iterator: Any = None
-        self._first: Any = None
+        self._iterator: Any = None  # what for_fit reads: the stream, or the epoch's own iterator
+        self._first: Any = None  # the batch at start_step, read here (a dataset_fn; a resume)
+        self._first_epoch: int | None = None  # the epoch first_fingerprint belongs to
         self.first_fingerprint: str | None = None
+        self._fingerprint = None if self.is_function else _cpu_variable([0] * 8, "uint8")
         self.order_changed = False
 
     def _dataset(self, epoch: int) -> Any:
@@ -133,60 +180,91 @@ class DatasetEpochs(ResumableBatches):
             )
         return cardinality
 
-    # -- one epoch ----------------------------------------------------------------------------
+    # -- where an epoch starts ----------------------------------------------------------------
 
     def start_epoch(
         self, epoch: int, *, resuming: bool = False, expected_fingerprint: str | None = None
     ) -> None:
-        """Creates the iterator of ``epoch`` and reads up to ``start_step`` (replayed, not
-        trained). ``resuming``: a checkpoint was restored, whose order should continue.
+        """Puts the input at ``start_step`` of ``epoch``, the first epoch of a ``model.fit``
+        call: reads the steps before it (replayed, not trained) and the batch there, unless the
+        epoch starts at its first step on the stream (the dataset given to fit reads it).
+        ``resuming``: a checkpoint was restored, whose order should continue.
         ``expected_fingerprint``: that of the epoch's first batch in the interrupted session;
         a different one means the order differs, said in one line."""
-        if self.stream:
-            iterator = self._stream_at(epoch, resuming)
+        self._first = None
+        if self.is_function:
+            iterator = iter(self._pass(epoch))
         else:
-            iterator = iter(self._pass(epoch, resuming))
+            iterator = self._stream_at(epoch, resuming)
+            if not self.start_step and self.epochs_per_fit is None:
+                self._iterator = iterator  # each pass of for_fit's dataset reads an epoch
+                return
+            if self.pass_per_epoch:
+                _passes(self.source).assign_add(1)  # this epoch's pass starts here
         self._iterator = iterator
-        self._first = next(iterator)
-        self.first_fingerprint = fingerprint(self._first)
+        first = next(iterator)
+        self._first_epoch, self.first_fingerprint = epoch, fingerprint(first)
         if (
             self.start_step
             and not self.order_changed
-            and expected_fingerprint not in (None, self.first_fingerprint)
+            and (expected_fingerprint or "").startswith(_FINGERPRINT_SCHEME)
+            and expected_fingerprint != self.first_fingerprint
         ):
             self._warn(epoch, "its first batch differs from the interrupted session's")
         for _ in range(self.start_step - 1 if self.start_step else 0):
             next(iterator)
-        if self.start_step:  # the first batch was replayed too: the epoch resumes after it
-            self._first = next(iterator)
+        # The first batch was replayed too: the epoch resumes after it.
+        self._first = next(iterator) if self.start_step else first
 
-    def _pass(self, epoch: int, resuming: bool) -> Any:
-        """The dataset of ``epoch``'s pass, after the passes of the epochs before it."""
+    def epoch_fingerprint(self) -> str | None:
+        """The fingerprint of the current epoch's first batch, for a checkpoint taken in it."""
+        if self._first_epoch == self.epoch:  # read here
+            return self.first_fingerprint
+        if self._fingerprint is None:
+            return None
+        return _fingerprint_text(self._fingerprint.numpy())  # recorded when fit read it
+
+    def _pass(self, epoch: int) -> Any:
+        """A dataset_fn's dataset of ``epoch``, cut to ``steps_per_epoch``."""
         dataset = self._dataset(epoch)
-        if not self.is_function:
-            done = _PASSES.get(dataset, 0)
-            if resuming and done > epoch and not self.order_changed:  # once: the rest follow
-                self._warn(epoch, f"this dataset object already made {done} passes in this process")
-            for _ in range(done, epoch):  # the passes of the epochs trained before
-                iter(dataset)
-            _PASSES[dataset] = max(done, epoch) + 1
         if self.steps_per_epoch != int(dataset.cardinality()):
             dataset = dataset.take(self.steps_per_epoch)
         return dataset
 
     def _stream_at(self, epoch: int, resuming: bool) -> Any:
-        """The stream's iterator at the first batch of ``epoch``: the one the previous epoch
-        left there, or a new one (this process's first pass) that replays the epochs before."""
-        if self._stream is None or self._stream_epoch != epoch:
-            done = _PASSES.get(self.source, 0)
+        """The stream at the first batch of ``epoch``: where the previous ``fit`` call of this
+        run left it, or a new one (this call's first) after the epochs before: their passes
+        made and dropped, or, when epochs are not passes, their batches read again."""
+        import tensorflow as tf
+
+        if self._stream is not None and self._stream_epoch == epoch:
+            return self._stream
+        passes = _passes(self.source)
+        done = int(passes.numpy())
+        if self.pass_per_epoch:
+            if resuming and done > epoch and not self.order_changed:  # once: the rest follow
+                self._warn(epoch, f"this dataset object already made {done} passes in this process")
+            for _ in range(done, epoch):  # the passes of the epochs trained before
+                iter(self.source)
+            passes.assign(max(done, epoch))
+        else:
             if resuming and done and not self.order_changed:
                 self._warn(epoch, f"this dataset object already made {done} passes in this process")
-            _PASSES[self.source] = done + 1
-            self._stream = iter(self.source.repeat())
+            passes.assign_add(1)
+        repeated = self.source.repeat()
+        options = tf.data.Options()
+        # Fused, shuffle().repeat() could draw the passes' orders otherwise than separate passes.
+        options.experimental_optimization.shuffle_and_repeat_fusion = False
+        self._stream = iter(repeated.with_options(options))
+        if not self.pass_per_epoch:
             for _ in range(epoch * self.steps_per_epoch):  # read again, not trained
                 next(self._stream)
-        self._stream_epoch = epoch + 1  # for_fit reads exactly this epoch's steps
+        self._stream_epoch = epoch
         return self._stream
+
+    def _epoch_changed(self) -> None:
+        # The training loop starts epoch e: once it is trained, the stream holds e + 1.
+        self._stream_epoch = self.epoch + 1
 
     def _warn(self, epoch: int, why: str) -> None:
         self.order_changed = True
@@ -201,25 +279,56 @@ class DatasetEpochs(ResumableBatches):
         print(line, file=sys.stderr)  # where the user looks, without configuring logging
 
     def batch(self, step: int) -> Any:
-        """A batch of the current epoch as ``(x, ...)``, for building the model (its shapes and
-        types); a dataset of ``x`` alone gives ``(x,)``, as Keras unpacks it."""
-        if self._first is None:
+        """For building the model (shapes and types): the batch read at ``start_step``, else
+        the dataset's element spec, which reads nothing. ``(x, ...)``; a dataset of ``x`` alone
+        gives ``(x,)``, as Keras unpacks it."""
+        if self._first is None and self.epochs_per_fit is not None:  # read there
             self.start_epoch(self.epoch)
-        return self._first if isinstance(self._first, tuple) else (self._first,)
+        first = self.source.element_spec if self._first is None else self._first
+        return first if isinstance(first, tuple) else (first,)
 
     def for_fit(self, epoch: int) -> Any:
-        """The steps of ``epoch`` from ``start_step`` on, as a dataset that reads colabkit's
-        iterator: its first element is the batch already read, so building the model from it
-        takes nothing from the iterator."""
+        """What ``model.fit`` iterates from ``epoch``, step ``start_step``: a dataset that reads
+        colabkit's iterator. Its first element is the batch already read, if one was (so that
+        building the model took nothing from the iterator); else each pass over it reads one
+        epoch of the stream (the steps of a dataset_fn's epoch are read above)."""
         import tensorflow as tf
 
         if self._iterator is None:
             self.start_epoch(epoch)
         iterator, first = self._iterator, self._first
-        self._iterator = None
-        rest = tf.data.Dataset.range(len(self) - 1).map(lambda _: iterator.get_next())
-        dataset = tf.data.Dataset.from_tensors(first).concatenate(rest)
+        self._iterator = None  # _first stays: what the model is built from, once fit starts
+        if first is not None:
+            rest = tf.data.Dataset.range(len(self) - 1).map(lambda _: iterator.get_next())
+            dataset = tf.data.Dataset.from_tensors(first).concatenate(rest)
+        else:
+            dataset = tf.data.Dataset.range(len(self)).map(self._epoch_reader(iterator))
         # Read ahead, as the user's pipeline does: safe, since the model is built before fit,
-        # so Keras makes exactly one iterator of this dataset and trains all it reads.
+        # so Keras trains all that each of its iterators reads (and starts none it does not
+        # read: TensorFlow's iterators read nothing until asked for their first element).
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
         return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+
+    def _epoch_reader(self, stream: Any) -> Any:
+        """The function mapping step ``i`` of an epoch to the stream's next batch; at step 0 it
+        records the batch's fingerprint and, when epochs are passes, counts the pass."""
+        import tensorflow as tf
+
+        passes = _passes(self.source) if self.pass_per_epoch else None
+        record = self._fingerprint
+
+        def read(i: Any) -> Any:
+            batch = stream.get_next()
+
+            def first_step() -> Any:
+                updates = [record.assign(_fingerprint_tensor(batch))]
+                if passes is not None:
+                    updates.append(passes.assign_add(1))
+                with tf.control_dependencies(updates):
+                    return tf.constant(True)
+
+            done = tf.cond(tf.equal(i, 0), first_step, lambda: tf.constant(False))
+            with tf.control_dependencies([done]):
+                return tf.nest.map_structure(tf.identity, batch)
+
+        return read

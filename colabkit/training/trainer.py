@@ -237,8 +237,7 @@ def _return_finished(
     verbose: Any,
 ) -> keras.callbacks.History:
     assert restored is not None
-    if not model.built:
-        model(data.batch(0)[0])
+    training_state.ensure_built(model, data.batch(0))  # from shapes: nothing is computed
     restore_model(model, restored)
     of = f"/{epochs}" if progress.epoch == epochs else ""
     say(
@@ -372,15 +371,13 @@ class _Runner:
 
     def _segment(self, loop: ResumableLoop, start_step: int, first: int, end: int, verbose: Any):
         self.data.start_step = start_step
-        if self.data.epochs_per_fit is not None:  # the epoch's own iterator, created here
-            self.data.start_epoch(  # start_step > 0 only in the interrupted epoch
-                first,
-                resuming=self.restored is not None,
-                expected_fingerprint=self.progress.epoch_fingerprint if start_step else None,
-            )
-            self.progress.epoch_fingerprint = self.data.first_fingerprint
-            if self.data.order_changed and self.progress.resumes:
-                self.progress.resumes[-1]["order_may_differ"] = True
+        self.data.start_epoch(  # start_step > 0 only in the interrupted epoch
+            first,
+            resuming=self.restored is not None,
+            expected_fingerprint=self.progress.epoch_fingerprint if start_step else None,
+        )
+        if self.data.order_changed and self.progress.resumes:
+            self.progress.resumes[-1]["order_may_differ"] = True
         # Built before fit: Keras would otherwise read a batch to build it.
         training_state.ensure_built(self.model, self.data.batch(start_step))
         self.progbar.start_step = start_step  # the bar counts a resumed epoch from its step

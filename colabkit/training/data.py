@@ -206,7 +206,7 @@ class ArrayBatches(ResumableBatches):
         dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(tensors).repeat()))
         dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
 
     _tf_order: Any = None
     _tf_tensors: Any = None
@@ -218,6 +218,23 @@ class ArrayBatches(ResumableBatches):
     def _epoch_changed(self) -> None:
         if self._tf_order is not None:
             self._tf_order.assign(self._order_or_range())
+
+
+def without_autotune_thread(dataset: Any) -> Any:
+    """``dataset`` with tf.data's autotuning off, for a pipeline ``model.fit`` iterates.
+
+    Keras makes new iterators of its input every epoch (one read, one dropped unread). With
+    autotuning on, each iterator runs a thread that models the pipeline, and freeing the
+    iterator waits for that thread: on TensorFlow 2.20 the first step of about one epoch in
+    three took 2-2.5 s more, in plain ``model.fit`` as much as in colabkit (BENCHMARKS.md, run
+    F). Off, ``AUTOTUNE`` still means something: a parallel map runs on every core and a
+    prefetch buffer grows while the consumer waits, which is all these small pipelines need.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _element(x: Any, y: Any, sample_weight: Any) -> Any:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from colabkit.errors import ConfigError
-from colabkit.training.data import ResumableBatches
+from colabkit.training.data import ResumableBatches, without_autotune_thread
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,9 @@ class DatasetEpochs(ResumableBatches):
         # so Keras trains all that each of its iterators reads (and starts none it does not
         # read: TensorFlow's iterators read nothing until asked for their first element).
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        # Keras' iterators of it, not the stream: the user's pipeline keeps its own options.
+        return without_autotune_thread(dataset)
 
     def _epoch_reader(self, stream: Any) -> Any:
         """The function mapping step ``i`` of an epoch to the stream's next batch; at step 0 it

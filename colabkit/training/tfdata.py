@@ -25,6 +25,8 @@ pass reads the next epoch's batches from that stream; the model is built from th
 ``element_spec`` before ``fit``. One iterator, alive until the call ends: an iterator TensorFlow
 frees later, during a garbage collection in the middle of a step, can stall that step for
 seconds (BENCHMARKS.md, run D), and so did the iterator per epoch colabkit used to make.
+Keras' own iterators of the small dataset (new every epoch) run without tf.data's autotuning,
+whose thread made freeing each of them wait (run F); the stream keeps the user's options.
 A ``dataset_fn`` has a new dataset every epoch: one iterator and one ``model.fit`` call an epoch.
 """
 

@@ -225,10 +225,10 @@ def without_autotune_thread(dataset: Any) -> Any:
 
     Keras makes new iterators of its input every epoch (one read, one dropped unread). With
     autotuning on, each iterator runs a thread that models the pipeline, and freeing the
-    iterator waits for that thread: on TensorFlow 2.20 the first step of about one epoch in
-    three took 2-2.5 s more, in plain ``model.fit`` as much as in colabkit (BENCHMARKS.md, run
-    F). Off, ``AUTOTUNE`` still means something: a parallel map runs on every core and a
-    prefetch buffer grows while the consumer waits, which is all these small pipelines need.
+    iterator waits for that thread: on TensorFlow 2.20 the first step of some epochs took
+    2-2.5 s more, in plain ``model.fit`` too (BENCHMARKS.md, run F). Off, ``AUTOTUNE`` still
+    means something: a parallel map runs on every core and a prefetch buffer grows while the
+    consumer waits, which is all these small pipelines need.
     """
     import tensorflow as tf
 

@@ -139,9 +139,9 @@ class DatasetEpochs(ResumableBatches):
         self._stream_epoch: int | None = None  # the epoch whose first batch the stream holds next
         self._iterator: Any = None  # what for_fit reads: the stream, or the epoch's own iterator
         self._first: Any = None  # the batch at start_step, read here (a dataset_fn; a resume)
-        self._first_epoch: int | None = None  # the epoch first_fingerprint belongs to
-        self.first_fingerprint: str | None = None
-        self._fingerprint = None if self.is_function else _cpu_variable([0] * 8, "uint8")
+        # The current epoch's first batch's fingerprint: set where that batch is read, in
+        # start_epoch or inside fit (see _epoch_reader).
+        self._fingerprint = _cpu_variable([0] * 8, "uint8")
         self.order_changed = False
 
     def _dataset(self, epoch: int) -> Any:
@@ -205,12 +205,13 @@ class DatasetEpochs(ResumableBatches):
                 _passes(self.source).assign_add(1)  # this epoch's pass starts here
         self._iterator = iterator
         first = next(iterator)
-        self._first_epoch, self.first_fingerprint = epoch, fingerprint(first)
+        digest = _fingerprint_tensor(first)
+        self._fingerprint.assign(digest)
         if (
             self.start_step
             and not self.order_changed
             and (expected_fingerprint or "").startswith(_FINGERPRINT_SCHEME)
-            and expected_fingerprint != self.first_fingerprint
+            and expected_fingerprint != _fingerprint_text(digest)
         ):
             self._warn(epoch, "its first batch differs from the interrupted session's")
         for _ in range(self.start_step - 1 if self.start_step else 0):
@@ -220,11 +221,7 @@ class DatasetEpochs(ResumableBatches):
 
     def epoch_fingerprint(self) -> str | None:
         """The fingerprint of the current epoch's first batch, for a checkpoint taken in it."""
-        if self._first_epoch == self.epoch:  # read here
-            return self.first_fingerprint
-        if self._fingerprint is None:
-            return None
-        return _fingerprint_text(self._fingerprint.numpy())  # recorded when fit read it
+        return _fingerprint_text(self._fingerprint.numpy())
 
     def _pass(self, epoch: int) -> Any:
         """A dataset_fn's dataset of ``epoch``, cut to ``steps_per_epoch``."""

@@ -24,7 +24,7 @@ import pytest
 from test_fit import fit, make_data, make_model
 
 import colabkit
-from colabkit.checkpoint.format import read_checkpoint, verify, write_checkpoint
+from colabkit.checkpoint.format import FORMAT_VERSION, read_checkpoint, verify, write_checkpoint
 from colabkit.checkpoint.inventory import inspect_store, prune, run_store
 from colabkit.errors import CorruptCheckpointError, UnsupportedCheckpointError
 from colabkit.training.state import runtime_versions
@@ -155,14 +155,14 @@ def test_the_callbacks_path_says_so_too(tmp_path, caplog):
 def test_a_newer_format_is_refused_with_one_line_not_skipped_as_corrupt(tmp_path):
     run = tmp_path / "run"
     fit(make_model(), run, epochs=1)
-    with_format_version(newest(run), 2)
+    with_format_version(newest(run), FORMAT_VERSION + 1)
 
     with pytest.raises(UnsupportedCheckpointError) as refused:
         verify(newest(run))
 
     message = str(refused.value)
     assert "\n" not in message and newest(run).name in message
-    assert "checkpoint format 2" in message and f"colabkit ({colabkit.__version__})" in message
+    assert f"checkpoint format {FORMAT_VERSION + 1}" in message and f"colabkit ({colabkit.__version__})" in message
     assert "written by colabkit" in message
     assert "pip install -U colabkit-keras" in message
     assert not isinstance(refused.value, CorruptCheckpointError)
@@ -181,7 +181,7 @@ def test_a_format_version_colabkit_never_wrote_is_corrupt(tmp_path, version):
 def test_resume_stops_at_a_newer_format_and_touches_nothing(tmp_path):
     run = tmp_path / "run"
     fit(make_model(), run, epochs=2, keep=1)  # one checkpoint per epoch; keep=1 would prune
-    with_format_version(newest(run), 2)
+    with_format_version(newest(run), FORMAT_VERSION + 1)
     new_vm(run)
     before = digests(run)
 
@@ -196,7 +196,7 @@ def test_resume_stops_at_a_newer_format_and_touches_nothing(tmp_path):
 def test_the_cli_refuses_it_in_one_line_and_ckpt_prune_keeps_it(tmp_path):
     run = tmp_path / "run"
     fit(make_model(), run, epochs=3)
-    with_format_version(newest(run), 2)
+    with_format_version(newest(run), FORMAT_VERSION + 1)
     before = digests(run / "checkpoints")
 
     statuses = inspect_store(run_store(run))
@@ -210,7 +210,7 @@ def test_the_cli_refuses_it_in_one_line_and_ckpt_prune_keeps_it(tmp_path):
         cwd=tmp_path,
     )
     assert verify_cli.returncode == 1
-    assert "checkpoint format 2" in verify_cli.stdout + verify_cli.stderr
+    assert f"checkpoint format {FORMAT_VERSION + 1}" in verify_cli.stdout + verify_cli.stderr
     assert set(digests(run / "checkpoints")) == set(before) - {f"{statuses[2].name}"}
 
 

@@ -6,7 +6,14 @@ Inside (stored, not compressed: weights do not compress and speed matters):
 - ``state.json``: global step, epoch, step in epoch and whatever the training layer adds, plus
   ``colabkit_version``, ``created`` and ``format_version``;
 - ``arrays/<name>.npy``: one standard ``.npy`` member per array (``name`` may contain ``/``);
-- ``manifest.json``, written last: the sha256 and size of every other member.
+- ``manifest.json``, written last: the sha256 and size of every other member, and the dtype's
+  name for an array whose dtype the ``.npy`` header cannot hold (bfloat16, float8, int4: see
+  :mod:`colabkit.checkpoint.npy`).
+
+Format 2 (written only where it matters, so that older colabkit still reads the rest) adds those
+dtype names and checkpoints whose state names a *frozen* object: variables that did not change
+since the run stored them once (see :mod:`colabkit.training.frozen`) are left out of the
+checkpoint and read from that object, another file of the same format beside it.
 
 A file cut short by a crash has no zip central directory and no manifest; a file with garbled
 bytes fails a checksum. Either way :func:`verify` raises
@@ -26,7 +33,7 @@ import os
 import re
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +51,15 @@ from colabkit.storage.atomic import atomic_output
 from colabkit.storage.base import CHUNK, validate_name
 
 CHECKPOINT_SUFFIX = ".ckpt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The state key naming the frozen object a checkpoint leaves variables to (format 2).
+FROZEN_KEY = "frozen"
 STATE_MEMBER = "state.json"
 MANIFEST_MEMBER = "manifest.json"
 ARRAY_PREFIX = "arrays/"
 _NAME = re.compile(r"ckpt-(\d{12,})\.ckpt")
+FROZEN_PREFIX = "frozen-"
+_FROZEN = re.compile(r"frozen-[0-9a-f]{16}\.ckpt")
 _LARGE = 1 << 30  # members this big get zip64 headers up front
 
 
@@ -72,6 +83,27 @@ def checkpoint_name(step: int) -> str:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise invalid_argument("step", step, "an integer >= 0 (the global step)")
     return f"ckpt-{int(step):012d}{CHECKPOINT_SUFFIX}"
+
+
+def frozen_object_name(digests: Mapping[str, str]) -> str:
+    """``frozen-<digest>.ckpt``: named after its contents, so the same frozen variables written
+    again (a lost object rewritten from a model that matches it) get the same name."""
+    digest = hashlib.sha256()
+    for key in sorted(digests):
+        digest.update(f"{key}\0{digests[key]}\0".encode())
+    return f"{FROZEN_PREFIX}{digest.hexdigest()[:16]}{CHECKPOINT_SUFFIX}"
+
+
+def is_frozen_object(name: str) -> bool:
+    """Whether ``name`` is a run's frozen object (temporary files excluded)."""
+    return isinstance(name, str) and _FROZEN.fullmatch(name) is not None
+
+
+def frozen_object_of(state: Mapping[str, Any]) -> str | None:
+    """The frozen object a checkpoint's state leaves variables to, if any."""
+    record = state.get(FROZEN_KEY) if isinstance(state, Mapping) else None
+    name = record.get("name") if isinstance(record, Mapping) else None
+    return name if is_frozen_object(name) else None
 
 
 def step_of(name: str) -> int | None:
@@ -107,45 +139,98 @@ def check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
     if not isinstance(arrays, Mapping):
         raise invalid_argument("arrays", type(arrays).__name__, "a dict of name -> numpy array")
     for name, value in arrays.items():
-        try:
-            validate_name(name)
-        except ValueError:
-            raise invalid_argument(
-                "arrays", name, "array names made of '/'-separated parts without '..' or '\\\\'"
-            ) from None
-        if not isinstance(value, (np.ndarray, np.generic)) or np.asarray(value).dtype.hasobject:
-            raise invalid_argument(
-                f"arrays[{name!r}]", type(value).__name__, "a numpy array of numbers or booleans"
-            )
+        check_array(name, value)
+
+
+def check_array(name: str, value: object) -> None:
+    """Refuses one array that :func:`check_arrays` would refuse.
+
+    Raises:
+        ConfigError: naming the array, its type or dtype, and what is expected.
+    """
+    try:
+        validate_name(name)
+    except ValueError:
+        raise invalid_argument(
+            "arrays", name, "array names made of '/'-separated parts without '..' or '\\\\'"
+        ) from None
+    if not isinstance(value, (np.ndarray, np.generic)) or np.asarray(value).dtype.hasobject:
+        raise invalid_argument(
+            f"arrays[{name!r}]", type(value).__name__, "a numpy array of numbers or booleans"
+        )
+    try:
+        npy.dtype_name(np.asarray(value).dtype)
+    except TypeError:
+        raise invalid_argument(
+            f"arrays[{name!r}].dtype",
+            np.asarray(value).dtype,
+            "a numpy number or bool dtype, or one of ml_dtypes' (bfloat16, float8_*, int4)",
+        ) from None
 
 
 def write_checkpoint(
     path: str | os.PathLike[str],
-    arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
     state: Mapping[str, Any],
     *,
     created: float | None = None,
-) -> None:
+) -> dict[str, str]:
     """Writes one checkpoint file atomically (temporary name, fsync, rename, folder fsync).
 
     Args:
         path: The final file name, normally ``<folder>/<checkpoint_name(step)>``.
-        arrays: The arrays to store; not modified.
+        arrays: The arrays to store, not modified: a dict, or ``(name, array)`` pairs made one at
+            a time (each is dropped once written, so a big frozen model never sits in memory
+            twice).
         state: JSON-serialisable training state; not modified (a completed copy is stored).
         created: Creation time to record (seconds since the epoch); defaults to now.
+
+    Returns:
+        Each array's member digest by array name (see :func:`array_digest`).
     """
-    check_arrays(arrays)
-    state_bytes = json.dumps(prepare_state(state, created=created), sort_keys=True).encode()
+    if isinstance(arrays, Mapping):
+        check_arrays(arrays)
+    prepared = prepare_state(state, created=created)
+    prepared["format_version"] = _version_needed(arrays, prepared)
+    state_bytes = json.dumps(prepared, sort_keys=True).encode()
     members: dict[str, dict[str, Any]] = {}
+    digests: dict[str, str] = {}
     with atomic_output(path) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
         members[STATE_MEMBER] = _write_member(zf, STATE_MEMBER, [state_bytes], len(state_bytes))
-        for name, value in arrays.items():
-            array = np.asarray(value)
-            header, data = npy.encode(array)
+        for name, value in arrays.items() if isinstance(arrays, Mapping) else arrays:
+            check_array(name, value)
+            header, data, dtype = npy.encode(np.asarray(value))
             member = f"{ARRAY_PREFIX}{name}.npy"
-            members[member] = _write_member(zf, member, [header, data], len(header) + data.nbytes)
-        manifest = {"format_version": FORMAT_VERSION, "members": members}
+            entry = _write_member(zf, member, [header, data], len(header) + data.nbytes)
+            if dtype is not None:
+                entry["dtype"] = dtype
+            members[member], digests[name] = entry, entry["sha256"]
+            del value, data
+        manifest = {"format_version": prepared["format_version"], "members": members}
         zf.writestr(MANIFEST_MEMBER, json.dumps(manifest, sort_keys=True, indent=1))
+    return digests
+
+
+def _version_needed(arrays: object, state: Mapping[str, Any]) -> int:
+    """1 where format 1 holds everything (older colabkit then reads it), else 2."""
+    if FROZEN_KEY in state or not isinstance(arrays, Mapping):
+        return 2
+    named = any(npy.dtype_name(np.asarray(a).dtype) for a in arrays.values())
+    return 2 if named else 1
+
+
+def array_digest(array: np.ndarray) -> str:
+    """The sha256 a checkpoint's manifest records for ``array`` (its ``.npy`` bytes).
+
+    Lets a caller tell whether an array in memory is the one a checkpoint holds without reading
+    the checkpoint.
+    """
+    header, data, _ = npy.encode(np.asarray(array))
+    digest = hashlib.sha256(header)
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        digest.update(view[start : start + CHUNK])
+    return digest.hexdigest()
 
 
 def verify(path: str | os.PathLike[str]) -> dict:
@@ -208,12 +293,50 @@ def _read(path: str | os.PathLike[str], *, load_arrays: bool) -> CheckpointConte
                 key = member[len(ARRAY_PREFIX) : -len(".npy")]
                 array = _read_member(zf, member, members, path, load_arrays)
                 if load_arrays:
-                    arrays[key] = array
+                    arrays[key] = _as_stored(array, members[member], path, member)
     except (FileNotFoundError, CorruptCheckpointError, UnsupportedCheckpointError):
         raise
     except Exception as e:  # noqa: BLE001 -- zipfile raises many types on damaged input
         raise _corrupt(path, f"unreadable zip ({type(e).__name__}: {e})") from None
     return CheckpointContents(state=state, arrays=arrays, name=name)
+
+
+def read_arrays(path: str | os.PathLike[str], names: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """Some arrays of a checkpoint, one at a time, each checked against the manifest as read.
+
+    For the frozen object of a big model: a resume reads only the variables it needs, and never
+    holds more than one of them at once.
+
+    Raises:
+        CorruptCheckpointError: as :func:`verify` (also for a name the checkpoint lacks).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = _check_manifest(zf, path)
+            for name in names:
+                member = f"{ARRAY_PREFIX}{name}.npy"
+                if member not in members:
+                    raise _corrupt(path, f"no member {member}")
+                array = _read_member(zf, member, members, path, True)
+                yield name, _as_stored(array, members[member], path, member)
+    except (FileNotFoundError, CorruptCheckpointError, UnsupportedCheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- zipfile raises many types on damaged input
+        raise _corrupt(path, f"unreadable zip ({type(e).__name__}: {e})") from None
+
+
+def _as_stored(array: np.ndarray, entry: Mapping[str, Any], path, member: str) -> np.ndarray:
+    """``array`` viewed as the dtype the manifest names for it (bfloat16 stored as uint16)."""
+    name = entry.get("dtype")
+    if name is None:
+        return array
+    try:
+        dtype = npy.dtype_from_name(name)
+    except TypeError as e:
+        raise _corrupt(path, f"member {member}: {e}") from None
+    if dtype.itemsize != array.dtype.itemsize:
+        raise _corrupt(path, f"member {member}: {name} is not {array.dtype.itemsize} bytes wide")
+    return array.view(dtype)
 
 
 def _check_manifest(zf: zipfile.ZipFile, path: str | os.PathLike[str]) -> dict[str, dict]:

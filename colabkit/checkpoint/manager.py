@@ -33,9 +33,12 @@ from colabkit.checkpoint.format import (
     CheckpointContents,
     check_arrays,
     checkpoint_name,
+    frozen_object_of,
+    is_frozen_object,
     prepare_state,
     read_checkpoint,
     step_of,
+    verify,
 )
 from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
@@ -287,11 +290,46 @@ class CheckpointManager:
                 continue
             self.sessions.restored(claims, found)
             self._seen_at_restore = set(in_store)
+            self._pipeline.require(frozen_object_of(contents.state))
             self._resumed_from(found, found.name in in_store)
             return contents
         self.sessions.restored(claims, None)
         self._seen_at_restore = set(in_store)
         return None
+
+    def frozen_object(self, name: str) -> Path:
+        """A verified local copy of the run's frozen object ``name`` (fetched if need be).
+
+        Raises:
+            FileNotFoundError: it is neither in staging nor in the store.
+            CorruptCheckpointError: no copy of it verifies.
+            StoreError: the store could not hand it over.
+        """
+        local = self.staging / name
+        if local.exists():
+            try:
+                verify(local)
+                return local
+            except CorruptCheckpointError as e:
+                log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
+        if not self._verifier.fetch(name):
+            raise FileNotFoundError(f"{name} is not in {self.store.url}")
+        verify(local)
+        return local
+
+    def has_frozen_object(self, name: str) -> bool:
+        """Whether ``name`` is in staging or in the store (not verified: for a rewrite only).
+
+        Raises:
+            StoreError: the store could not be asked.
+        """
+        if (self.staging / name).exists():
+            return True
+        try:
+            catalog.store_call(self.store.stat, name)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _set_aside(self, record: CheckpointRecord) -> None:
         self._orphans.add(record.name)
@@ -354,12 +392,14 @@ class CheckpointManager:
             if not names:
                 return None
             prefix = self._free_archive_prefix()
-            for name in names:
+            listed = catalog.store_call(self.store.list)
+            frozen = [info.name for info in listed if is_frozen_object(info.name)]
+            for name in names + frozen:  # the frozen objects too: the archive must still load
                 local = self.staging / name
                 if not local.exists():
                     self._verifier.fetch(name)
                 catalog.store_call(self.store.put, local, f"{prefix}/{name}")
-                if name in in_store:
+                if name in in_store or name in frozen:
                     catalog.store_call(self.store.delete, name)
                 local.unlink()
             with self._lock:

@@ -5,6 +5,12 @@ into temporary bytes; for a 1 GB model both double the memory traffic of a save 
 Here the array's own buffer is written, and a restore reads straight into the new array, with
 the sha256 computed over exactly the bytes that moved. Object arrays are never read (that
 would unpickle data from a file).
+
+The ``.npy`` header can only name numpy's own dtypes. The ones Keras adds through ``ml_dtypes``
+(bfloat16, the float8 types, int4) come out of ``np.save`` as raw bytes (``<V2``) that nothing
+can cast back, or as a descriptor numpy cannot read (``<f1`` for float8_e5m2). Such an array is
+written as unsigned integers of its width, and its dtype travels by name next to it (the
+checkpoint's manifest), so that reading it back is a view, not a conversion.
 """
 
 from __future__ import annotations
@@ -18,12 +24,54 @@ import numpy as np
 from colabkit.storage.base import CHUNK
 
 
-def encode(array: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """The ``.npy`` header and the data as a flat uint8 view (a copy only if not C-contiguous)."""
+def dtype_name(dtype: np.dtype) -> str | None:
+    """The name under which an ``ml_dtypes`` dtype is stored; None for numpy's own dtypes.
+
+    Raises:
+        TypeError: a dtype that neither the ``.npy`` header nor a name can carry (structured,
+            void, object, or an extension type unknown to ``ml_dtypes``).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.isbuiltin == 1 and dtype.kind in "biufc":
+        return None
+    try:
+        if dtype_from_name(dtype.name) == dtype:
+            return dtype.name
+    except TypeError:
+        pass
+    raise TypeError(f"dtype {dtype} ({dtype.name}) cannot be stored in a checkpoint")
+
+
+def dtype_from_name(name: str) -> np.dtype:
+    """The dtype stored as ``name``: one of ``ml_dtypes`` (bfloat16, float8_*, int4, ...)."""
+    import ml_dtypes  # a dependency of keras; only needed for the dtypes it defines
+
+    kind = getattr(ml_dtypes, name, None) if isinstance(name, str) else None
+    try:
+        dtype = np.dtype(kind) if isinstance(kind, type) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name != name:
+        raise TypeError(
+            f"dtype {name!r} is not one this ml_dtypes ({ml_dtypes.__version__}) knows: upgrade "
+            "ml_dtypes (it comes with keras) to read this checkpoint"
+        )
+    return dtype
+
+
+def encode(array: np.ndarray) -> tuple[bytes, np.ndarray, str | None]:
+    """The ``.npy`` header, the data as a flat uint8 view (a copy only if not C-contiguous) and
+    the dtype's name where the header cannot carry it (see :func:`dtype_name`).
+
+    Raises:
+        TypeError: as :func:`dtype_name`.
+    """
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
+    name = dtype_name(array.dtype)
+    stored = np.dtype(f"u{array.dtype.itemsize}") if name is not None else array.dtype
     header = {
-        "descr": np.lib.format.dtype_to_descr(array.dtype),
+        "descr": np.lib.format.dtype_to_descr(stored),
         "fortran_order": False,
         "shape": array.shape,
     }
@@ -33,7 +81,7 @@ def encode(array: np.ndarray) -> tuple[bytes, np.ndarray]:
     except ValueError:  # header over 64 KiB (huge structured dtypes)
         buffer = io.BytesIO()
         np.lib.format.write_array_header_2_0(buffer, header)
-    return buffer.getvalue(), array.reshape(-1).view(np.uint8)
+    return buffer.getvalue(), array.reshape(-1).view(np.uint8), name
 
 
 class HashingReader:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from colabkit.checkpoint import catalog
-from colabkit.checkpoint.format import step_of, write_checkpoint
+from colabkit.checkpoint.format import frozen_object_of, step_of, write_checkpoint
 from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.clock import Clock
 from colabkit.errors import CheckpointError, RunSupersededError, StoreError
@@ -86,6 +86,8 @@ class SavePipeline:
         self._attempts = 0
         self._threads: list[threading.Thread] = []
         self._stop = False
+        self._required: set[str] = set()  # frozen objects checkpoints name: in the store first
+        self._delivered: set[str] = set()
 
     def submit(self, snapshot: Snapshot) -> None:
         """Queues a snapshot for writing, replacing one that is waiting (not being written)."""
@@ -99,8 +101,16 @@ class SavePipeline:
                     "Snapshot %s superseded by %s", self._pending.record.name, snapshot.record.name
                 )
             self._pending = snapshot
+            self.require(frozen_object_of(snapshot.state))
             self.cond.notify_all()
         self._start_threads()
+
+    def require(self, name: str | None) -> None:
+        """``name`` (a frozen object in staging or the store) reaches the store before the next
+        commit: a checkpoint that leaves variables to it is never durable without it."""
+        if name is not None:
+            with self.cond:
+                self._required.add(name)
 
     def queue_upload(self, name: str) -> None:
         """Queues a checkpoint already in staging for the store, unless a newer one is queued."""
@@ -247,6 +257,7 @@ class SavePipeline:
                 self._uploading = name
             try:
                 self._before_commit()
+                self._deliver_required()
                 self.store.put(self.staging / name, name)
             except RunSupersededError as e:
                 self._stop_uploads(name, e)
@@ -266,6 +277,22 @@ class SavePipeline:
                 with self.cond:  # only now, so that wait() also waits for the pruning
                     self._uploading = None
                     self.cond.notify_all()
+
+    def _deliver_required(self) -> None:
+        """Uploads the frozen objects not yet in the store (once each; mirror thread only)."""
+        with self.cond:
+            missing = sorted(self._required - self._delivered)
+        for name in missing:
+            local = self.staging / name
+            try:
+                in_store = self.store.stat(name).size
+            except FileNotFoundError:
+                in_store = None
+            if in_store is None or (local.exists() and in_store != local.stat().st_size):
+                self.store.put(local, name)
+                log.info("Frozen variables %s are durable in %s", name, self.store.url)
+            with self.cond:
+                self._delivered.add(name)
 
     def _upload_due(self) -> bool:
         ready = self._to_upload is not None and (self._poked or not self._exhausted)

@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 
+from colabkit.checkpoint.format import FROZEN_KEY
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, invalid_argument
@@ -26,6 +27,8 @@ from colabkit.storage import Store, open_store
 from colabkit.training import run_setup
 from colabkit.training import state as training_state
 from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
+from colabkit.training.frozen import FrozenVariables
+from colabkit.training.loop import frozen_variables
 from colabkit.training.progbar import say
 
 __all__ = ["FINAL_WORDS_S", "BackupAndRestore", "Checkpoint", "SessionDeadline"]
@@ -72,6 +75,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.staging_dir = staging_dir
         self.clock = clock or SYSTEM_CLOCK
         self.manager: CheckpointManager | None = None
+        self.frozen: FrozenVariables | None = None
         self._epoch = 0
         self._step = 0
         self._global_step = 0
@@ -99,7 +103,9 @@ class Checkpoint(keras.callbacks.Callback):
             manager.claim(background=True)
             return
         training_state.warn_on_version_drift(restored.state, restored.name)
-        training_state.restore_variables(self.model, restored.arrays, metrics=False)
+        training_state.restore_variables(
+            self.model, restored.arrays, metrics=False, state=restored.state, frozen=self._frozen()
+        )
         manager.claim(background=True)  # it fits: take the run over (another VM stops)
         self._global_step = int(restored.state.get("global_step", 0))
         self._epoch = int(restored.state.get("epoch", 0))
@@ -141,7 +147,7 @@ class Checkpoint(keras.callbacks.Callback):
                     self.manager.close()
             finally:
                 run_setup.release(self.manager)
-                self.manager = None
+                self.manager = self.frozen = None
 
     def save_now(self, timeout: float | None = None) -> bool:
         """Saves at the current position and waits until it is durable; False if it is not.
@@ -172,8 +178,16 @@ class Checkpoint(keras.callbacks.Callback):
             "versions": training_state.runtime_versions(),
         }
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
-        arrays = training_state.capture_variables(model)
+        arrays, frozen = training_state.capture_variables(model, self._frozen())
+        if frozen is not None:
+            state[FROZEN_KEY] = frozen
         self._open().save(self._global_step, arrays, state, metrics=scalars)
+
+    def _frozen(self) -> FrozenVariables:
+        """The run's frozen variables (stored once; see ``colabkit.training.frozen``)."""
+        if self.frozen is None:
+            self.frozen = frozen_variables(self._open())
+        return self.frozen
 
 
 def _store_for(directory: str | Path) -> Store:

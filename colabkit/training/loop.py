@@ -16,11 +16,12 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint.format import CheckpointContents
+from colabkit.checkpoint.format import FROZEN_KEY, CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.errors import ResumeMismatchError
 from colabkit.training import state as training_state
 from colabkit.training.data import ResumableBatches
+from colabkit.training.frozen import FrozenVariables
 from colabkit.training.interrupts import StopRequests
 from colabkit.training.logs import RunLogs
 
@@ -122,6 +123,7 @@ class ResumableLoop(keras.callbacks.Callback):
         super().__init__()
         self.user = user_callbacks
         self.manager = manager
+        self.frozen = frozen_variables(manager)
         self.data = data
         self.progress = progress
         self.restored = restored
@@ -144,7 +146,7 @@ class ResumableLoop(keras.callbacks.Callback):
         self._began = True
         training_state.ensure_built(self.model, self.data.batch(self.data.start_step))
         if self.restored is not None:
-            restore_model(self.model, self.restored)
+            restore_model(self.model, self.restored, self.frozen)
         else:
             self.progress.config["model"] = training_state.model_fingerprint(self.model)
             self.progress.config["optimizer"] = training_state.optimizer_fingerprint(self.model)
@@ -237,12 +239,16 @@ class ResumableLoop(keras.callbacks.Callback):
         if self.run_logs is not None:
             self.run_logs.flush()  # what was logged up to here is copied before this commits
         model = self.model  # on JAX this attribute syncs the training state into the variables
-        arrays = training_state.capture_variables(model)
+        # every worker captures (collective reads); only the chief stores frozen variables once
+        frozen_variables = self.frozen if self.chief else None
+        arrays, frozen = training_state.capture_variables(model, frozen_variables)
         states, callback_arrays = training_state.capture_callbacks(self.user.callbacks)
         arrays.update(callback_arrays)
         self.progress.epoch_fingerprint = self.data.epoch_fingerprint()
         state = self.progress.to_state()
         state["callbacks"] = states
+        if frozen is not None:
+            state[FROZEN_KEY] = frozen
         if not self.chief:
             return None
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
@@ -260,7 +266,14 @@ class ResumableLoop(keras.callbacks.Callback):
         self.user.on_test_batch_begin(batch, logs)
 
 
-def restore_model(model: keras.Model, restored: CheckpointContents) -> None:
+def frozen_variables(manager: CheckpointManager) -> FrozenVariables:
+    """The run's frozen variables, stored once beside its checkpoints (see ``frozen.py``)."""
+    return FrozenVariables(manager.staging, manager.frozen_object, manager.has_frozen_object)
+
+
+def restore_model(
+    model: keras.Model, restored: CheckpointContents, frozen: FrozenVariables
+) -> None:
     """Checks the architecture and optimizer against the checkpoint, then loads the variables."""
     training_state.ensure_built(model)
     config = restored.state.get("run", {})
@@ -276,7 +289,9 @@ def restore_model(model: keras.Model, restored: CheckpointContents) -> None:
                 f"it (fingerprint {actual}, checkpoint {expected}). Use the same {what}, or pass "
                 "fresh=True to archive the old checkpoints and start over."
             )
-    training_state.restore_variables(model, restored.arrays, metrics=False)
+    training_state.restore_variables(
+        model, restored.arrays, metrics=False, state=restored.state, frozen=frozen
+    )
 
 
 class _ForwardTrainBatchEnd:

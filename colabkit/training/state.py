@@ -6,7 +6,8 @@ snapshot is a flat ``{name: numpy array}`` dict plus a JSON-able dict:
 
 - ``model/NNNN``: every model variable, in ``model.variables`` order (trainable, non-trainable,
   seed generator states). Keyed by position, not by path: auto-generated layer names change from
-  process to process, positions do not.
+  process to process, positions do not. Big variables proven unchanged since the run stored them
+  once are left to its frozen object (see :mod:`colabkit.training.frozen`).
 - ``optimizer/NNNN``: the optimizer variables (iteration count, learning rate, slots).
 - ``metrics/NNNN``: the metric accumulators (restored only when resuming inside an epoch).
 - ``callbacks/<i>/...``: arrays inside callback states (e.g. EarlyStopping's best weights).
@@ -19,13 +20,18 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
-from colabkit.errors import ResumeMismatchError
+from colabkit.checkpoint import npy
+from colabkit.checkpoint.format import FROZEN_KEY
+from colabkit.errors import ConfigError, ResumeMismatchError
+
+if TYPE_CHECKING:
+    from colabkit.training.frozen import FrozenVariables
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +44,54 @@ KERAS_CALLBACK_STATE: dict[type, tuple[str, ...]] = {
 
 
 def _host_copies(variables: Sequence[Any]) -> list[np.ndarray]:
-    """Fresh host copies (device buffers may be donated or reused by the next step).
+    """Host copies (device buffers may be donated or reused by the next step): one of each.
 
-    On JAX one ``device_get`` starts every transfer before waiting for any: one round trip to
-    the accelerator per checkpoint instead of one per variable.
+    ``convert_to_numpy`` already returns a fresh array on TensorFlow (``np.array`` of the value),
+    so it is taken as it is, one variable at a time: a save holds one host copy of what it
+    writes, never a second. On JAX one ``device_get`` starts every transfer before waiting for
+    any (one round trip to the accelerator per checkpoint instead of one per variable); on a CPU
+    device it returns views of buffers the next step may donate, which are copied one by one.
     """
     if keras.backend.backend() == "jax":
         import jax
 
         values = jax.device_get([v.value for v in variables])
-    else:
-        values = [keras.ops.convert_to_numpy(v) for v in variables]
-    return [np.array(value, copy=True) for value in values]
+        return [
+            np.array(value, copy=True) if on_host(variable) else value
+            for variable, value in zip(variables, values, strict=True)
+        ]
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+def on_host(variable: Any) -> bool:
+    """Whether ``variable`` lives in host memory (a CPU device), where reading it as numpy
+    gives a view of its buffer rather than a copy."""
+    value = getattr(variable, "value", variable)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        devices = getattr(value, "devices", None)
+        return devices is None or all(d.platform == "cpu" for d in devices())
+    if backend == "tensorflow":
+        return "CPU" in str(getattr(value, "device", "CPU")).upper()
+    return True
+
+
+def check_storable(variables: Sequence[Any], arrays: Sequence[np.ndarray]) -> None:
+    """Refuses, at the first save, a variable whose dtype a checkpoint cannot hold.
+
+    Raises:
+        ConfigError: naming the variable's path and dtype (never a surprise at resume).
+    """
+    for variable, array in zip(variables, arrays, strict=True):
+        try:
+            npy.dtype_name(array.dtype)
+        except TypeError:
+            raise ConfigError(
+                f"Cannot checkpoint variable {getattr(variable, 'path', variable)}: its dtype "
+                f"{getattr(variable, 'dtype', array.dtype)} cannot be stored (it arrives as "
+                f"{array.dtype}). Give it a numpy or ml_dtypes dtype (float32, bfloat16, int8, "
+                "...) and run again; nothing was saved."
+            ) from None
 
 
 #: The framework module behind each Keras backend, whose version a checkpoint records.
@@ -132,45 +174,122 @@ def ensure_built(model: keras.Model, batch: Any = None) -> None:
         optimizer.build(model.trainable_variables)
 
 
-def capture_variables(model: keras.Model) -> dict[str, np.ndarray]:
-    """Host copies of the model, optimizer and metric variables."""
+def host_copy(variable: Any) -> np.ndarray:
+    """One variable's host copy (see ``_host_copies``)."""
+    return _host_copies([variable])[0]
+
+
+def capture_variables(
+    model: keras.Model, frozen: FrozenVariables | None = None
+) -> tuple[dict[str, np.ndarray], dict | None]:
+    """Host copies of the model, optimizer and metric variables, less what ``frozen`` proves
+    unchanged since the run stored it once.
+
+    Returns:
+        The arrays, and the checkpoint's ``frozen`` record (None when nothing is left out).
+
+    Raises:
+        ConfigError: a variable's dtype cannot be stored (naming it), before anything is saved.
+    """
+    unchanged = frozen.left_out(model) if frozen is not None else {}
     groups = [("model", model.variables)]
     if getattr(model, "optimizer", None) is not None:
         groups.append(("optimizer", model.optimizer.variables))
     groups.append(("metrics", model.metrics_variables))
-    names = [f"{prefix}/{i:04d}" for prefix, variables in groups for i in range(len(variables))]
-    values = _host_copies([v for _, variables in groups for v in variables])
-    return dict(zip(names, values, strict=True))
+    named = [
+        (f"{prefix}/{i:04d}", variable)
+        for prefix, variables in groups
+        for i, variable in enumerate(variables)
+        if f"{prefix}/{i:04d}" not in unchanged
+    ]
+    variables = [variable for _, variable in named]
+    values = _host_copies(variables)
+    check_storable(variables, values)
+    arrays = dict(zip((name for name, _ in named), values, strict=True))
+    return arrays, frozen.state(unchanged) if frozen is not None else None
 
 
-def _assign_group(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
-    saved = sorted(k for k in arrays if k.startswith(prefix + "/"))
+def _assign_group(
+    prefix: str,
+    variables: Sequence[Any],
+    arrays: Mapping[str, np.ndarray],
+    holding: Collection[str] = (),
+) -> None:
+    """Assigns ``arrays`` to ``variables`` by position; keys in ``holding`` are variables that
+    already hold the checkpoint's value (frozen ones the rebuilt model has as the run had)."""
+    present = {k for k in arrays if k.startswith(prefix + "/")}
+    saved = sorted(present | {k for k in holding if k.startswith(prefix + "/")})
     if len(saved) != len(variables):
         raise ResumeMismatchError(
             f"The checkpoint has {len(saved)} {prefix} variables, this model has "
             f"{len(variables)}. Resume with the model that made the checkpoint, or pass "
             "fresh=True to archive the old checkpoints and start over."
         )
-    pairs = list(zip(variables, (arrays[k] for k in saved), strict=True))
-    for (variable, value), key in zip(pairs, saved, strict=True):
+    pairs = [(v, k) for v, k in zip(variables, saved, strict=True) if k in present]
+    for variable, key in pairs:
+        value = arrays[key]
         if tuple(value.shape) != tuple(variable.shape):
             raise ResumeMismatchError(
                 f"Checkpoint variable {key} has shape {tuple(value.shape)}, the model's "
                 f"{variable.path} has shape {tuple(variable.shape)}. Resume with the same model, "
                 "or pass fresh=True to archive the old checkpoints and start over."
             )
-    for variable, value in pairs:
-        variable.assign(value.astype(variable.dtype, copy=False))
+    for variable, key in pairs:
+        variable.assign(_as_dtype(arrays[key], numpy_dtype(variable.dtype)))
+
+
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """The numpy dtype of a Keras dtype name (``ml_dtypes`` for bfloat16, float8_*, int4)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return npy.dtype_from_name(str(dtype))
+
+
+def _as_dtype(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``value`` as ``dtype``. Raw bytes of the same width (``<V2``: how colabkit before format 2
+    stored bfloat16 and float8) are the variable's own values: viewed, not converted."""
+    if value.dtype == dtype:
+        return value
+    if value.dtype.kind == "V" and value.dtype.itemsize == dtype.itemsize:
+        return value.view(dtype)
+    return value.astype(dtype, copy=False)
 
 
 def restore_variables(
-    model: keras.Model, arrays: Mapping[str, np.ndarray], *, metrics: bool
+    model: keras.Model,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    metrics: bool,
+    state: Mapping[str, Any] | None = None,
+    frozen: FrozenVariables | None = None,
 ) -> None:
-    """Assigns saved values to the model's variables (all shapes are checked first)."""
+    """Assigns saved values to the model's variables (all shapes are checked first).
+
+    Args:
+        state: The checkpoint's state: its ``frozen`` record names the variables it left out.
+        frozen: Brings those back (compared with the model, read from the frozen object where
+            they differ) and keeps checking them at later saves.
+    """
     ensure_built(model)
-    _assign_group("model", model.variables, arrays)
+    holding: set[str] = set()
+    record = (state or {}).get(FROZEN_KEY)
+    if record:
+        if frozen is None:
+            raise ResumeMismatchError(
+                "This checkpoint leaves frozen variables to the run's frozen object, and this "
+                "caller cannot read it: resume with colabkit.fit or colabkit.callbacks."
+            )
+        differing = frozen.restore(model, state)
+        holding = set(record["arrays"]) - set(differing)
+        arrays = {**arrays, **differing}
+    elif frozen is not None:
+        frozen.restore(model, state or {})
+    _assign_group("model", model.variables, arrays, holding)
     if getattr(model, "optimizer", None) is not None:
         _assign_group("optimizer", model.optimizer.variables, arrays)
+    if frozen is not None:
+        frozen.settle(model)
     if metrics:
         restore_metrics(model, arrays)
 

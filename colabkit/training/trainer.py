@@ -34,6 +34,7 @@ from colabkit.training.loop import (
     ResumableLoop,
     RunProgress,
     StopForResume,
+    frozen_variables,
     restore_model,
     resumable_loop,
 )
@@ -173,7 +174,7 @@ def fit(
         data = epochs_of_dataset or run_setup.training_batches(train, batch_size, config["seed"])
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
-            history = _return_finished(model, data, restored, progress, epochs, verbose)
+            history = _return_finished(model, data, restored, progress, epochs, verbose, manager)
             return history
         if deterministic:
             determinism.enable()
@@ -235,10 +236,11 @@ def _return_finished(
     progress: RunProgress,
     epochs: int,
     verbose: Any,
+    manager: CheckpointManager,
 ) -> keras.callbacks.History:
     assert restored is not None
     training_state.ensure_built(model, data.batch(0))  # from shapes: nothing is computed
-    restore_model(model, restored)
+    restore_model(model, restored, frozen_variables(manager))
     of = f"/{epochs}" if progress.epoch == epochs else ""
     say(
         f"the run already finished at epoch {progress.epoch}{of} "

@@ -1,0 +1,357 @@
+"""Variables a run does not change, stored once per run instead of in every checkpoint.
+
+A fine-tune of a big pretrained model changes little of it: a frozen base, LoRA-frozen kernels,
+frozen embeddings. Copying them into every checkpoint costs host memory, local disk, Drive
+quota and Drive's daily upload limit (the Gemma LoRA tutorial: 9.75 GB a save for 11 MB that
+changed). Here the model's big non-trainable variables are written once, into a *frozen object*
+beside the checkpoints (``frozen-<digest>.ckpt``, the checkpoint format), and each checkpoint
+names the variables it leaves to it with their digests.
+
+Leaving a variable out is proven at every save, never assumed from ``trainable``: a custom layer
+may assign to a non-trainable variable, Dropout in a frozen block advances its seed state, a
+layer may be unfrozen between two ``fit`` calls. Each candidate's bytes are checked against the
+value stored once: on a host device by the sha256 of the variable's own buffer (no copy), on an
+accelerator by exact, position-weighted integer sums of its bits computed on the device (four
+numbers come back, not the variable). A variable that differs, or that became trainable, is
+saved in full from then on. Small variables (seed states, a LossScaleOptimizer's scale, most
+BatchNormalization statistics) are always saved: checking them would cost more than they weigh.
+
+At resume the rebuilt model's frozen variables are compared with the digests the checkpoint
+names; where they differ (another preset version, another seed), the run's own values are read
+from the frozen object and assigned, with one warning naming the first differing variable:
+a resume continues on the run's weights, never on others.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from colabkit.checkpoint.format import (
+    FROZEN_KEY,
+    array_digest,
+    frozen_object_name,
+    read_arrays,
+    write_checkpoint,
+)
+from colabkit.errors import ResumeMismatchError
+
+log = logging.getLogger(__name__)
+
+#: Non-trainable variables smaller than this are saved in every checkpoint, unchecked.
+MIN_BYTES = 64 * 1024
+
+#: Returns a verified local path of a frozen object, fetching it from the store if needed.
+OpenObject = Callable[[str], Path]
+
+
+@dataclass
+class _Candidate:
+    index: int  # position in model.variables
+    digest: str  # the .npy digest of the value stored once (the frozen object's member)
+    check: object  # the per-save check of that value (the digest, or device sums)
+
+
+class FrozenVariables:
+    """Which model variables a trainer's checkpoints leave to the run's frozen object.
+
+    Args:
+        staging: Local folder where a new frozen object is written before it is uploaded (the
+            checkpoint pipeline uploads it before the first checkpoint that names it).
+        open_object: Fetches a frozen object named by a checkpoint (only when a variable of
+            the rebuilt model differs from it).
+    """
+
+    def __init__(
+        self, staging: Path, open_object: OpenObject, has_object: Callable[[str], bool]
+    ) -> None:
+        self._staging = Path(staging)
+        self._open, self._has = open_object, has_object
+        self.name: str | None = None
+        self._candidates: dict[str, _Candidate] = {}
+        self._started = False
+
+    # -------------------------------------------------------------------------------- saving
+
+    def left_out(self, model: keras.Model) -> dict[str, str]:
+        """The ``model/NNNN`` keys this save may leave out, with their digests.
+
+        The first call of a run that has no frozen object yet writes one (once, one variable
+        in memory at a time) if the model has big non-trainable variables.
+        """
+        variables = model.variables
+        if not self._started:
+            self._started = True
+            self._write_object(
+                variables,
+                [
+                    i
+                    for i, v in enumerate(variables)
+                    if not v.trainable and _nbytes(v) >= MIN_BYTES and not _is_seed_state(v)
+                ],
+            )
+        unchanged: dict[str, str] = {}
+        for key, candidate in list(self._candidates.items()):
+            variable = variables[candidate.index]
+            if not variable.trainable and _check(variable) == candidate.check:
+                unchanged[key] = candidate.digest
+                continue
+            del self._candidates[key]
+            log.info(
+                "%s %s since it was stored once: saved in every checkpoint from now on",
+                variable.path,
+                "became trainable" if variable.trainable else "changed",
+            )
+        return unchanged
+
+    def state(self, unchanged: Mapping[str, str]) -> dict | None:
+        """The checkpoint's record of what it leaves out (None: it leaves nothing out)."""
+        if not unchanged or self.name is None:
+            return None
+        return {"name": self.name, "arrays": dict(unchanged)}
+
+    def _write_object(self, variables: Sequence[Any], chosen: list[int]) -> None:
+        if not chosen:
+            return
+        from colabkit.training.state import host_copy
+
+        self._staging.mkdir(parents=True, exist_ok=True)
+        pending = self._staging / "frozen-pending.ckpt"
+        pairs = ((_key(i), host_copy(variables[i])) for i in chosen)
+        digests = write_checkpoint(pending, pairs, {"kind": "frozen"})
+        self.name = frozen_object_name(digests)
+        os.replace(pending, self._staging / self.name)
+        for i in chosen:
+            digest = digests[_key(i)]
+            self._candidates[_key(i)] = _Candidate(i, digest, _baseline(variables[i], digest))
+        size = (self._staging / self.name).stat().st_size
+        log.info(
+            "Stored %d frozen variables (%.1f MB) once in %s; checkpoints leave them out while "
+            "they stay unchanged",
+            len(chosen),
+            size / 1e6,
+            self.name,
+        )
+
+    # ------------------------------------------------------------------------------ restoring
+
+    def restore(self, model: keras.Model, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Brings the variables a checkpoint left out back to the run's values.
+
+        Returns:
+            The run's values of the variables that differ in this model, read from the frozen
+            object, by key (to be assigned with the checkpoint's other arrays); empty when the
+            rebuilt model already holds them.
+
+        Raises:
+            ResumeMismatchError: a variable differs and the frozen object cannot be read.
+        """
+        self._started = True
+        record = state.get(FROZEN_KEY)
+        if not record:
+            return {}
+        name, left = str(record["name"]), dict(record["arrays"])
+        variables = model.variables
+        differing = [
+            key
+            for key, digest in left.items()
+            if _index(key, variables) is None
+            or host_digest(variables[_index(key, variables)]) != digest
+        ]
+        values = self._read_differing(name, differing, variables)
+        self.name = name
+        for key, digest in left.items():
+            index = _index(key, variables)
+            if index is not None:
+                self._candidates[key] = _Candidate(index, digest, None)
+        return values
+
+    def settle(self, model: keras.Model) -> None:
+        """After the restored values are assigned: the checks each later save compares with."""
+        variables = model.variables
+        for candidate in self._candidates.values():
+            if candidate.check is None:
+                candidate.check = _baseline(variables[candidate.index], candidate.digest)
+        if self.name is not None and self._candidates and not self._has(self.name):
+            lost = self.name
+            indices = sorted(c.index for c in self._candidates.values())
+            self._candidates.clear()
+            self._write_object(variables, indices)
+            log.warning(
+                "The run's frozen object %s was missing; stored again from this model, which "
+                "matches it, as %s",
+                lost,
+                self.name,
+            )
+
+    def _read_differing(self, name: str, keys: list[str], variables: Sequence[Any]) -> dict:
+        if not keys:
+            return {}
+        index = _index(keys[0], variables)
+        first = variables[index].path if index is not None else keys[0]
+        try:
+            path = self._open(name)
+            values = dict(read_arrays(path, keys))
+        except Exception as e:  # noqa: BLE001 -- said in one line; the resume must not go on
+            raise ResumeMismatchError(
+                f"Cannot resume: the model's frozen variable {first} differs from the run's "
+                f"({len(keys)} differ), and the run's own copy {name} cannot be read "
+                f"({type(e).__name__}: {e}). Rebuild the model as the run did (same preset, "
+                "dtype and seed), or pass fresh=True to archive the old checkpoints and start "
+                "over."
+            ) from None
+        log.warning(
+            "This model's frozen weights differ from the run's (first: %s; %d variable(s)): "
+            "restored the run's own from %s, so training continues on the run's weights",
+            first,
+            len(keys),
+            name,
+        )
+        return values
+
+
+def _key(index: int) -> str:
+    return f"model/{index:04d}"
+
+
+def _index(key: str, variables: Sequence[Any]) -> int | None:
+    try:
+        index = int(key.split("/", 1)[1])
+    except (IndexError, ValueError):
+        return None
+    return index if key.startswith("model/") and 0 <= index < len(variables) else None
+
+
+def _nbytes(variable: Any) -> int:
+    from colabkit.training.state import numpy_dtype
+
+    try:
+        itemsize = numpy_dtype(variable.dtype).itemsize
+    except TypeError:  # refused with its name by the save itself
+        return 0
+    return int(np.prod(variable.shape, dtype=np.int64)) * itemsize
+
+
+def _is_seed_state(variable: Any) -> bool:
+    return "seed_generator_state" in str(getattr(variable, "path", ""))
+
+
+def host_digest(variable: Any) -> str:
+    """The ``.npy`` digest of a variable's value, read without a copy where it is on the host."""
+    from colabkit.training.state import host_copy, on_host
+
+    if on_host(variable):
+        return array_digest(_host_view(variable))
+    return array_digest(host_copy(variable))
+
+
+def _host_view(variable: Any) -> np.ndarray:
+    value = variable.value
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        view = np.asarray(tf.convert_to_tensor(value))
+    else:
+        view = np.asarray(value)
+    return view
+
+
+def _baseline(variable: Any, digest: str) -> object:
+    """What ``_check`` returns for the value stored once (the digest itself on the host)."""
+    from colabkit.training.state import on_host
+
+    return digest if on_host(variable) else device_checksum(variable)
+
+
+def _check(variable: Any) -> object:
+    from colabkit.training.state import on_host
+
+    return host_digest(variable) if on_host(variable) else device_checksum(variable)
+
+
+# ---------------------------------------------------------------------------- device checksums
+#
+# Each element's bits, as 32-bit words split into 16-bit halves, summed plain and weighted by
+# two position-dependent weights. The sums are exact (no rounding), so a change in any one
+# element always shows, and so does moving values around (the weights differ by position);
+# only a change crafted against these sums could pass. Four numbers leave the device.
+
+
+def device_checksum(variable: Any) -> tuple[int, ...]:
+    """Exact integer sums of a variable's bits, computed where the variable lives."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            return tuple(int(x) for x in np.asarray(_jax_checksum()(variable.value)))
+        if backend == "tensorflow":
+            return _tf_checksum(variable.value)
+    except Exception as e:  # noqa: BLE001 -- an exotic dtype: the host digest is always right
+        log.debug("Device checksum of %s failed (%s); using its host digest", variable.path, e)
+    return (host_digest(variable),)
+
+
+@functools.cache
+def _jax_checksum() -> Callable[[Any], Any]:
+    import jax
+    import jax.numpy as jnp
+
+    def words(x):
+        if x.dtype == jnp.bool_:
+            x = x.astype(jnp.uint8)
+        width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+        return jax.lax.bitcast_convert_type(x, width).reshape(-1).astype(jnp.uint32)
+
+    @jax.jit
+    def checksum(x):
+        w = words(x)
+        i = jnp.arange(w.shape[0], dtype=jnp.uint32)
+        lo, hi = w & 0xFFFF, w >> 16
+        a, b = i * 40503 % 65521 + 1, i * 30011 % 65519 + 1
+        return jnp.stack([lo.sum(), hi.sum(), (lo * a).sum(), (hi * b).sum()])
+
+    return checksum
+
+
+_TF_CHUNK = 1 << 22
+
+
+def _tf_checksum(value: Any) -> tuple[int, ...]:
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(value)
+    if x.dtype == tf.bool:
+        x = tf.cast(x, tf.uint8)
+    width = {1: tf.uint8, 2: tf.uint16, 4: tf.uint32, 8: tf.uint32}[x.dtype.size]
+    flat = tf.reshape(tf.bitcast(x, width), [-1])
+    n = int(flat.shape[0])
+    total = np.zeros(4, dtype=object)
+    for start in range(0, n, _TF_CHUNK):
+        part = _tf_chunk_sums()(flat[start : start + _TF_CHUNK], tf.constant(start, tf.int64))
+        total += np.array([int(v) for v in part.numpy()], dtype=object)
+    return tuple(int(v) % (1 << 32) for v in total)
+
+
+@functools.cache
+def _tf_chunk_sums() -> Callable[[Any, Any], Any]:
+    import tensorflow as tf
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def sums(words, offset):  # int64 throughout: no sum of a chunk can overflow
+        w = tf.cast(words, tf.int64)
+        lo, hi = tf.bitwise.bitwise_and(w, 0xFFFF), tf.bitwise.right_shift(w, 16)
+        i = (tf.range(tf.size(w, out_type=tf.int64), dtype=tf.int64) + offset) % (1 << 32)
+        a = tf.math.floormod(i * 40503 % (1 << 32), 65521) + 1
+        b = tf.math.floormod(i * 30011 % (1 << 32), 65519) + 1
+        return tf.stack(
+            [tf.reduce_sum(lo), tf.reduce_sum(hi), tf.reduce_sum(lo * a), tf.reduce_sum(hi * b)]
+        )
+
+    return sums

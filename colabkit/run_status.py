@@ -24,11 +24,11 @@ from typing import Any
 from colabkit.checkpoint import inventory
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
-from colabkit.checkpoint.format import read_state, step_of
+from colabkit.checkpoint.format import frozen_object_of, is_frozen_object, read_state, step_of
 from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.checkpoint.sessions import Claim, Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.duration import format_duration
+from colabkit.duration import format_duration, format_size
 from colabkit.errors import ColabkitError, CorruptCheckpointError
 from colabkit.forecast import Forecast
 from colabkit.storage import LocalStore
@@ -111,7 +111,12 @@ class RunStatus:
         rows.append(("sessions", f"{self.sessions}, {trained} of training"))
         if self.checkpoint is not None:
             age = format_duration(max(0.0, now - self.checkpoint["created"]))
-            rows.append(("checkpoint", f"{self.checkpoint['name']} ({age} ago)"))
+            text = f"{self.checkpoint['name']} ({age} ago)"
+            if self.checkpoint.get("frozen"):
+                size = self.checkpoint.get("frozen_size")
+                stored = f"{format_size(size)}, " if size is not None else "MISSING, "
+                text += f"; frozen variables in {self.checkpoint['frozen']} ({stored}stored once)"
+            rows.append(("checkpoint", text))
         if self.metrics:
             rows.append(("metrics", ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items())))
         if self.state == "in progress" and plan is not None:
@@ -157,15 +162,21 @@ def status(run_dir: str | os.PathLike[str], *, clock: Clock | None = None) -> Ru
 def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
     """``status()`` for a store already opened."""
     clock = clock or SYSTEM_CLOCK
-    infos = [i for i in store_call(store.list) if step_of(i.name) is not None]
+    listed = store_call(store.list)
+    infos = [i for i in listed if step_of(i.name) is not None]
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
+    sizes = {i.name: i.size for i in listed if is_frozen_object(i.name)}
     with tempfile.TemporaryDirectory(prefix="colabkit-status-") as folder:
         sessions = Sessions(store, Path(folder), clock)
         chain = Chain(sessions.read_or_fail())
         log_entries = [_session_entry(claim, end) for claim, end in store_call(sessions.history)]
         readable = _readable(store, infos)
         for info, state, _ in chain.select(readable, record=lambda found: found[2]):
-            return replace(_from_state(store.url, info, state), session_log=log_entries)
+            found = _from_state(store.url, info, state)
+            frozen = frozen_object_of(state)
+            if frozen is not None and found.checkpoint is not None:
+                found.checkpoint.update(frozen=frozen, frozen_size=sizes.get(frozen))
+            return replace(found, session_log=log_entries)
     return RunStatus(run=store.url, state="not started", session_log=log_entries)
 
 

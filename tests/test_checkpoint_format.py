@@ -204,3 +204,80 @@ def test_verify_needs_neither_keras_nor_tensorflow(ckpt):
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- dtypes the .npy header cannot name (format 2) ----------------------------------------------
+
+
+def test_bfloat16_and_float8_travel_by_name_and_come_back_bitwise(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    arrays = {
+        "bf16": np.array([1.5, -0.0, np.inf, np.nan], dtype=ml_dtypes.bfloat16),
+        "f8": np.array([0.5, -2.0], dtype=ml_dtypes.float8_e5m2),
+        "f8fn": np.array([0.5, 448.0], dtype=ml_dtypes.float8_e4m3fn),
+        "plain": np.arange(3, dtype=np.float32),
+    }
+    path = tmp_path / "c.ckpt"
+    write_checkpoint(path, arrays, {})
+
+    got = read_checkpoint(path).arrays
+    for name, value in arrays.items():
+        assert got[name].dtype == value.dtype, name
+        assert got[name].tobytes() == value.tobytes(), name
+    manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
+    assert manifest["members"]["arrays/bf16.npy"]["dtype"] == "bfloat16"
+    assert "dtype" not in manifest["members"]["arrays/plain.npy"]
+    assert manifest["format_version"] == 2  # an older colabkit would misread it: it must refuse
+
+
+def test_a_checkpoint_of_numpy_dtypes_stays_format_1(tmp_path):
+    path = tmp_path / "c.ckpt"
+    write_checkpoint(path, {"a": np.ones(2, np.float16), "b": np.ones(2, bool)}, {})
+    assert json.loads(zipfile.ZipFile(path).read("manifest.json"))["format_version"] == 1
+    assert verify(path)["format_version"] == 1
+
+
+def test_a_dtype_name_this_ml_dtypes_lacks_is_corrupt_not_a_crash(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    path = tmp_path / "c.ckpt"
+    write_checkpoint(path, {"w": np.ones(2, dtype=ml_dtypes.bfloat16)}, {})
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    manifest["members"]["arrays/w.npy"]["dtype"] = "bfloat17"
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(CorruptCheckpointError, match="bfloat17"):
+        read_checkpoint(path)
+
+
+def test_a_dtype_no_checkpoint_can_hold_is_refused_at_the_first_save_naming_the_variable():
+    from colabkit.training.state import check_storable
+
+    class Variable:
+        path = "custom/packed"
+        dtype = "void24"
+
+    with pytest.raises(ConfigError) as refused:
+        check_storable([Variable()], [np.zeros(2, dtype="V3")])
+    message = str(refused.value)
+    assert "\n" not in message and "custom/packed" in message and "void24" in message
+
+
+def test_bfloat16_bytes_saved_before_format_2_are_restored_as_the_variables_values():
+    """Older colabkit stored bfloat16 as raw bytes (``<V2``); its checkpoints still load."""
+    import keras
+    import ml_dtypes
+
+    from colabkit.training.state import restore_variables
+
+    layer = keras.layers.Dense(3, dtype="bfloat16")
+    model = keras.Sequential([keras.Input((2,)), layer])
+    kernel = (np.arange(6, dtype=np.float32).reshape(2, 3) / 7).astype(ml_dtypes.bfloat16)
+    bias = np.array([1.0, -2.0, 0.5], dtype=ml_dtypes.bfloat16)
+    old = {"model/0000": kernel.view("V2"), "model/0001": bias.view("V2")}
+    restore_variables(model, old, metrics=False)
+    assert keras.ops.convert_to_numpy(layer.kernel).tobytes() == old["model/0000"].tobytes()
+    assert keras.ops.convert_to_numpy(layer.bias).tobytes() == old["model/0001"].tobytes()

@@ -12,12 +12,12 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
-from colabkit.checkpoint.format import step_of, verify
+from colabkit.checkpoint.format import frozen_object_of, is_frozen_object, step_of, verify
 from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK
@@ -50,6 +50,9 @@ class CheckpointStatus:
             colabkit wrote it): not damaged, never pruned here.
         superseded: Written by a session after another one had taken the run over (see
             ``colabkit.checkpoint.sessions``): never resumed from, never counted or pruned here.
+        frozen: The frozen object it leaves unchanged variables to (None: it holds all); it
+            verifies only if that object is in the store and verifies too.
+        frozen_size: That object's bytes (stored once for all the checkpoints naming it).
     """
 
     name: str
@@ -61,6 +64,8 @@ class CheckpointStatus:
     problem: str | None = None
     newer_format: bool = False
     superseded: bool = False
+    frozen: str | None = None
+    frozen_size: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -87,11 +92,13 @@ def run_store(run_dir: str | os.PathLike[str]) -> Store:
 
 def inspect_store(store: Store) -> list[CheckpointStatus]:
     """Every checkpoint of ``store``, newest first, each fully verified."""
-    infos = [i for i in store_call(store.list) if step_of(i.name) is not None]
+    listed = store_call(store.list)
+    infos = [i for i in listed if step_of(i.name) is not None]
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
     with tempfile.TemporaryDirectory() as cache:
         chain = Chain(Sessions(store, Path(cache), SYSTEM_CLOCK).read_or_fail())
-    found = [_status(store, info) for info in infos]
+    objects = _FrozenObjects(store, {i.name: i for i in listed if is_frozen_object(i.name)})
+    found = [_status(store, info, objects) for info in infos]
     judged = [(status, record) for status, record in found if record is not None]
     own = {id(status) for status, _ in chain.select(judged, record=lambda pair: pair[1])}
     return [
@@ -134,8 +141,34 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
     return deleted
 
 
-def _status(store: Store, info) -> tuple[CheckpointStatus, CheckpointRecord | None]:
-    """One checkpoint verified, and its record (None: its state did not read)."""
+@dataclass
+class _FrozenObjects:
+    """The store's frozen objects, each verified once however many checkpoints name it."""
+
+    store: Store
+    infos: dict
+    problems: dict[str, str | None] = field(default_factory=dict)
+
+    def problem(self, name: str) -> str | None:
+        """Why ``name`` cannot serve a resume (None: it is there and verifies)."""
+        if name not in self.problems:
+            if name not in self.infos:
+                self.problems[name] = f"its frozen variables {name} are not in {self.store.url}"
+            else:
+                with local_copy(self.store, name) as path:
+                    try:
+                        verify(path)
+                        self.problems[name] = None
+                    except (CorruptCheckpointError, UnsupportedCheckpointError) as e:
+                        self.problems[name] = f"its frozen variables: {e}"
+        return self.problems[name]
+
+
+def _status(
+    store: Store, info, objects: _FrozenObjects
+) -> tuple[CheckpointStatus, CheckpointRecord | None]:
+    """One checkpoint verified, with the frozen object it names, and its record (None: its
+    state did not read)."""
     with local_copy(store, info.name) as path:
         newer = False
         try:
@@ -144,6 +177,10 @@ def _status(store: Store, info) -> tuple[CheckpointStatus, CheckpointRecord | No
             state, problem = {}, str(e)
         except UnsupportedCheckpointError as e:
             state, problem, newer = {}, str(e), True
+    frozen = frozen_object_of(state)
+    if frozen is not None and problem is None:
+        problem = objects.problem(frozen)
+    frozen_info = objects.infos.get(frozen)
     epoch = state.get("epoch")
     record = record_from_state(info.name, state, info.size)
     status = CheckpointStatus(
@@ -155,6 +192,8 @@ def _status(store: Store, info) -> tuple[CheckpointStatus, CheckpointRecord | No
         verified=problem is None,
         problem=problem,
         newer_format=newer,
+        frozen=frozen,
+        frozen_size=frozen_info.size if frozen_info is not None else None,
     )
     return status, record if state else None
 
@@ -189,7 +228,14 @@ def format_table(statuses: list[CheckpointStatus], now: float | None = None) -> 
         age = format_duration(max(0.0, now - s.created))
         rows.append((str(s.step), epoch, format_size(s.size), age, verified, s.name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    objects = {s.frozen: s.frozen_size for s in statuses if s.frozen is not None}
+    for name, size in sorted(objects.items()):
+        count = sum(s.frozen == name for s in statuses)
+        stored = format_size(size) if size is not None else "MISSING"
+        lines.append(
+            f"frozen variables: {name} ({stored}), stored once, left out of {count} checkpoint(s)"
+        )
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -169,6 +169,7 @@ class Checkpoint(keras.callbacks.Callback):
         return True
 
     def _save(self, *, epoch: int, step: int, metrics: Any = None) -> None:
+        self._open().wait_staged()  # one snapshot in memory at a time (see ResumableLoop.save)
         model = self.model  # on JAX this attribute syncs the training state into the variables
         state = {
             "global_step": self._global_step,

@@ -154,10 +154,10 @@ class FrozenVariables:
         Raises:
             ResumeMismatchError: a variable differs and the frozen object cannot be read.
         """
-        self._started = True
         record = state.get(FROZEN_KEY)
-        if not record:
+        if not record:  # the run stored nothing once (yet): the next save decides afresh
             return {}
+        self._started = True
         name, left = str(record["name"]), dict(record["arrays"])
         variables = model.variables
         differing = [
@@ -246,22 +246,9 @@ def _is_seed_state(variable: Any) -> bool:
 
 def host_digest(variable: Any) -> str:
     """The ``.npy`` digest of a variable's value, read without a copy where it is on the host."""
-    from colabkit.training.state import host_copy, on_host
+    from colabkit.training.state import host_view
 
-    if on_host(variable):
-        return array_digest(_host_view(variable))
-    return array_digest(host_copy(variable))
-
-
-def _host_view(variable: Any) -> np.ndarray:
-    value = variable.value
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        view = np.asarray(tf.convert_to_tensor(value))
-    else:
-        view = np.asarray(value)
-    return view
+    return array_digest(host_view(variable))
 
 
 def _baseline(variable: Any, digest: str) -> object:

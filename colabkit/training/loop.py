@@ -123,7 +123,7 @@ class ResumableLoop(keras.callbacks.Callback):
         super().__init__()
         self.user = user_callbacks
         self.manager = manager
-        self.frozen = frozen_variables(manager)
+        self.frozen: FrozenVariables | None = None  # the run's, from on_train_begin
         self.data = data
         self.progress = progress
         self.restored = restored
@@ -145,6 +145,7 @@ class ResumableLoop(keras.callbacks.Callback):
             return
         self._began = True
         training_state.ensure_built(self.model, self.data.batch(self.data.start_step))
+        self.frozen = frozen_variables(self.manager)
         if self.restored is not None:
             restore_model(self.model, self.restored, self.frozen)
         else:
@@ -238,6 +239,9 @@ class ResumableLoop(keras.callbacks.Callback):
             self._started_at = now
         if self.run_logs is not None:
             self.run_logs.flush()  # what was logged up to here is copied before this commits
+        # One snapshot in memory at a time: the previous one must be on local disk first (it
+        # always is, unless saves come faster than the disk takes them).
+        self.manager.wait_staged()
         model = self.model  # on JAX this attribute syncs the training state into the variables
         # every worker captures (collective reads); only the chief stores frozen variables once
         frozen_variables = self.frozen if self.chief else None

@@ -1,0 +1,265 @@
+"""Frozen variables are stored once per run, and leaving one out of a checkpoint is proven.
+
+A fine-tune changes little of a big model (a frozen base, LoRA-frozen kernels). Each test trains
+a real Keras model through ``colabkit.fit`` in two sessions (the second resumes the first's run
+directory, as "Run all" after a disconnect would) and compares it with an uninterrupted run,
+bitwise, while checking what the checkpoints hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import colabkit
+from colabkit.checkpoint.format import read_checkpoint
+from colabkit.errors import ResumeMismatchError
+from colabkit.training import frozen as frozen_module
+
+BASE_UNITS = 256  # two frozen Dense(256) kernels: 2 x 256 KiB, above frozen.MIN_BYTES
+
+
+class Stamp(keras.layers.Layer):
+    """A custom layer with a big non-trainable variable that it assigns while training, inside
+    a frozen block: ``trainable=False`` does not mean "does not change"."""
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(
+            shape=(BASE_UNITS, BASE_UNITS), initializer="zeros", trainable=False, name="seen"
+        )
+
+    def call(self, x, training=False):
+        if training:
+            self.seen.assign(self.seen * 0.5 + keras.ops.mean(x))
+        return x
+
+
+def make_model(*, lora: bool = True, stamp: bool = False, base_seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(base_seed)  # the "pretrained" base
+    inputs = keras.Input((32,))
+    base1 = keras.layers.Dense(BASE_UNITS, activation="relu", name="base1")
+    base2 = keras.layers.Dense(BASE_UNITS, activation="relu", name="base2")
+    hidden = base2(base1(inputs))
+    block = [keras.layers.Dropout(0.3, name="frozen_dropout")]
+    if stamp:
+        block.append(Stamp(name="stamp"))
+    for layer in block:
+        layer.trainable = False
+        hidden = layer(hidden)
+    outputs = keras.layers.Dense(4, name="head")(hidden)
+    model = keras.Model(inputs, outputs)
+    if lora:
+        base1.enable_lora(4)
+    base2.trainable = False
+    keras.utils.set_random_seed(1)  # the fine-tune's own randomness
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(192, 32)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int64") + 2 * (x[:, 1] > 0)
+
+
+def fit(model: keras.Model, run: Path, epochs: int, **kwargs) -> keras.callbacks.History:
+    x, y = data()
+    options = dict(batch_size=32, seed=0, save_every="4steps", keep=2, verbose=0)
+    return colabkit.fit(model, x, y, run_dir=run, epochs=epochs, **{**options, **kwargs})
+
+
+def weights(model: keras.Model) -> list[bytes]:
+    variables = [*model.variables, *model.optimizer.variables]
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tobytes() for v in variables]
+
+
+def checkpoints(run: Path) -> dict[str, int]:
+    folder = run / "checkpoints"
+    return {p.name: p.stat().st_size for p in folder.iterdir() if p.name.endswith(".ckpt")}
+
+
+def newest_checkpoint(run: Path) -> str:
+    return max(name for name in checkpoints(run) if name.startswith("ckpt-"))
+
+
+def big_frozen(model: keras.Model) -> dict[str, int]:
+    """The ``model/NNNN`` keys (and bytes) of the non-trainable variables worth storing once."""
+    return {
+        f"model/{i:04d}": nbytes
+        for i, v in enumerate(model.variables)
+        if not v.trainable
+        and "seed_generator" not in v.path
+        and (nbytes := np.asarray(keras.ops.convert_to_numpy(v)).nbytes) >= frozen_module.MIN_BYTES
+    }
+
+
+def changed_bytes(model: keras.Model) -> int:
+    """What a fine-tune changes: trainable and optimizer variables, and the small state."""
+    every = [*model.variables, *model.optimizer.variables]
+    total = sum(np.asarray(keras.ops.convert_to_numpy(v)).nbytes for v in every)
+    return total - sum(big_frozen(model).values())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("whole") / "run"
+    model = make_model()
+    history = fit(model, run, epochs=3)
+    return weights(model), history.history
+
+
+def test_a_lora_run_resumed_is_bitwise_equal_and_its_checkpoints_hold_what_changed(
+    tmp_path, uninterrupted
+):
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=2)  # the first session (a whole call: it ends durable)
+    model = make_model()
+    history = fit(model, run, epochs=3)  # Run all after a disconnect
+
+    assert weights(model) == uninterrupted[0]
+    assert history.history == uninterrupted[1]
+
+    sizes = checkpoints(run)
+    (frozen,) = [name for name in sizes if name.startswith("frozen-")]
+    saves = {name: size for name, size in sizes.items() if name.startswith("ckpt-")}
+    bound = 1.2 * changed_bytes(model) + 1_000_000
+    assert saves and all(size <= bound for size in saves.values()), (saves, bound)
+    frozen_bytes = sum(big_frozen(model).values())
+    assert (
+        frozen_bytes >= 2**18 and sizes[frozen] >= frozen_bytes
+    )  # the frozen kernels are there, once
+    assert sum(sizes.values()) <= frozen_bytes + 1e5 + 2 * bound  # keep=2
+    newest = read_checkpoint(run / "checkpoints" / max(saves))
+    assert newest.state["frozen"]["name"] == frozen
+    assert set(newest.state["frozen"]["arrays"]) == set(big_frozen(model))
+
+
+def test_a_variable_a_frozen_layer_assigns_is_found_changed_and_saved_from_then_on(
+    tmp_path, caplog
+):
+    whole = make_model(stamp=True)
+    fit(whole, tmp_path / "whole", epochs=2)
+
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="colabkit.training.frozen"):
+        fit(make_model(stamp=True), run, epochs=1)
+    assert any("stamp/seen changed since it was stored once" in r.message for r in caplog.records)
+    model = make_model(stamp=True)
+    fit(model, run, epochs=2)
+
+    assert weights(model) == weights(whole)  # the stamp's value, the dropout seeds, all of it
+    newest = read_checkpoint(run / "checkpoints" / newest_checkpoint(run))
+    stamp_key = next(
+        f"model/{i:04d}" for i, v in enumerate(model.variables) if v.path.endswith("seen")
+    )
+    assert stamp_key in newest.arrays  # never left to the stale value stored once
+    assert stamp_key not in newest.state["frozen"]["arrays"]
+
+
+def test_the_check_on_an_accelerator_finds_the_same_changes(tmp_path, monkeypatch):
+    """On a GPU the check is a checksum computed on the device: forced here on the CPU."""
+    monkeypatch.setattr("colabkit.training.state.on_host", lambda variable: False)
+    whole = make_model(stamp=True)
+    fit(whole, tmp_path / "whole", epochs=2)
+    run = tmp_path / "run"
+    fit(make_model(stamp=True), run, epochs=1)
+    model = make_model(stamp=True)
+    fit(model, run, epochs=2)
+    assert weights(model) == weights(whole)
+    newest = read_checkpoint(run / "checkpoints" / newest_checkpoint(run))
+    assert newest.state["frozen"]["arrays"]  # the unchanged kernels are still left out
+
+
+def test_device_checksum_sees_any_one_element_change_and_a_swap():
+    variable = keras.Variable(np.arange(70_000, dtype="float32").reshape(700, 100))
+    before = frozen_module.device_checksum(variable)
+    assert frozen_module.device_checksum(variable) == before
+    for change in (
+        lambda a: a.__setitem__((3, 4), np.nextafter(a[3, 4], np.inf)),  # one ulp
+        lambda a: a.__setitem__((0, 0), -0.0),  # +0.0 -> -0.0: equal as floats, not as bits
+        lambda a: a.__setitem__(((1, 2), (5, 5)), a[(2, 1), (5, 5)]),  # two values swapped
+    ):
+        values = np.arange(70_000, dtype="float32").reshape(700, 100)
+        change(values)
+        variable.assign(values)
+        assert frozen_module.device_checksum(variable) != before
+
+
+def test_a_rebuilt_model_with_other_frozen_weights_continues_on_the_runs_own(
+    tmp_path, uninterrupted, caplog
+):
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=2)
+    other = make_model(base_seed=5)  # another "preset version": other frozen kernels
+    with caplog.at_level(logging.WARNING):
+        fit(other, run, epochs=3)
+    assert weights(other) == uninterrupted[0]
+    (warning,) = [r.message for r in caplog.records if "frozen weights differ" in r.message]
+    assert "base2/kernel" in warning or "base1/kernel" in warning
+
+
+def test_without_its_frozen_object_a_differing_model_is_refused_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=1)
+    before = checkpoints(run)
+    for name in before:
+        if name.startswith("frozen-"):
+            os.remove(run / "checkpoints" / name)
+    with pytest.raises(ResumeMismatchError) as refused:
+        fit(make_model(base_seed=5), run, epochs=2)
+    message = str(refused.value)
+    assert "\n" not in message and "kernel" in message and "fresh=True" in message
+    assert {n: s for n, s in checkpoints(run).items()} == {
+        n: s for n, s in before.items() if not n.startswith("frozen-")
+    }  # nothing written, nothing deleted
+
+
+def test_a_lost_frozen_object_is_stored_again_from_a_model_that_matches(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=2)
+    (name,) = [n for n in checkpoints(run) if n.startswith("frozen-")]
+    os.remove(run / "checkpoints" / name)
+    model = make_model()
+    fit(model, run, epochs=3)
+    assert weights(model) == uninterrupted[0]
+    assert name in checkpoints(run)  # the same contents, so the same name
+    with zipfile.ZipFile(run / "checkpoints" / name) as zf:
+        assert zf.testzip() is None
+
+
+def test_ckpt_verify_reports_a_checkpoint_whose_frozen_object_is_damaged(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=1)
+    (name,) = [n for n in checkpoints(run) if n.startswith("frozen-")]
+    path = run / "checkpoints" / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    verify = subprocess.run(
+        [sys.executable, "-m", "colabkit", "ckpt", "verify", str(run)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert verify.returncode == 1
+    assert f"frozen variables: Checkpoint {path}" in verify.stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "colabkit", "ckpt", "ls", str(run)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert f"frozen variables: {name}" in listing.stdout and "stored once" in listing.stdout

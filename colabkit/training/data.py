@@ -141,6 +141,8 @@ class ArrayBatches(ResumableBatches):
         x, y, sample_weight: Arrays, or lists/dicts of arrays, with the same first dimension.
         batch_size: Samples per batch; the last batch of an epoch may be smaller.
         seed: Seed of the order; with ``shuffle=False`` (validation data) the natural order.
+        tf_data: Hand ``model.fit`` a ``tf.data.Dataset`` on every backend, not only on
+            TensorFlow: KerasHub's task models (``GemmaCausalLM``, ...) take no PyDataset on JAX.
     """
 
     def __init__(
@@ -152,8 +154,10 @@ class ArrayBatches(ResumableBatches):
         batch_size: int,
         seed: int | None,
         shuffle: bool = True,
+        tf_data: bool = False,
     ) -> None:
         super().__init__(seed=seed, shuffle=shuffle)
+        self.tf_data = tf_data
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = int(batch_size)
         self.n = num_samples(x)
@@ -174,8 +178,8 @@ class ArrayBatches(ResumableBatches):
     # -- the TensorFlow backend: the same batches from a tf.data pipeline ----------------------
 
     def for_fit(self, epoch: int) -> Any:
-        """On TensorFlow, a ``tf.data.Dataset`` of exactly the batches ``batch`` gives from
-        ``start_step`` on; elsewhere this PyDataset.
+        """On TensorFlow (or with ``tf_data``), a ``tf.data.Dataset`` of exactly the batches
+        ``batch`` gives from ``start_step`` on; elsewhere this PyDataset.
 
         Keras feeds a PyDataset to TensorFlow through a Python generator, which costs every step
         a trip through the interpreter (on TensorFlow 2.21 it doubles the time of an epoch). The
@@ -184,7 +188,7 @@ class ArrayBatches(ResumableBatches):
         epoch, after ``on_epoch_begin`` has set ``epoch``, and the pipeline reads that epoch's
         order from a variable when the iterator starts.
         """
-        if keras.backend.backend() != "tensorflow":
+        if keras.backend.backend() != "tensorflow" and not self.tf_data:
             return self
         import tensorflow as tf
 

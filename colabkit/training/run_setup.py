@@ -280,12 +280,22 @@ def warn_if_read_from_drive(dataset: Any) -> None:
             print(f"colabkit: {finding.message} Fix: {finding.fix}", file=sys.stderr)
 
 
-def training_batches(train: tuple, batch_size: int, seed: int) -> ResumableBatches:
+def training_batches(
+    train: tuple, batch_size: int, seed: int, model: keras.Model | None = None
+) -> ResumableBatches:
     """Arrays or a PyDataset in the run's (seed, epoch) order."""
     x, y, sample_weight = train
     if isinstance(x, keras.utils.PyDataset):
         return DatasetBatches(x, seed=seed)
-    return ArrayBatches(x, y, sample_weight, batch_size=batch_size, seed=seed)
+    return ArrayBatches(
+        x, y, sample_weight, batch_size=batch_size, seed=seed, tf_data=takes_tf_data_only(model)
+    )
+
+
+def takes_tf_data_only(model: Any) -> bool:
+    """KerasHub's task models (a ``PipelineModel``: preprocessing inside ``fit``) turn their
+    input into a ``tf.data.Dataset`` and refuse a PyDataset on JAX (keras-hub 0.32)."""
+    return any(cls.__name__ == "PipelineModel" for cls in type(model).__mro__)
 
 
 def run_progress(

@@ -171,7 +171,9 @@ def fit(
         if restored is None:
             run_setup.refuse_if_all_corrupt(manager)
         config = run_setup.run_config(train, validation, batch_size, seed, restored)
-        data = epochs_of_dataset or run_setup.training_batches(train, batch_size, config["seed"])
+        data = epochs_of_dataset or run_setup.training_batches(
+            train, batch_size, config["seed"], model
+        )
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
             history = _return_finished(model, data, restored, progress, epochs, verbose, manager)

@@ -263,3 +263,50 @@ def test_ckpt_verify_reports_a_checkpoint_whose_frozen_object_is_damaged(tmp_pat
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert f"frozen variables: {name}" in listing.stdout and "stored once" in listing.stdout
+
+
+# -- SIGKILL: what looks frozen but changes comes back exactly ---------------------------------
+
+WORKER = Path(__file__).with_name("frozen_worker.py")
+
+
+def run_worker(backend: str, run: Path, out: Path, *extra: str) -> int:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(run), str(out), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode not in (0, -9):
+        raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.returncode
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_killed_twice_a_run_with_changing_frozen_state_ends_bitwise_equal(backend, tmp_path):
+    """A layer that assigns to its non-trainable variable inside a frozen block, the Dropout
+    seed state there, a LossScaleOptimizer's scale (mixed_float16), and the base unfrozen for a
+    second ``fit``: killed with SIGKILL mid-epoch in each phase, resumed, equal to no kill."""
+    pytest.importorskip(backend)
+    assert run_worker(backend, tmp_path / "whole", tmp_path / "whole.npz") == 0
+    run = tmp_path / "run"
+    out = tmp_path / "out.npz"
+    assert run_worker(backend, run, out, "--kill-after-step", "7", "--kill-in-phase", "1") == -9
+    assert run_worker(backend, run, out, "--kill-after-step", "14", "--kill-in-phase", "2") == -9
+    assert run_worker(backend, run, out) == 0
+
+    with np.load(tmp_path / "whole.npz") as whole, np.load(out) as resumed:
+        assert sorted(whole.files) == sorted(resumed.files)
+        for name in whole.files:
+            assert np.array_equal(whole[name], resumed[name]), name
+    first = read_checkpoint(run / "checkpoints" / newest_checkpoint(run))
+    left = set(first.state["frozen"]["arrays"])
+    assert left.isdisjoint(first.arrays) and len(left) == 2  # the two kernels, not the stamp
+    second = read_checkpoint(run / "phase2" / "checkpoints" / newest_checkpoint(run / "phase2"))
+    assert len(second.state["frozen"]["arrays"]) == 1  # base2 unfrozen: saved in every one

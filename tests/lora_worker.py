@@ -34,15 +34,19 @@ from typing import Any
 import numpy as np
 from resume_worker import KillAfterStep  # the same SIGKILL-after-step device
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # gemma_lora
+
 VOCABULARY, SEQUENCE, SAMPLES, BATCH, EPOCHS = 8192, 32, 48, 4, 2
 STEPS_PER_EPOCH = SAMPLES // BATCH
 SAVE_EVERY, KEEP = "4steps", 3
 
 
 def build_model() -> Any:
-    """The tutorial's model and compile, on a backbone small enough for a CPU test."""
+    """The example's model and compile (examples/gemma_lora.py, the tutorial's), on a backbone
+    small enough for a CPU test."""
     import keras
     import keras_hub
+    from gemma_lora import lora_model
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.GemmaBackbone(
@@ -55,29 +59,16 @@ def build_model() -> Any:
         head_dim=64,
         dropout=0.1,
     )
-    model = keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
-    model.backbone.enable_lora(rank=4)
     # 100 times the tutorial's learning rate: the LoRA factors move visibly in 24 steps.
-    optimizer = keras.optimizers.AdamW(learning_rate=5e-3, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "scale"])
-    model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        optimizer=optimizer,
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
-    )
-    return model
+    return lora_model(backbone, learning_rate=5e-3)
 
 
 def data() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """What ``GemmaCausalLMPreprocessor`` makes of padded text, from random token ids:
     x = {"token_ids", "padding_mask"}, y = the ids shifted by one, sample_weight = y's mask."""
-    rng = np.random.default_rng(7)
-    ids = rng.integers(1, VOCABULARY, size=(SAMPLES, SEQUENCE + 1)).astype("int32")
-    lengths = rng.integers(SEQUENCE // 4, SEQUENCE + 2, size=SAMPLES)
-    mask = np.arange(SEQUENCE + 1)[None, :] < lengths[:, None]
-    ids[~mask] = 0  # Gemma's padding id
-    x = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
-    return x, ids[:, 1:], mask[:, 1:].astype("float32")
+    from gemma_lora import random_features
+
+    return random_features(SAMPLES, SEQUENCE, VOCABULARY, seed=7)
 
 
 def tf_dataset(x: dict[str, np.ndarray], y: np.ndarray, sample_weight: np.ndarray) -> Any:

@@ -17,24 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from worker_process import run_script
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 STEPS_PER_EPOCH = 12  # ceil(360 / 32)
 
 
 def run_worker(backend: str, run_dir: Path, out: Path, *extra: str) -> int:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(run_dir), str(out), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode not in (0, -9):
-        raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.returncode
+    return run_script(WORKER, backend, str(run_dir), str(out), *extra)
 
 
 def load(out: Path) -> tuple[dict, dict[str, np.ndarray]]:

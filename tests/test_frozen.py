@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from worker_process import run_script
 
 import colabkit
 from colabkit.checkpoint.format import read_checkpoint
@@ -72,7 +73,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x, (x[:, 0] > 0).astype("int64") + 2 * (x[:, 1] > 0)
 
 
-def fit(model: keras.Model, run: Path, epochs: int, **kwargs) -> keras.callbacks.History:
+def fit(model: keras.Model, run: Path | None, epochs: int, **kwargs) -> keras.callbacks.History:
     x, y = data()
     options = dict(batch_size=32, seed=0, save_every="4steps", keep=2, verbose=0)
     return colabkit.fit(model, x, y, run_dir=run, epochs=epochs, **{**options, **kwargs})
@@ -271,21 +272,7 @@ WORKER = Path(__file__).with_name("frozen_worker.py")
 
 
 def run_worker(backend: str, run: Path, out: Path, *extra: str) -> int:
-    import subprocess
-    import sys
-
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(run), str(out), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode not in (0, -9):
-        raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.returncode
+    return run_script(WORKER, backend, str(run), str(out), *extra)
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
@@ -310,3 +297,37 @@ def test_killed_twice_a_run_with_changing_frozen_state_ends_bitwise_equal(backen
     assert left.isdisjoint(first.arrays) and len(left) == 2  # the two kernels, not the stamp
     second = read_checkpoint(run / "phase2" / "checkpoints" / newest_checkpoint(run / "phase2"))
     assert len(second.state["frozen"]["arrays"]) == 1  # base2 unfrozen: saved in every one
+
+
+# -- over the Drive API ---------------------------------------------------------------------------
+
+
+def test_over_the_drive_api_a_new_vm_resumes_without_downloading_the_frozen_object(
+    drive, tmp_path, uninterrupted, caplog
+):
+    """The frozen object is uploaded once, before the first checkpoint naming it; a new VM whose
+    rebuilt model matches it never downloads it (Gemma's would be gigabytes); one whose model
+    differs downloads it and continues on the run's weights."""
+    from fake_drive import open_store
+
+    def vm(name: str, model: keras.Model, epochs: int) -> keras.Model:
+        fit(model, None, epochs, store=open_store(drive), staging_dir=tmp_path / name)
+        return model
+
+    vm("vm1", make_model(), 2)
+    (frozen,) = [f for f in drive.files.values() if f.name.startswith("frozen-")]
+    created = [f.name for f in drive.files.values()]  # in the order Drive created them
+    first_checkpoint = min(i for i, name in enumerate(created) if name.startswith("ckpt-"))
+    assert created.index(frozen.name) < first_checkpoint  # the object went up first
+
+    drive.seen.clear()
+    assert weights(vm("vm2", make_model(), 3)) == uninterrupted[0]
+    downloads = [s.path for s in drive.seen if s.kind == "download"]
+    assert downloads and not any(frozen.id in path for path in downloads)
+    assert [f.name for f in drive.files.values() if f.name.startswith("frozen-")] == [frozen.name]
+
+    drive.seen.clear()
+    with caplog.at_level(logging.WARNING):
+        other = vm("vm3", make_model(base_seed=5), 3)  # finished: loads the run's weights
+    assert any(frozen.id in s.path for s in drive.seen if s.kind == "download")
+    assert weights(other) == uninterrupted[0]

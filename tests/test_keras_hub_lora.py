@@ -17,7 +17,6 @@ it a ``tf.data.Dataset`` in the same order), and a ``tf.data.Dataset`` of the sa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from worker_process import run_script, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -64,23 +64,8 @@ class Outcome:
         return f"Outcome({self.run_dir}, resumes={self.resumes}, counts={self.counts})"
 
 
-def env_for(backend: str) -> dict[str, str]:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), env.get("PYTHONPATH", "")])
-    return env
-
-
 def run_worker(case: Case, run_dir: Path, out: Path, *extra: str) -> int:
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(run_dir), str(out), "--input", case.data, *extra],
-        env=env_for(case.backend),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode not in (0, -9):
-        raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.returncode
+    return run_script(WORKER, case.backend, str(run_dir), str(out), "--input", case.data, *extra)
 
 
 def load(out: Path, run_dir: Path) -> Outcome:
@@ -175,7 +160,7 @@ def test_gemma_lora_example_tiny_path_trains_and_checkpoints(tmp_path, keras_hub
     """examples/gemma_lora.py --tiny: the tutorial's code path (setup, LoRA, compile, tf.data,
     colabkit.fit) on a small random Gemma, on JAX as the tutorial, with no download."""
     pytest.importorskip("jax")
-    env = env_for("jax")
+    env = worker_env("jax")
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # fit's staging stays in tmp
     done = subprocess.run(
         [sys.executable, str(EXAMPLE), "--tiny", "--runs", str(tmp_path / "runs")],

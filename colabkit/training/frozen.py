@@ -143,20 +143,19 @@ class FrozenVariables:
 
     # ------------------------------------------------------------------------------ restoring
 
-    def restore(self, model: keras.Model, state: Mapping[str, Any]) -> dict[str, Any]:
+    def restore(self, model: keras.Model, state: Mapping[str, Any]) -> None:
         """Brings the variables a checkpoint left out back to the run's values.
 
-        Returns:
-            The run's values of the variables that differ in this model, read from the frozen
-            object, by key (to be assigned with the checkpoint's other arrays); empty when the
-            rebuilt model already holds them.
+        Each is compared with its digest (on the host, one variable at a time); those that
+        differ are read from the frozen object and assigned, one at a time, with one warning.
 
         Raises:
-            ResumeMismatchError: a variable differs and the frozen object cannot be read.
+            ResumeMismatchError: a variable differs and the frozen object cannot be read
+                (nothing was assigned then).
         """
         record = state.get(FROZEN_KEY)
         if not record:  # the run stored nothing once (yet): the next save decides afresh
-            return {}
+            return
         self._started = True
         name, left = str(record["name"]), dict(record["arrays"])
         variables = model.variables
@@ -166,13 +165,12 @@ class FrozenVariables:
             if _index(key, variables) is None
             or host_digest(variables[_index(key, variables)]) != digest
         ]
-        values = self._read_differing(name, differing, variables)
+        self._assign_differing(name, differing, variables)
         self.name = name
         for key, digest in left.items():
             index = _index(key, variables)
             if index is not None:
                 self._candidates[key] = _Candidate(index, digest, None)
-        return values
 
     def settle(self, model: keras.Model) -> None:
         """After the restored values are assigned: the checks each later save compares with."""
@@ -192,14 +190,15 @@ class FrozenVariables:
                 self.name,
             )
 
-    def _read_differing(self, name: str, keys: list[str], variables: Sequence[Any]) -> dict:
+    def _assign_differing(self, name: str, keys: list[str], variables: Sequence[Any]) -> None:
         if not keys:
-            return {}
+            return
+        from colabkit.training.state import assign, check_shape
+
         index = _index(keys[0], variables)
         first = variables[index].path if index is not None else keys[0]
         try:
-            path = self._open(name)
-            values = dict(read_arrays(path, keys))
+            path = self._open(name)  # verified whole before anything is assigned
         except Exception as e:  # noqa: BLE001 -- said in one line; the resume must not go on
             raise ResumeMismatchError(
                 f"Cannot resume: the model's frozen variable {first} differs from the run's "
@@ -208,6 +207,11 @@ class FrozenVariables:
                 "dtype and seed), or pass fresh=True to archive the old checkpoints and start "
                 "over."
             ) from None
+        for key, value in read_arrays(path, keys):
+            variable = variables[_index(key, variables)]
+            check_shape(variable, value, f"{name}:{key}")
+            assign(variable, value)
+            del value  # one variable of the frozen model in memory at a time
         log.warning(
             "This model's frozen weights differ from the run's (first: %s; %d variable(s)): "
             "restored the run's own from %s, so training continues on the run's weights",
@@ -215,7 +219,6 @@ class FrozenVariables:
             len(keys),
             name,
         )
-        return values
 
 
 def _key(index: int) -> str:

@@ -233,33 +233,53 @@ def capture_variables(
     return arrays, frozen.state(unchanged) if frozen is not None else None
 
 
-def _assign_group(
+def _assign_group(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """Assigns ``arrays`` to ``variables`` by position, once every shape is known to fit."""
+    _check_group(prefix, variables, arrays)
+    _assign(prefix, variables, arrays)
+
+
+def _check_group(
     prefix: str,
     variables: Sequence[Any],
     arrays: Mapping[str, np.ndarray],
-    holding: Collection[str] = (),
+    left_out: Collection[str] = (),
 ) -> None:
-    """Assigns ``arrays`` to ``variables`` by position; keys in ``holding`` are variables that
-    already hold the checkpoint's value (frozen ones the rebuilt model has as the run had)."""
+    """Refuses a checkpoint whose ``prefix`` arrays do not fit ``variables``: their count (with
+    the keys it ``left_out`` to the frozen object) and each array's shape."""
     present = {k for k in arrays if k.startswith(prefix + "/")}
-    saved = sorted(present | {k for k in holding if k.startswith(prefix + "/")})
+    saved = sorted(present | {k for k in left_out if k.startswith(prefix + "/")})
     if len(saved) != len(variables):
         raise ResumeMismatchError(
             f"The checkpoint has {len(saved)} {prefix} variables, this model has "
             f"{len(variables)}. Resume with the model that made the checkpoint, or pass "
             "fresh=True to archive the old checkpoints and start over."
         )
-    pairs = [(v, k) for v, k in zip(variables, saved, strict=True) if k in present]
-    for variable, key in pairs:
-        value = arrays[key]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ResumeMismatchError(
-                f"Checkpoint variable {key} has shape {tuple(value.shape)}, the model's "
-                f"{variable.path} has shape {tuple(variable.shape)}. Resume with the same model, "
-                "or pass fresh=True to archive the old checkpoints and start over."
-            )
-    for variable, key in pairs:
-        variable.assign(_as_dtype(arrays[key], numpy_dtype(variable.dtype)))
+    for variable, key in zip(variables, saved, strict=True):
+        if key in present:
+            check_shape(variable, arrays[key], key)
+
+
+def check_shape(variable: Any, value: np.ndarray, key: str) -> None:
+    """Refuses ``value`` for ``variable`` when their shapes differ (one line, the fix)."""
+    if tuple(value.shape) != tuple(variable.shape):
+        raise ResumeMismatchError(
+            f"Checkpoint variable {key} has shape {tuple(value.shape)}, the model's "
+            f"{variable.path} has shape {tuple(variable.shape)}. Resume with the same model, "
+            "or pass fresh=True to archive the old checkpoints and start over."
+        )
+
+
+def _assign(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
+    for i, variable in enumerate(variables):
+        key = f"{prefix}/{i:04d}"
+        if key in arrays:
+            assign(variable, arrays[key])
+
+
+def assign(variable: Any, value: np.ndarray) -> None:
+    """Assigns a checkpoint's array to a variable, in the variable's dtype."""
+    variable.assign(_as_dtype(value, numpy_dtype(variable.dtype)))
 
 
 def numpy_dtype(dtype: Any) -> np.dtype:
@@ -296,22 +316,21 @@ def restore_variables(
             they differ) and keeps checking them at later saves.
     """
     ensure_built(model)
-    holding: set[str] = set()
     record = (state or {}).get(FROZEN_KEY)
-    if record:
-        if frozen is None:
-            raise ResumeMismatchError(
-                "This checkpoint leaves frozen variables to the run's frozen object, and this "
-                "caller cannot read it: resume with colabkit.fit or colabkit.callbacks."
-            )
-        differing = frozen.restore(model, state)
-        holding = set(record["arrays"]) - set(differing)
-        arrays = {**arrays, **differing}
-    elif frozen is not None:
+    if record and frozen is None:
+        raise ResumeMismatchError(
+            "This checkpoint leaves frozen variables to the run's frozen object, and this "
+            "caller cannot read it: resume with colabkit.fit or colabkit.callbacks."
+        )
+    _check_group("model", model.variables, arrays, set(record["arrays"]) if record else ())
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        _check_group("optimizer", optimizer.variables, arrays)
+    if frozen is not None:  # everything fits: the frozen variables that differ come in first
         frozen.restore(model, state or {})
-    _assign_group("model", model.variables, arrays, holding)
-    if getattr(model, "optimizer", None) is not None:
-        _assign_group("optimizer", model.optimizer.variables, arrays)
+    _assign("model", model.variables, arrays)
+    if optimizer is not None:
+        _assign("optimizer", optimizer.variables, arrays)
     if frozen is not None:
         frozen.settle(model)
     if metrics:

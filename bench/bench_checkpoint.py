@@ -152,7 +152,7 @@ def tutorial_capture():
     training_state.ensure_built(
         model, (np.zeros((128, 28, 28, 1), "float32"), np.zeros((128, 10), "float32"))
     )
-    return lambda: training_state.capture_variables(model)
+    return lambda: training_state.capture_variables(model).arrays
 
 
 COLUMNS = ["copy+write", "save() blocks", "copy+save()", "durable"]

@@ -22,6 +22,7 @@ import colabkit
 from colabkit.checkpoint.format import read_checkpoint
 from colabkit.errors import ResumeMismatchError
 from colabkit.training import frozen as frozen_module
+from colabkit.training.state import host_view
 
 BASE_UNITS = 256  # two frozen Dense(256) kernels: 2 x 256 KiB, above frozen.MIN_BYTES
 
@@ -169,7 +170,11 @@ def test_a_variable_a_frozen_layer_assigns_is_found_changed_and_saved_from_then_
 
 def test_the_check_on_an_accelerator_finds_the_same_changes(tmp_path, monkeypatch):
     """On a GPU the check is a checksum computed on the device: forced here on the CPU."""
-    monkeypatch.setattr("colabkit.training.state.on_host", lambda variable: False)
+    for module in ("state", "frozen"):
+        monkeypatch.setattr(f"colabkit.training.{module}.on_host", lambda variable: False)
+    calls = []
+    checksum = frozen_module.device_checksum
+    monkeypatch.setattr(frozen_module, "device_checksum", lambda v: calls.append(v) or checksum(v))
     whole = make_model(stamp=True)
     fit(whole, tmp_path / "whole", epochs=2)
     run = tmp_path / "run"
@@ -179,6 +184,31 @@ def test_the_check_on_an_accelerator_finds_the_same_changes(tmp_path, monkeypatc
     assert weights(model) == weights(whole)
     newest = read_checkpoint(run / "checkpoints" / newest_checkpoint(run))
     assert newest.state["frozen"]["arrays"]  # the unchanged kernels are still left out
+    assert calls  # the check ran as on an accelerator
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_view_of_a_tensorflow_variable_keeps_its_value_while_training_assigns_it(jit_compile):
+    """The writer thread checks a frozen variable after training has gone on: sound only because
+    TensorFlow copies a variable's buffer before writing to it while a view of it is held
+    (copy-on-write), in eager and in compiled (XLA) steps alike. Checked on each runtime's own
+    TensorFlow, with a training step that assigns the variable."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("copy-on-write of a held view is TensorFlow's; JAX checks before the step")
+    model = make_model(stamp=True)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    x, y = data()
+    model.fit(x[:32], y[:32], epochs=1, verbose=0)  # built and traced
+    stamp = next(v for v in model.variables if v.path.endswith("seen"))
+    view = host_view(stamp)
+    before = view.copy()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert np.array_equal(view, before)  # the value at the save, whatever came after
+    assert not np.array_equal(keras.ops.convert_to_numpy(stamp), before)
 
 
 def test_device_checksum_sees_any_one_element_change_and_a_swap():

@@ -231,7 +231,7 @@ def child(args) -> None:
     )
     arrays = {
         k.replace("/", "_"): v
-        for k, v in capture_variables(model).items()
+        for k, v in capture_variables(model).arrays.items()
         if not k.startswith("metrics/")
     }
     np.savez(run / "final.npz", **arrays)

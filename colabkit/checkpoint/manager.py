@@ -142,11 +142,15 @@ class CheckpointManager:
         arrays: Mapping[str, np.ndarray],
         state: dict,
         metrics: Mapping[str, float] | None = None,
+        finish: Callable[[dict, dict], None] | None = None,
     ) -> str:
         """Registers a snapshot and returns its checkpoint name; writing happens in background.
 
         Takes ownership of ``arrays``: pass fresh copies and do not change them afterwards.
-        ``state`` is stored as JSON with ``step`` and ``checkpoint_metrics`` added.
+        ``state`` is stored as JSON with ``step`` and ``checkpoint_metrics`` added. ``finish``
+        is called in the writer thread with the arrays and the stored state just before they
+        are written, to complete them with work taken off the training thread (the check of
+        frozen variables; a failure there is a failed write).
 
         Raises:
             ConfigError: bad step, array name/type, state (naming the key) or metric.
@@ -168,7 +172,7 @@ class CheckpointManager:
             created=self._clock.time(),
         )
         record = catalog.record_from_state(name, full_state, None)
-        self._pipeline.submit(Snapshot(record, arrays, full_state))
+        self._pipeline.submit(Snapshot(record, arrays, full_state, finish))
         with self._lock:
             self._last_save_step, self._last_save_time = int(step), self._clock.monotonic()
         return name

@@ -35,11 +35,16 @@ IN_STORE_MARKER = ".in-store"
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A checkpoint registered by ``save()`` and not yet on disk (it owns ``arrays``)."""
+    """A checkpoint registered by ``save()`` and not yet on disk (it owns ``arrays``).
+
+    ``finish``, if given, is called in the writer thread with the arrays and the state just
+    before they are written, and may complete them (see ``CheckpointManager.save``).
+    """
 
     record: CheckpointRecord
     arrays: Mapping[str, np.ndarray]
     state: dict
+    finish: Callable[[dict, dict], None] | None = None
 
 
 class SavePipeline:
@@ -227,7 +232,10 @@ class SavePipeline:
         path = self.staging / snapshot.record.name
         try:
             created = snapshot.record.created
-            write_checkpoint(path, snapshot.arrays, snapshot.state, created=created)
+            arrays, state = dict(snapshot.arrays), snapshot.state
+            if snapshot.finish is not None:
+                snapshot.finish(arrays, state)
+            write_checkpoint(path, arrays, state, created=created)
             return replace(snapshot.record, size=path.stat().st_size), None
         except Exception as e:  # noqa: BLE001 -- reported by status/wait, never kills training
             reason = catalog.describe_failure(e)

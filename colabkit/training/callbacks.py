@@ -179,10 +179,12 @@ class Checkpoint(keras.callbacks.Callback):
             "versions": training_state.runtime_versions(),
         }
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
-        arrays, frozen = training_state.capture_variables(model, self._frozen())
-        if frozen is not None:
-            state[FROZEN_KEY] = frozen
-        self._open().save(self._global_step, arrays, state, metrics=scalars)
+        captured = training_state.capture_variables(model, self._frozen())
+        if captured.frozen is not None:
+            state[FROZEN_KEY] = captured.frozen
+        self._open().save(
+            self._global_step, captured.arrays, state, metrics=scalars, finish=captured.finish
+        )
 
     def _frozen(self) -> FrozenVariables:
         """The run's frozen variables (stored once; see ``colabkit.training.frozen``)."""

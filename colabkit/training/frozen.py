@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from colabkit.checkpoint.format import (
     write_checkpoint,
 )
 from colabkit.errors import ResumeMismatchError
+from colabkit.training.state import assign, check_shape, host_copy, host_view, numpy_dtype, on_host
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ OpenObject = Callable[[str], Path]
 @dataclass
 class _Candidate:
     index: int  # position in model.variables
+    path: str  # the variable's path, for the log line when it is found changed
     digest: str  # the .npy digest of the value stored once (the frozen object's member)
     check: object  # the per-save check of that value (the digest, or device sums)
 
@@ -77,12 +80,14 @@ class FrozenVariables:
         self._open, self._has = open_object, has_object
         self.name: str | None = None
         self._candidates: dict[str, _Candidate] = {}
+        self._lock = threading.Lock()  # the writer thread drops candidates it finds changed
         self._started = False
 
     # -------------------------------------------------------------------------------- saving
 
-    def left_out(self, model: keras.Model) -> dict[str, str]:
-        """The ``model/NNNN`` keys this save may leave out, with their digests.
+    def left_out(self, model: keras.Model) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+        """The ``model/NNNN`` keys this save may leave out, with their digests, and the views
+        of those whose check is left to the writer thread (see :meth:`finisher`).
 
         The first call of a run that has no frozen object yet writes one (once, one variable
         in memory at a time) if the model has big non-trainable variables.
@@ -99,18 +104,50 @@ class FrozenVariables:
                 ],
             )
         unchanged: dict[str, str] = {}
-        for key, candidate in list(self._candidates.items()):
+        deferred: dict[str, np.ndarray] = {}
+        with self._lock:
+            candidates = list(self._candidates.items())
+        for key, candidate in candidates:
             variable = variables[candidate.index]
-            if not variable.trainable and _check(variable) == candidate.check:
+            if variable.trainable:
+                self._drop(key, "became trainable")
+            elif _deferrable(variable):
+                deferred[key] = host_view(variable)
                 unchanged[key] = candidate.digest
-                continue
-            del self._candidates[key]
+            elif _check(variable) == candidate.check:
+                unchanged[key] = candidate.digest
+            else:
+                self._drop(key, "changed")
+        return unchanged, deferred
+
+    def finisher(self, deferred: Mapping[str, np.ndarray]) -> Callable[[dict, dict], None] | None:
+        """The check of ``deferred`` views, for the writer thread: a view whose digest differs
+        is written into the checkpoint (it holds the value at the save: TensorFlow copies a
+        variable before writing it while a view of it is held) instead of being left out."""
+        if not deferred:
+            return None
+
+        def finish(arrays: dict, state: dict) -> None:
+            record = state[FROZEN_KEY]
+            for key, view in deferred.items():
+                if array_digest(view) != record["arrays"][key]:
+                    arrays[key] = view
+                    del record["arrays"][key]
+                    self._drop(key, "changed")
+            if not record["arrays"]:
+                del state[FROZEN_KEY]
+
+        return finish
+
+    def _drop(self, key: str, why: str) -> None:
+        with self._lock:
+            candidate = self._candidates.pop(key, None)
+        if candidate is not None:
             log.info(
                 "%s %s since it was stored once: saved in every checkpoint from now on",
-                variable.path,
-                "became trainable" if variable.trainable else "changed",
+                candidate.path,
+                why,
             )
-        return unchanged
 
     def state(self, unchanged: Mapping[str, str]) -> dict | None:
         """The checkpoint's record of what it leaves out (None: it leaves nothing out)."""
@@ -121,8 +158,6 @@ class FrozenVariables:
     def _write_object(self, variables: Sequence[Any], chosen: list[int]) -> None:
         if not chosen:
             return
-        from colabkit.training.state import host_copy
-
         self._staging.mkdir(parents=True, exist_ok=True)
         pending = self._staging / "frozen-pending.ckpt"
         pairs = ((_key(i), host_copy(variables[i])) for i in chosen)
@@ -131,7 +166,8 @@ class FrozenVariables:
         os.replace(pending, self._staging / self.name)
         for i in chosen:
             digest = digests[_key(i)]
-            self._candidates[_key(i)] = _Candidate(i, digest, _baseline(variables[i], digest))
+            baseline = _baseline(variables[i], digest)
+            self._candidates[_key(i)] = _Candidate(i, variables[i].path, digest, baseline)
         size = (self._staging / self.name).stat().st_size
         log.info(
             "Stored %d frozen variables (%.1f MB) once in %s; checkpoints leave them out while "
@@ -170,7 +206,7 @@ class FrozenVariables:
         for key, digest in left.items():
             index = _index(key, variables)
             if index is not None:
-                self._candidates[key] = _Candidate(index, digest, None)
+                self._candidates[key] = _Candidate(index, variables[index].path, digest, None)
 
     def settle(self, model: keras.Model) -> None:
         """After the restored values are assigned: the checks each later save compares with."""
@@ -193,8 +229,6 @@ class FrozenVariables:
     def _assign_differing(self, name: str, keys: list[str], variables: Sequence[Any]) -> None:
         if not keys:
             return
-        from colabkit.training.state import assign, check_shape
-
         index = _index(keys[0], variables)
         first = variables[index].path if index is not None else keys[0]
         try:
@@ -234,8 +268,6 @@ def _index(key: str, variables: Sequence[Any]) -> int | None:
 
 
 def _nbytes(variable: Any) -> int:
-    from colabkit.training.state import numpy_dtype
-
     try:
         itemsize = numpy_dtype(variable.dtype).itemsize
     except TypeError:  # refused with its name by the save itself
@@ -247,23 +279,25 @@ def _is_seed_state(variable: Any) -> bool:
     return "seed_generator_state" in str(getattr(variable, "path", ""))
 
 
+def _deferrable(variable: Any) -> bool:
+    """Whether a variable's check can wait for the writer thread: a view of a TensorFlow
+    variable in host memory keeps the value it had (TensorFlow copies a buffer on write while
+    another reference holds it). Not so under JAX: a view held on a CPU device stops the next
+    step from reusing its buffer, a copy of every frozen variable at each step."""
+    return keras.backend.backend() == "tensorflow" and on_host(variable)
+
+
 def host_digest(variable: Any) -> str:
     """The ``.npy`` digest of a variable's value, read without a copy where it is on the host."""
-    from colabkit.training.state import host_view
-
     return array_digest(host_view(variable))
 
 
 def _baseline(variable: Any, digest: str) -> object:
     """What ``_check`` returns for the value stored once (the digest itself on the host)."""
-    from colabkit.training.state import on_host
-
     return digest if on_host(variable) else device_checksum(variable)
 
 
 def _check(variable: Any) -> object:
-    from colabkit.training.state import on_host
-
     return host_digest(variable) if on_host(variable) else device_checksum(variable)
 
 

@@ -244,19 +244,19 @@ class ResumableLoop(keras.callbacks.Callback):
         self.manager.wait_staged()
         model = self.model  # on JAX this attribute syncs the training state into the variables
         # every worker captures (collective reads); only the chief stores frozen variables once
-        frozen_variables = self.frozen if self.chief else None
-        arrays, frozen = training_state.capture_variables(model, frozen_variables)
+        captured = training_state.capture_variables(model, self.frozen if self.chief else None)
         states, callback_arrays = training_state.capture_callbacks(self.user.callbacks)
-        arrays.update(callback_arrays)
+        arrays = {**captured.arrays, **callback_arrays}
         self.progress.epoch_fingerprint = self.data.epoch_fingerprint()
         state = self.progress.to_state()
         state["callbacks"] = states
-        if frozen is not None:
-            state[FROZEN_KEY] = frozen
+        if captured.frozen is not None:
+            state[FROZEN_KEY] = captured.frozen
         if not self.chief:
             return None
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
-        return self.manager.save(self.progress.global_step, arrays, state, metrics=scalars)
+        step = self.progress.global_step
+        return self.manager.save(step, arrays, state, metrics=scalars, finish=captured.finish)
 
     # -- everything else goes to the user's callbacks unchanged -------------------------------
 

@@ -20,7 +20,8 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -203,19 +204,31 @@ def ensure_built(model: keras.Model, batch: Any = None) -> None:
         optimizer.build(model.trainable_variables)
 
 
-def capture_variables(
-    model: keras.Model, frozen: FrozenVariables | None = None
-) -> tuple[dict[str, np.ndarray], dict | None]:
+@dataclass(frozen=True)
+class Capture:
+    """What a save takes from the model on the training thread.
+
+    Attributes:
+        arrays: Host copies of the model, optimizer and metric variables, less what the
+            checkpoint leaves to the run's frozen object.
+        frozen: The checkpoint's ``frozen`` record (None: it leaves nothing out).
+        finish: Completes the checkpoint in the writer thread (checks deferred there; see
+            ``FrozenVariables.finisher``), or None.
+    """
+
+    arrays: dict[str, np.ndarray]
+    frozen: dict | None = None
+    finish: Callable[[dict, dict], None] | None = None
+
+
+def capture_variables(model: keras.Model, frozen: FrozenVariables | None = None) -> Capture:
     """Host copies of the model, optimizer and metric variables, less what ``frozen`` proves
     unchanged since the run stored it once.
-
-    Returns:
-        The arrays, and the checkpoint's ``frozen`` record (None when nothing is left out).
 
     Raises:
         ConfigError: a variable's dtype cannot be stored (naming it), before anything is saved.
     """
-    unchanged = frozen.left_out(model) if frozen is not None else {}
+    unchanged, deferred = frozen.left_out(model) if frozen is not None else ({}, {})
     groups = [("model", model.variables)]
     if getattr(model, "optimizer", None) is not None:
         groups.append(("optimizer", model.optimizer.variables))
@@ -230,7 +243,9 @@ def capture_variables(
     values = _host_copies(variables)
     check_storable(variables, values)
     arrays = dict(zip((name for name, _ in named), values, strict=True))
-    return arrays, frozen.state(unchanged) if frozen is not None else None
+    if frozen is None:
+        return Capture(arrays)
+    return Capture(arrays, frozen.state(unchanged), frozen.finisher(deferred))
 
 
 def _assign_group(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:

@@ -268,6 +268,23 @@ def test_a_lost_frozen_object_is_stored_again_from_a_model_that_matches(tmp_path
         assert zf.testzip() is None
 
 
+def test_fresh_archives_the_frozen_object_with_the_checkpoints_that_name_it(tmp_path):
+    from colabkit.checkpoint.format import verify
+
+    run = tmp_path / "run"
+    fit(make_model(), run, epochs=1)
+    (name,) = [n for n in checkpoints(run) if n.startswith("frozen-")]
+    fit(make_model(base_seed=5), run, epochs=1, fresh=True)  # another base: a new run
+
+    (archive,) = (run / "checkpoints" / "archive").iterdir()
+    archived = {p.name for p in archive.iterdir()}
+    assert name in archived and any(n.startswith("ckpt-") for n in archived)
+    for checkpoint in archived:
+        verify(archive / checkpoint)
+    new_objects = [n for n in checkpoints(run) if n.startswith("frozen-")]
+    assert len(new_objects) == 1 and new_objects != [name]
+
+
 def test_ckpt_verify_reports_a_checkpoint_whose_frozen_object_is_damaged(tmp_path):
     import subprocess
     import sys

@@ -12,8 +12,11 @@ may assign to a non-trainable variable, Dropout in a frozen block advances its s
 layer may be unfrozen between two ``fit`` calls. Each candidate's bytes are checked against the
 value stored once: on a host device by the sha256 of the variable's own buffer (no copy), on an
 accelerator by exact, position-weighted integer sums of its bits computed on the device (four
-numbers come back, not the variable). A variable that differs, or that became trainable, is
-saved in full from then on. Small variables (seed states, a LossScaleOptimizer's scale, most
+numbers come back, not the variable). On TensorFlow in host memory the hashing waits for the
+writer thread: the save keeps a view of each buffer, which TensorFlow leaves untouched (it copies
+a buffer before writing it while another reference holds it), and the writer leaves out the
+variables whose digest matches and writes the others from their views. A variable that differs,
+or that became trainable, is saved in full from then on. Small variables (seed states, a LossScaleOptimizer's scale, most
 BatchNormalization statistics) are always saved: checking them would cost more than they weigh.
 
 At resume the rebuilt model's frozen variables are compared with the digests the checkpoint

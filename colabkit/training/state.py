@@ -263,14 +263,15 @@ def _check_group(
     """Refuses a checkpoint whose ``prefix`` arrays do not fit ``variables``: their count (with
     the keys it ``left_out`` to the frozen object) and each array's shape."""
     present = {k for k in arrays if k.startswith(prefix + "/")}
-    saved = sorted(present | {k for k in left_out if k.startswith(prefix + "/")})
-    if len(saved) != len(variables):
+    saved = present | {k for k in left_out if k.startswith(prefix + "/")}
+    keys = [f"{prefix}/{i:04d}" for i in range(len(variables))]  # by position, not by sorting
+    if saved != set(keys):
         raise ResumeMismatchError(
             f"The checkpoint has {len(saved)} {prefix} variables, this model has "
             f"{len(variables)}. Resume with the model that made the checkpoint, or pass "
             "fresh=True to archive the old checkpoints and start over."
         )
-    for variable, key in zip(variables, saved, strict=True):
+    for variable, key in zip(variables, keys, strict=True):
         if key in present:
             check_shape(variable, arrays[key], key)
 

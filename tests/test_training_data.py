@@ -145,3 +145,23 @@ def test_on_tensorflow_the_pipeline_gives_exactly_the_batches_of_the_order(monke
             ex, ey = data.batch(step)
             np.testing.assert_array_equal(gy, ey)
             np.testing.assert_array_equal(gx, ex.astype("float32"))
+
+
+def test_ten_thousand_variables_and_more_are_restored_each_to_its_own_position():
+    """Keys are ``metrics/0000`` ... ``metrics/10000``: sorted as text, ``10000`` comes before
+    ``1001``. Each value must reach the variable at its own position."""
+    from colabkit.training.state import restore_metrics
+
+    class Variable:
+        def __init__(self, i):
+            self.path, self.shape, self.dtype, self.value = f"v{i}", (1,), "float32", None
+
+        def assign(self, value):
+            self.value = value
+
+    class Model:
+        metrics_variables = [Variable(i) for i in range(10_002)]
+
+    arrays = {f"metrics/{i:04d}": np.array([i], np.float32) for i in range(10_002)}
+    restore_metrics(Model, arrays)
+    assert all(v.value[0] == i for i, v in enumerate(Model.metrics_variables))

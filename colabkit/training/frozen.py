@@ -16,8 +16,9 @@ numbers come back, not the variable). On TensorFlow in host memory the hashing w
 writer thread: the save keeps a view of each buffer, which TensorFlow leaves untouched (it copies
 a buffer before writing it while another reference holds it), and the writer leaves out the
 variables whose digest matches and writes the others from their views. A variable that differs,
-or that became trainable, is saved in full from then on. Small variables (seed states, a LossScaleOptimizer's scale, most
-BatchNormalization statistics) are always saved: checking them would cost more than they weigh.
+or that became trainable, is saved in full from then on. Small variables (seed states, a
+LossScaleOptimizer's scale, most BatchNormalization statistics) are always saved: checking them
+would cost more than they weigh.
 
 At resume the rebuilt model's frozen variables are compared with the digests the checkpoint
 names; where they differ (another preset version, another seed), the run's own values are read

@@ -254,7 +254,7 @@ def test_a_dtype_name_this_ml_dtypes_lacks_is_corrupt_not_a_crash(tmp_path):
 
 
 def test_a_dtype_no_checkpoint_can_hold_is_refused_at_the_first_save_naming_the_variable():
-    from colabkit.training.state import check_storable
+    from colabkit.training.host import check_storable
 
     class Variable:
         path = "custom/packed"

@@ -22,7 +22,7 @@ import colabkit
 from colabkit.checkpoint.format import read_checkpoint
 from colabkit.errors import ResumeMismatchError
 from colabkit.training import frozen as frozen_module
-from colabkit.training.state import host_view
+from colabkit.training.host import host_view
 
 BASE_UNITS = 256  # two frozen Dense(256) kernels: 2 x 256 KiB, above frozen.MIN_BYTES
 
@@ -170,7 +170,7 @@ def test_a_variable_a_frozen_layer_assigns_is_found_changed_and_saved_from_then_
 
 def test_the_check_on_an_accelerator_finds_the_same_changes(tmp_path, monkeypatch):
     """On a GPU the check is a checksum computed on the device: forced here on the CPU."""
-    for module in ("state", "frozen"):
+    for module in ("host", "frozen"):
         monkeypatch.setattr(f"colabkit.training.{module}.on_host", lambda variable: False)
     calls = []
     checksum = frozen_module.device_checksum

@@ -169,6 +169,40 @@ class Verifier:
             created = in_store.modified if in_store else 0.0
             return CheckpointRecord(name=name, step=step_of(name) or 0, created=created, size=size)
 
+    def frozen_object(self, name: str) -> Path:
+        """A verified local copy of the run's frozen object ``name`` (fetched if need be).
+
+        Raises:
+            FileNotFoundError: it is neither in staging nor in the store.
+            CorruptCheckpointError: no copy of it verifies.
+            StoreError: the store could not hand it over.
+        """
+        local = self.staging / name
+        if local.exists():
+            try:
+                verify(local)
+                return local
+            except CorruptCheckpointError as e:
+                log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
+        if not self.fetch(name):
+            raise FileNotFoundError(f"{name} is not in {self.store.url}")
+        verify(local)
+        return local
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is in staging or in the store (not verified).
+
+        Raises:
+            StoreError: the store could not be asked.
+        """
+        if (self.staging / name).exists():
+            return True
+        try:
+            store_call(self.store.stat, name)
+        except FileNotFoundError:
+            return False
+        return True
+
     def fetch(self, name: str) -> bool:
         """Copies ``name`` from the store into staging; False if it vanished meanwhile."""
         try:

@@ -38,7 +38,6 @@ from colabkit.checkpoint.format import (
     prepare_state,
     read_checkpoint,
     step_of,
-    verify,
 )
 from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
@@ -90,7 +89,7 @@ class CheckpointManager:
         self.staging.mkdir(parents=True, exist_ok=True)
         catalog.remove_temporary_files(self.staging)
         catalog.remove_store_leftovers(self.store)
-        self._verifier = catalog.Verifier(self.store, self.staging)
+        self.verifier = catalog.Verifier(self.store, self.staging)  # frozen objects read it too
         self._lock = threading.Lock()  # guards the records and the last-save bookkeeping
         self._records: dict[str, CheckpointRecord] = {}
         self._last_save_step: int | None = None
@@ -269,7 +268,7 @@ class CheckpointManager:
         for name in self._candidates(in_store):
             if up_to is not None and step_of(name) > up_to:
                 continue
-            record = self._verifier.verified(name, in_store.get(name))
+            record = self.verifier.verified(name, in_store.get(name))
             if record is not None:
                 yield record
 
@@ -290,7 +289,7 @@ class CheckpointManager:
             try:
                 contents = read_checkpoint(self.staging / found.name)
             except CorruptCheckpointError as e:
-                self._verifier.warn(found.name, found.size or 0, e, in_store=found.name in in_store)
+                self.verifier.warn(found.name, found.size or 0, e, in_store=found.name in in_store)
                 continue
             self.sessions.restored(claims, found)
             self._seen_at_restore = set(in_store)
@@ -300,40 +299,6 @@ class CheckpointManager:
         self.sessions.restored(claims, None)
         self._seen_at_restore = set(in_store)
         return None
-
-    def frozen_object(self, name: str) -> Path:
-        """A verified local copy of the run's frozen object ``name`` (fetched if need be).
-
-        Raises:
-            FileNotFoundError: it is neither in staging nor in the store.
-            CorruptCheckpointError: no copy of it verifies.
-            StoreError: the store could not hand it over.
-        """
-        local = self.staging / name
-        if local.exists():
-            try:
-                verify(local)
-                return local
-            except CorruptCheckpointError as e:
-                log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
-        if not self._verifier.fetch(name):
-            raise FileNotFoundError(f"{name} is not in {self.store.url}")
-        verify(local)
-        return local
-
-    def has_frozen_object(self, name: str) -> bool:
-        """Whether ``name`` is in staging or in the store (not verified: for a rewrite only).
-
-        Raises:
-            StoreError: the store could not be asked.
-        """
-        if (self.staging / name).exists():
-            return True
-        try:
-            catalog.store_call(self.store.stat, name)
-        except FileNotFoundError:
-            return False
-        return True
 
     def _set_aside(self, record: CheckpointRecord) -> None:
         self._orphans.add(record.name)
@@ -358,7 +323,7 @@ class CheckpointManager:
         with self._lock:
             known = self._records.get(name)
         if known is None:
-            known = self._verifier.describe(name, info)
+            known = self.verifier.describe(name, info)
             with self._lock:
                 self._records[name] = known
         return known
@@ -401,7 +366,7 @@ class CheckpointManager:
             for name in names + frozen:  # the frozen objects too: the archive must still load
                 local = self.staging / name
                 if not local.exists():
-                    self._verifier.fetch(name)
+                    self.verifier.fetch(name)
                 catalog.store_call(self.store.put, local, f"{prefix}/{name}")
                 if name in in_store or name in frozen:
                     catalog.store_call(self.store.delete, name)

@@ -48,7 +48,8 @@ from colabkit.checkpoint.format import (
     write_checkpoint,
 )
 from colabkit.errors import ResumeMismatchError
-from colabkit.training.state import assign, check_shape, host_copy, host_view, numpy_dtype, on_host
+from colabkit.training.host import host_copy, host_view, on_host
+from colabkit.training.state import assign, check_shape, numpy_dtype
 
 log = logging.getLogger(__name__)
 

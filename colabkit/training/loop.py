@@ -272,7 +272,8 @@ class ResumableLoop(keras.callbacks.Callback):
 
 def frozen_variables(manager: CheckpointManager) -> FrozenVariables:
     """The run's frozen variables, stored once beside its checkpoints (see ``frozen.py``)."""
-    return FrozenVariables(manager.staging, manager.frozen_object, manager.has_frozen_object)
+    objects = manager.verifier
+    return FrozenVariables(manager.staging, objects.frozen_object, objects.has)
 
 
 def restore_model(

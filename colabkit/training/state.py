@@ -29,7 +29,8 @@ import numpy as np
 
 from colabkit.checkpoint import npy
 from colabkit.checkpoint.format import FROZEN_KEY
-from colabkit.errors import ConfigError, ResumeMismatchError
+from colabkit.errors import ResumeMismatchError
+from colabkit.training.host import check_storable, host_copies
 
 if TYPE_CHECKING:
     from colabkit.training.frozen import FrozenVariables
@@ -42,86 +43,6 @@ KERAS_CALLBACK_STATE: dict[type, tuple[str, ...]] = {
     keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
     keras.callbacks.ModelCheckpoint: ("best",),
 }
-
-
-def _host_copies(variables: Sequence[Any]) -> list[np.ndarray]:
-    """Host copies (device buffers may be donated or reused by the next step): one of each,
-    made one variable at a time, so that a save holds one host copy of what it writes.
-
-    On JAX one ``device_get`` starts every transfer before waiting for any: one round trip to
-    the accelerator per checkpoint instead of one per variable. Elsewhere each variable is read
-    as a view where it lives in host memory and copied once (``np.array`` of a TensorFlow
-    variable goes through ``__array__`` at a quarter of memcpy's speed or less).
-    """
-    if keras.backend.backend() == "jax":
-        import jax
-
-        values = jax.device_get([v.value for v in variables])
-        return [
-            np.array(value, copy=True) if on_host(variable) else value
-            for variable, value in zip(variables, values, strict=True)
-        ]
-    return [host_copy(v) for v in variables]
-
-
-def host_copy(variable: Any) -> np.ndarray:
-    """A host copy of one variable's value that nothing else shares."""
-    view = host_view(variable)
-    return np.array(view, copy=True) if on_host(variable) else view
-
-
-def host_view(variable: Any) -> np.ndarray:
-    """The variable's value as numpy: a view of its own buffer where it lives in host memory
-    (valid until the next assignment), else a new host array.
-
-    From an accelerator under JAX the value goes through a CPU device first: ``np.asarray`` of
-    an accelerator array caches the host copy on that array for as long as it lives, which for
-    a frozen kernel is the whole run (Colab's RAM would hold the frozen model twice).
-    """
-    value = getattr(variable, "value", variable)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return np.asarray(tf.convert_to_tensor(value))
-    if backend == "jax":
-        import jax
-
-        if not on_host(variable):
-            value = jax.device_put(value, jax.devices("cpu")[0])
-        return np.asarray(value)
-    return np.asarray(keras.ops.convert_to_numpy(value))
-
-
-def on_host(variable: Any) -> bool:
-    """Whether ``variable`` lives in host memory (a CPU device), where reading it as numpy
-    gives a view of its buffer rather than a copy."""
-    value = getattr(variable, "value", variable)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        devices = getattr(value, "devices", None)
-        return devices is None or all(d.platform == "cpu" for d in devices())
-    if backend == "tensorflow":
-        return "CPU" in str(getattr(value, "device", "CPU")).upper()
-    return True
-
-
-def check_storable(variables: Sequence[Any], arrays: Sequence[np.ndarray]) -> None:
-    """Refuses, at the first save, a variable whose dtype a checkpoint cannot hold.
-
-    Raises:
-        ConfigError: naming the variable's path and dtype (never a surprise at resume).
-    """
-    for variable, array in zip(variables, arrays, strict=True):
-        try:
-            npy.dtype_name(array.dtype)
-        except TypeError:
-            raise ConfigError(
-                f"Cannot checkpoint variable {getattr(variable, 'path', variable)}: its dtype "
-                f"{getattr(variable, 'dtype', array.dtype)} cannot be stored (it arrives as "
-                f"{array.dtype}). Give it a numpy or ml_dtypes dtype (float32, bfloat16, int8, "
-                "...) and run again; nothing was saved."
-            ) from None
 
 
 #: The framework module behind each Keras backend, whose version a checkpoint records.
@@ -240,7 +161,7 @@ def capture_variables(model: keras.Model, frozen: FrozenVariables | None = None)
         if f"{prefix}/{i:04d}" not in unchanged
     ]
     variables = [variable for _, variable in named]
-    values = _host_copies(variables)
+    values = host_copies(variables)
     check_storable(variables, values)
     arrays = dict(zip((name for name, _ in named), values, strict=True))
     if frozen is None:

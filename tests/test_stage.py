@@ -401,7 +401,11 @@ def test_the_default_destination_is_the_cache_outside_colab(tmp_path, monkeypatc
     assert stage(tmp_path / "x.bin") == tmp_path / "cache" / "colabkit" / "data" / "x.bin"
 
 
-def test_progress_is_shown_for_long_copies(tmp_path, capsys):
+def test_progress_is_shown_for_long_copies(tmp_path, capsys, monkeypatch):
+    # Outside a notebook: a test before this one in the same process may have imported
+    # ipykernel (a notebook test), which switches progress to a tqdm bar.
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+
     class Slow(FakeClock):
         def monotonic(self):  # every look at the clock: 4 s later
             self.advance(4)

@@ -188,7 +188,8 @@ def write_checkpoint(
     Returns:
         Each array's member digest by array name (see :func:`array_digest`).
     """
-    if isinstance(arrays, Mapping):
+    whole = isinstance(arrays, Mapping)  # checked before anything is written; pairs as they come
+    if whole:
         check_arrays(arrays)
     prepared = prepare_state(state, created=created)
     prepared["format_version"] = _version_needed(arrays, prepared)
@@ -197,8 +198,9 @@ def write_checkpoint(
     digests: dict[str, str] = {}
     with atomic_output(path) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
         members[STATE_MEMBER] = _write_member(zf, STATE_MEMBER, [state_bytes], len(state_bytes))
-        for name, value in arrays.items() if isinstance(arrays, Mapping) else arrays:
-            check_array(name, value)
+        for name, value in arrays.items() if whole else arrays:
+            if not whole:
+                check_array(name, value)
             header, data, dtype = npy.encode(np.asarray(value))
             member = f"{ARRAY_PREFIX}{name}.npy"
             entry = _write_member(zf, member, [header, data], len(header) + data.nbytes)

@@ -103,6 +103,30 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ckpt_purge(args: argparse.Namespace) -> int:
+    import json
+
+    from colabkit.checkpoint import inventory
+    from colabkit.duration import format_size
+
+    store = inventory.run_store(args.run_dir)
+    purged = inventory.purge_trash(store)
+    freed = sum(info.size for info in purged)
+    if args.json:
+        deleted = [{"name": info.name, "size": info.size} for info in purged]
+        print(json.dumps({"store": store.url, "deleted": deleted, "freed": freed}))
+    elif not inventory.on_drive(store):
+        print(f"nothing to purge: {store.url} is not on Google Drive (deleting there is final)")
+    else:
+        print(
+            f"deleted {len(purged)} file(s) of this run from Drive's trash for good, "
+            f"freeing {format_size(freed)} ({store.url})"
+        )
+        for info in purged:
+            print(f"  deleted {info.name} ({format_size(info.size)})")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -323,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ckpt = commands.add_parser(
         "ckpt",
-        help="List, verify or prune the checkpoints of a run.",
-        description="List, verify or prune the checkpoints of a run directory.",
+        help="List, verify, prune or purge the checkpoints of a run.",
+        description="List, verify, prune or purge the checkpoints of a run directory.",
     )
     ckpt_commands = ckpt.add_subparsers(dest="ckpt_command", metavar="ACTION", required=True)
     ls = ckpt_commands.add_parser(
@@ -354,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many to keep")
     prune.add_argument("--json", action="store_true", help="print what was deleted as JSON")
     prune.set_defaults(func=_cmd_ckpt_prune)
+    purge = ckpt_commands.add_parser(
+        "purge",
+        help="Delete for good this run's checkpoints that sit in Drive's trash.",
+        description="Delete for good the checkpoints of RUN_DIR (and their temporary files) "
+        "that are in Google Drive's trash, where they count against the quota for 30 days; "
+        "nothing else in the trash is touched. Needs the Drive API (a sign-in).",
+    )
+    purge.add_argument("run_dir", metavar="RUN_DIR")
+    purge.add_argument("--json", action="store_true", help="print what was deleted as JSON")
+    purge.set_defaults(func=_cmd_ckpt_purge)
     status = commands.add_parser(
         "status",
         help="Where a run is: epochs done, sessions, newest checkpoint, time to finish.",

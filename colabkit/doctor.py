@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from colabkit import __version__
 from colabkit.drive import DriveHealth, drive_health, mount_state
-from colabkit.duration import format_duration
+from colabkit.duration import format_duration, format_size
 from colabkit.env import AUTO, Environment, detect
 from colabkit.errors import invalid_argument
 from colabkit.findings import Finding
@@ -23,11 +23,15 @@ from colabkit.frameworks import FRAMEWORKS, FrameworkView
 from colabkit.gpu import AcceleratorReport, accelerator_report
 from colabkit.schema import DOCTOR_SCHEMA, SCHEMA_VERSION, validate
 from colabkit.staging import data_finding
+from colabkit.storage.base import Space, disk_space
 from colabkit.summary import render_html, render_text, summary_rows
 
 __all__ = ["DOCTOR_SCHEMA", "DoctorReport", "DriveStatus", "diagnose", "validate"]
 
 LOW_TIME_LEFT_S = 3600.0
+#: Below this much free on Drive, doctor warns: a few checkpoints of a small model, or not one
+#: of a big one (and the trash, which counts, may hold what a run deleted).
+LOW_DRIVE_SPACE = 1_000_000_000
 DriveState = Literal["not-colab", "not-mounted", "healthy", "stale", "unhealthy"]
 
 
@@ -38,6 +42,7 @@ class DriveStatus:
     mountpoint: Path
     status: DriveState
     finding: Finding | None = None
+    space: Space | None = None  # the mount's figures (Drive's quota), where it is healthy
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class DoctorReport:
             "staging_root": str(env.staging_root),
         }
         accel = self.accelerator
+        space = self.drive.space
         return {
             "schema_version": SCHEMA_VERSION,
             "colabkit_version": __version__,
@@ -95,7 +101,12 @@ class DoctorReport:
                     "evidence": list(accel.tpu.evidence),
                 },
             },
-            "drive": {"mountpoint": str(self.drive.mountpoint), "status": self.drive.status},
+            "drive": {
+                "mountpoint": str(self.drive.mountpoint),
+                "status": self.drive.status,
+                "free_bytes": space.free if space else None,
+                "total_bytes": space.total if space else None,
+            },
             "findings": [dataclasses.asdict(f) for f in self.findings],
         }
 
@@ -110,6 +121,9 @@ class DoctorReport:
     def _rows(self) -> list[tuple[str, str]]:
         rows = summary_rows(self.environment, self.accelerator, self.checked_at)
         rows.append(("Drive", f"{self.drive.status} ({self.drive.mountpoint})"))
+        if self.drive.space is not None and self.drive.space.free is not None:
+            of = f" of {format_size(self.drive.space.total)}" if self.drive.space.total else ""
+            rows.append(("Drive space", f"{format_size(self.drive.space.free)} free{of}"))
         return rows
 
 
@@ -150,8 +164,32 @@ def check_drive(
         return DriveStatus(mountpoint, "stale", _drive_error("drive-stale", mountpoint, None))
     result = health(mountpoint / "MyDrive")
     if result.ok:
-        return DriveStatus(mountpoint, "healthy")
+        space = _mount_space(mountpoint / "MyDrive")
+        return DriveStatus(mountpoint, "healthy", _space_finding(space), space)
     return DriveStatus(mountpoint, "unhealthy", _drive_error("drive-unhealthy", mountpoint, result))
+
+
+def _mount_space(my_drive: Path) -> Space | None:
+    """The mount's filesystem figures: Drive's client fills them with the account's quota
+    (what ``df /content/drive`` shows); the trash is counted in, not told apart."""
+    try:
+        space = disk_space(my_drive, "the Drive mount's figures")
+    except OSError:
+        return None
+    return space if space.total else None
+
+
+def _space_finding(space: Space | None) -> Finding | None:
+    if space is None or space.free is None or space.free >= LOW_DRIVE_SPACE:
+        return None
+    return Finding(
+        "warning",
+        "drive-space-low",
+        f"Google Drive has {format_size(space.free)} free of {format_size(space.total or 0)}: "
+        "a run needs room for keep + 1 checkpoints there",
+        "Empty Drive's trash (https://drive.google.com/drive/trash: deleted files count for "
+        "30 days), delete other files, or train with a smaller keep.",
+    )
 
 
 def _drive_error(code: str, mountpoint: Path, result: DriveHealth | None) -> Finding:

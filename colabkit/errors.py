@@ -28,6 +28,16 @@ class StoreError(ColabkitError, OSError):
     """A checkpoint store could not complete an operation (not the same as "absent")."""
 
 
+class StoreFullError(StoreError):
+    """The store has no room: Drive's storage quota (which its trash counts toward) is used up,
+    or the disk under a folder store is full. Retrying does not help until space is freed."""
+
+
+class UploadLimitError(StoreError):
+    """Drive refuses uploads for now: the account's upload limit (750 GB a day) is reached.
+    It lifts by itself within 24 hours; nothing on Drive needs deleting."""
+
+
 class StageError(ColabkitError, OSError):
     """Staging training data failed; what was copied is kept, and the same call continues it."""
 

@@ -11,6 +11,7 @@ position; its state holds the history, the sessions and the time trained.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from colabkit.checkpoint import inventory
+from colabkit.checkpoint import inventory, space
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import frozen_object_of, is_frozen_object, read_state, step_of
@@ -32,7 +33,7 @@ from colabkit.duration import format_duration, format_size
 from colabkit.errors import ColabkitError, CorruptCheckpointError
 from colabkit.forecast import Forecast
 from colabkit.storage import LocalStore
-from colabkit.storage.base import Store
+from colabkit.storage.base import Space, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class RunStatus:
         forecast: The pace of the sessions so far and the training time left.
         session_log: Every session that claimed the run, oldest first: when and where it
             started, from which step, and how it ended (``reason`` None: no end recorded).
+        space: Room in the store: ``held`` (bytes of this run's checkpoints and frozen
+            objects), and as the store tells it ``free``, ``total``, ``trash`` (bytes, None
+            where unknown) and their ``source`` (None: the store cannot tell its room).
     """
 
     run: str
@@ -75,6 +79,7 @@ class RunStatus:
     metrics: dict[str, float] = field(default_factory=dict)
     forecast: Forecast | None = None
     session_log: list[dict[str, Any]] = field(default_factory=list)
+    space: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +98,7 @@ class RunStatus:
             "metrics": self.metrics,
             "forecast": self.forecast.to_json() if self.forecast is not None else None,
             "session_log": self.session_log,
+            "space": self.space,
         }
 
     def rows(self, now: float | None = None) -> list[tuple[str, str]]:
@@ -117,6 +123,8 @@ class RunStatus:
                 stored = f"{format_size(size)}, " if size is not None else "MISSING, "
                 text += f"; frozen variables in {self.checkpoint['frozen']} ({stored}stored once)"
             rows.append(("checkpoint", text))
+        if self.space is not None:
+            rows.append(("space", _describe_space(self.space)))
         if self.metrics:
             rows.append(("metrics", ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items())))
         if self.state == "in progress" and plan is not None:
@@ -163,6 +171,7 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
     """``status()`` for a store already opened."""
     clock = clock or SYSTEM_CLOCK
     listed = store_call(store.list)
+    room = _space(store, listed)
     infos = [i for i in listed if step_of(i.name) is not None]
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
     sizes = {i.name: i.size for i in listed if is_frozen_object(i.name)}
@@ -176,7 +185,7 @@ def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
             frozen = frozen_object_of(state)
             if frozen is not None and found.checkpoint is not None:
                 found.checkpoint.update(frozen=frozen, frozen_size=sizes.get(frozen))
-            return replace(found, session_log=log_entries)
+            return replace(found, session_log=log_entries, space=room)
     return RunStatus(run=store.url, state="not started", session_log=log_entries)
 
 
@@ -233,6 +242,22 @@ def _state(store: Store, name: str) -> dict | None:
     except CorruptCheckpointError as e:
         log.warning("Skipping %s in %s: %s", name, store.url, e)
         return None
+
+
+def _space(store: Store, listed: list) -> dict[str, Any]:
+    held = sum(i.size for i in listed if step_of(i.name) is not None or is_frozen_object(i.name))
+    found = space.read_space(store)
+    if found is None:
+        return {"held": held, "free": None, "total": None, "trash": None, "source": None}
+    return {**dataclasses.asdict(found), "held": held}
+
+
+def _describe_space(room: dict[str, Any]) -> str:
+    text = f"{format_size(room['held'])} of checkpoints"
+    if room.get("source") is None:
+        return text
+    found = Space(room["free"], room["total"], room["trash"], room["source"])
+    return f"{text}; {space.describe(found)}"
 
 
 def _from_state(url: str, info: Any, state: dict) -> RunStatus:

@@ -98,6 +98,8 @@ DOCTOR_SCHEMA: dict[str, Any] = _object(
             {
                 "mountpoint": _STRING,
                 "status": {"enum": ["not-colab", "not-mounted", "healthy", "stale", "unhealthy"]},
+                "free_bytes": {"type": ["integer", "null"], "minimum": 0},
+                "total_bytes": {"type": ["integer", "null"], "minimum": 0},
             }
         ),
         "findings": {"type": "array", "items": _FINDING},

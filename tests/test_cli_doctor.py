@@ -22,7 +22,6 @@ from fakes import BIN, NVIDIA_SMI, mount_table
 from colabkit.cli import main
 from colabkit.doctor import (
     DOCTOR_SCHEMA,
-    DriveStatus,
     check_drive,
     diagnose,
     schema_errors,
@@ -168,7 +167,9 @@ def test_drive_states_in_colab(tmp_path, monkeypatch):
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # local files, not a mount
     assert check_drive(env).status == "not-mounted"
     mount_table(monkeypatch, tmp_path, tmp_path / "drive")
-    assert check_drive(env) == DriveStatus(tmp_path / "drive", "healthy")
+    healthy = check_drive(env)
+    assert (healthy.mountpoint, healthy.status) == (tmp_path / "drive", "healthy")
+    assert healthy.space.free > 0 and healthy.space.total >= healthy.space.free
     stale = check_drive(env, listdir=_stale_listdir)
     assert (stale.status, stale.finding.severity) == ("stale", "error")
     quota = DriveHealth(tmp_path, "io-error", "EIO on write", "Check your storage quota.", 5)

@@ -20,7 +20,7 @@ from colabkit.clock import FakeClock
 KEYS = {
     "schema", "run", "state", "stop_reason", "global_step", "epoch", "step_in_epoch",
     "steps_per_epoch", "epochs", "sessions", "train_seconds", "checkpoint", "metrics", "forecast",
-    "session_log",
+    "session_log", "space",
 }  # fmt: skip
 
 

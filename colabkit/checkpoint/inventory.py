@@ -23,13 +23,16 @@ from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
 from colabkit.errors import (
+    ColabkitError,
     ConfigError,
     CorruptCheckpointError,
     UnsupportedCheckpointError,
     invalid_argument,
 )
 from colabkit.storage import LocalStore, open_store
-from colabkit.storage.base import Store
+from colabkit.storage.base import ObjectInfo, Store
+from colabkit.storage.drive_folders import TEMP_PREFIX
+from colabkit.storage.drive_mount import SIGN_IN
 
 CHECKPOINTS_FOLDER = "checkpoints"
 
@@ -86,8 +89,47 @@ def run_store(run_dir: str | os.PathLike[str]) -> Store:
         return store
     folder = Path(store.root) if isinstance(store, LocalStore) else Path(text)
     if any(step_of(p.name) is not None for p in _entries(folder)):
-        return LocalStore(folder)
-    return LocalStore(folder / CHECKPOINTS_FOLDER)
+        return store
+    return open_store(folder / CHECKPOINTS_FOLDER)  # on the Drive mount: a DriveMountStore
+
+
+def is_colabkit_file(name: str) -> bool:
+    """Whether a store-relative ``name`` is a file colabkit writes in a run's store (a
+    checkpoint, a frozen object, or the temporary file of one), matched exactly."""
+    base = name.rpartition("/")[2]
+    if base.startswith(".") and ".tmp-" in base:  # atomic.temporary_name, or a pruned one
+        base = base[1:].rpartition(".tmp-")[0]
+    elif base.startswith(TEMP_PREFIX):  # an upload through the API, never renamed
+        return True
+    return step_of(base) is not None or is_frozen_object(base)
+
+
+def on_drive(store: Store) -> bool:
+    """Whether ``store`` is on Google Drive (through the API or the mount)."""
+    return store.url.startswith("gdrive://") or hasattr(store, "signed_in")
+
+
+def purge_trash(store: Store) -> list[ObjectInfo]:
+    """Deletes for good colabkit's files of this run that are in Drive's trash (nothing else);
+    returns them.
+
+    Raises:
+        ColabkitError: the store is on the Drive mount but not signed in for the API (the
+            trash is not reachable from the mount); nothing was deleted.
+    """
+    drive = store
+    if hasattr(store, "signed_in"):  # the Drive mount: its trash only through the API
+        if not store.signed_in:
+            raise ColabkitError(
+                f"Drive's trash is reached through the Drive API only, and there is no sign-in "
+                f"here: nothing was deleted from the trash of {store.url}. Sign in first (in "
+                f"Colab: {SIGN_IN}), then run it again."
+            )
+        drive = store.drive_api()
+    purge = getattr(drive, "purge_trashed", None)
+    if purge is None:
+        return []
+    return store_call(purge, is_colabkit_file)
 
 
 def inspect_store(store: Store) -> list[CheckpointStatus]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from colabkit.checkpoint import catalog
+from colabkit.checkpoint import catalog, space
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import (
     CheckpointContents,
@@ -95,6 +95,7 @@ class CheckpointManager:
         self._last_save_step: int | None = None
         self._last_save_time = self._clock.monotonic()
         self._closed = False
+        self._space_checked_for = 0  # bytes of the checkpoint the last room check was for
         self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock)
         self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
         self._orphans: set[str] = set()  # committed by a superseded session after a takeover
@@ -219,6 +220,23 @@ class CheckpointManager:
         with self._pipeline.cond:
             return self._pipeline.status()
 
+    def not_durable_because(self) -> str:
+        """Why the newest checkpoint is not in the store, and what to do, for the last words
+        of a session ("" where there is nothing more to say than the log's)."""
+        from colabkit.checkpoint.pipeline import CAUSES
+
+        with self._pipeline.cond:
+            cause, newest = self._pipeline.cause, self._pipeline.last_committed
+        if cause is None:
+            return ""
+        what, fix = CAUSES[cause]
+        fallback = (
+            f"otherwise the next session resumes from {newest}, the newest durable one"
+            if newest
+            else "otherwise the next session starts from the newest checkpoint already there"
+        )
+        return f"{what}: {fix}, while this session lasts, for it to go up; {fallback}"
+
     @property
     def superseded(self) -> RunSupersededError | None:
         """Set once another session has taken the run over (this one commits nothing more)."""
@@ -336,6 +354,40 @@ class CheckpointManager:
     def _written(self, record: CheckpointRecord) -> None:
         with self._lock:
             self._records[record.name] = record
+        if (record.size or 0) > self._space_checked_for * 1.1:  # the first, or grown by 10 %
+            self._space_checked_for = record.size or 0
+            self.check_space(record.size or 0)
+
+    def check_space(self, checkpoint_bytes: int) -> list[str]:
+        """Warns (one line each) where the store or local staging lacks room for this run's
+        checkpoints of ``checkpoint_bytes`` each (see ``colabkit.checkpoint.space``); returns
+        the lines. Called in the background at the first checkpoint written, and again when
+        checkpoints grow; a store that cannot tell its room is not warned about."""
+        frozen = [self.staging / n for n in os.listdir(self.staging) if is_frozen_object(n)]
+        need = space.Need(
+            checkpoint=checkpoint_bytes,
+            frozen=sum(p.stat().st_size for p in frozen),
+            kept=space.kept_at_most(self._keep_policy),
+        )
+        try:
+            held = [
+                info.size
+                for info in catalog.store_call(self.store.list)
+                if step_of(info.name) is not None or is_frozen_object(info.name)
+            ]
+        except OSError:
+            held = []
+        in_staging = [self.staging / n for n in catalog.staging_names(self.staging)] + frozen
+        lines = space.shortfalls(
+            need,
+            self.store,
+            self.staging,
+            held_in_store=sum(held),
+            held_in_staging=sum(p.stat().st_size for p in in_staging if p.exists()),
+        )
+        for line in lines:
+            log.warning(line)
+        return lines
 
     def _resumed_from(self, record: CheckpointRecord, in_store: bool) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ reaches the training thread on its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -23,7 +24,13 @@ from colabkit.checkpoint import catalog
 from colabkit.checkpoint.format import frozen_object_of, step_of, write_checkpoint
 from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.clock import Clock
-from colabkit.errors import CheckpointError, RunSupersededError, StoreError
+from colabkit.errors import (
+    CheckpointError,
+    RunSupersededError,
+    StoreError,
+    StoreFullError,
+    UploadLimitError,
+)
 from colabkit.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,34 @@ log = logging.getLogger(__name__)
 #: A file in staging naming the last checkpoint this staging folder delivered to the store. A
 #: store with no checkpoint next to it means they were deleted there (not "not uploaded yet").
 IN_STORE_MARKER = ".in-store"
+
+#: Seconds before a lasting full store (or upload limit) is said again, while it lasts.
+REPEAT_WARNING_S = 30 * 60
+
+#: What a failure means, for the failures a user must act on (or wait out) to get uploads back.
+CAUSES = {
+    "full": (
+        "Drive is full (its storage quota is used up; the trash counts too)",
+        "free space on Drive (empty its trash at https://drive.google.com/drive/trash, delete "
+        "other files) or lower keep",
+    ),
+    "upload limit": (
+        "Drive's daily upload limit is reached (750 GB a day per account)",
+        "it lifts by itself within 24 hours",
+    ),
+}
+
+
+def failure_cause(error: BaseException) -> str | None:
+    """``"full"``, ``"upload limit"`` or None, from a store's error (see ``CAUSES``)."""
+    if isinstance(error, UploadLimitError):
+        return "upload limit"
+    if isinstance(error, StoreFullError) or getattr(error, "errno", None) in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+    ):
+        return "full"
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,6 +121,9 @@ class SavePipeline:
         self._write_failure: str | None = None
         self._store_failure: str | None = None
         self._logged_failure: str | None = None
+        self._logged_at = 0.0
+        self.cause: str | None = None  # of the failure going on: a key of CAUSES, or None
+        self.last_committed: str | None = None  # the newest checkpoint this run made durable
         self._exhausted = False
         self._poked = False
         self._attempts = 0
@@ -317,6 +355,8 @@ class SavePipeline:
 
     def _upload_failed(self, name: str, error: Exception, *, lasting: bool) -> bool:
         reason = catalog.describe_failure(error)
+        cause = failure_cause(error)
+        now = self._clock.monotonic()
         with self.cond:
             self._uploading = None
             if self._to_upload is None:  # else a newer checkpoint replaces this one
@@ -324,20 +364,42 @@ class SavePipeline:
             self._store_failure = f"Could not copy {name} to {self.store.url}: {reason}"
             self._exhausted = lasting
             self._attempts += 1
+            self.cause = cause
             self.cond.notify_all()
-            changed, self._logged_failure = reason != self._logged_failure, reason
-        if changed:
+            key = cause or reason  # a cause is said once, whichever checkpoint meets it
+            changed, self._logged_failure = key != self._logged_failure, key
+            due = changed or (cause is not None and now - self._logged_at >= REPEAT_WARNING_S)
+            if due:
+                self._logged_at = now
+        if not due:
+            return lasting
+        if cause is None:
             log.warning(
                 "Checkpoints are not reaching %s: %s; training continues, retrying in background",
                 self.store.url,
                 reason,
             )
+            return lasting
+        what, fix = CAUSES[cause]
+        newest = f"; the newest durable one is {self.last_committed}" if self.last_committed else ""
+        log.warning(
+            "%s: checkpoints are not reaching %s%s. Training goes on; new checkpoints stay on "
+            "this VM's disk (%s) and go up once Drive takes them again: %s. Nothing on Drive is "
+            "deleted to make room. (%s)",
+            what,
+            self.store.url,
+            newest,
+            self.staging,
+            fix,
+            reason,
+        )
         return lasting
 
     def _uploaded(self, name: str) -> None:
         with self.cond:
             recovered = self._logged_failure is not None
-            self._store_failure = self._logged_failure = None
+            self._store_failure = self._logged_failure = self.cause = None
+            self.last_committed = name
             self._exhausted = False
             self._attempts += 1
             self.cond.notify_all()

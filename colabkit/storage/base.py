@@ -15,6 +15,10 @@ Contract (tested for every store by ``tests/store_contract.py``):
   :class:`~colabkit.errors.StoreError`); it never answers "absent" when it means "unknown".
 - Names are relative, ``/``-separated, without ``..``, ``.``, empty parts, backslashes or NUL.
 - ``list`` is sorted by name and stable.
+
+Beyond the five, a store may tell the room it has: ``space() -> Space`` (see :class:`Space`);
+colabkit checks it before the first checkpoint and when checkpoints grow, and treats a store
+without it (or one that cannot tell) as "unknown", never as "full".
 """
 
 from __future__ import annotations
@@ -46,6 +50,33 @@ class ObjectInfo:
     size: int
     md5: str | None
     modified: float
+
+
+@dataclass(frozen=True)
+class Space:
+    """Room for checkpoints where a store keeps them, as the store can tell it.
+
+    Attributes:
+        free: Bytes that can still be written (None: no limit known, e.g. an unlimited Drive).
+        total: The limit in bytes (None: none known).
+        trash: Bytes in Drive's trash, counted in the quota until emptied (None: unknown;
+            the Drive mount's filesystem figures do not tell it).
+        source: Where the figures come from, for messages ("Drive (about.get)", ...).
+    """
+
+    free: int | None
+    total: int | None
+    trash: int | None
+    source: str
+
+
+def disk_space(path: str | os.PathLike[str], source: str = "local disk") -> Space:
+    """The filesystem's figures for ``path`` (or its nearest existing parent): ``statvfs``."""
+    folder = os.path.abspath(os.fspath(path))
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    st = os.statvfs(folder)
+    return Space(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize, None, source)
 
 
 @runtime_checkable

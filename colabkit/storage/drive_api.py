@@ -22,11 +22,12 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from typing import IO, Any
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import StoreError, invalid_argument
-from colabkit.storage.base import ObjectInfo, md5_file, validate_name
+from colabkit.storage.base import ObjectInfo, Space, md5_file, validate_name
 from colabkit.storage.drive_auth import find_credentials, from_pydrive2
 from colabkit.storage.drive_folders import (
     FILE_FIELDS,
@@ -208,6 +209,42 @@ class DriveApiStore(DriveFolders):
                     removed.append(path)
         return removed
 
+    # -- space -----------------------------------------------------------------------------------
+
+    def space(self) -> Space:
+        """The account's storage quota (``about.get``): what is free, the limit, the trash.
+
+        Drive counts every file of the account against one limit shared with Gmail and Photos,
+        trashed files included until the trash is emptied (or 30 days pass). A store in a
+        shared drive is not counted there: its room is unknown (None).
+        """
+        if self._scope:
+            return Space(None, None, None, "a shared drive (its room is not reported)")
+        answer = self._execute(
+            self._service.about().get(fields="storageQuota"), "reading of the storage quota"
+        )
+        quota = answer.get("storageQuota") or {}
+        limit, usage = _int_or_none(quota.get("limit")), _int_or_none(quota.get("usage"))
+        free = None if limit is None else max(0, limit - (usage or 0))
+        trash = _int_or_none(quota.get("usageInDriveTrash"))
+        return Space(free, limit, trash, "Drive's storage quota")
+
+    def purge_trashed(self, wanted: Callable[[str], bool]) -> list[ObjectInfo]:
+        """Deletes for good the files in Drive's trash, in the store's folders, whose
+        store-relative name ``wanted`` accepts (matched exactly, by name); returns them.
+
+        Only the trash of the store's own folders is looked at, never the rest of the
+        account's trash (``files.emptyTrash`` would empty all of it).
+        """
+        purged = []
+        with self._lock:
+            for name, file in list(self._trashed(self._folder_ids[""], "")):
+                if not wanted(name):
+                    continue
+                self._delete_file(file["id"], f"permanent delete of the trashed {name!r}")
+                purged.append(object_info(name, file))
+        return purged
+
     # -- HTTP ------------------------------------------------------------------------------------
 
     def _execute(self, request: Any, what: str, on_retry: Any = None) -> Any:
@@ -296,3 +333,11 @@ def _build_service(http: Any) -> Any:
     from googleapiclient.discovery import build
 
     return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
+
+
+def _int_or_none(value: Any) -> int | None:
+    """Drive's int64 fields come as strings; absent means "none" (an unlimited account)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -167,6 +167,21 @@ class DriveFolders:
         for name, ids in sorted(subfolders.items()):
             yield from self._temporaries(ids, name + "/")
 
+    def _trashed(self, folder_ids: list[str], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(store-relative name, file) of every file in Drive's trash whose folder is one of the
+        store's (a file deleted on the mount keeps its parent in the trash)."""
+        subfolders: dict[str, list[str]] = {}
+        for folder_id in folder_ids:
+            for child in self._children(folder_id, "", FILE_FIELDS):
+                if child.get("mimeType") == FOLDER_MIME:
+                    subfolders.setdefault(path + child.get("name", ""), []).append(child["id"])
+            trashed = f"{quote(folder_id)} in parents and trashed = true"
+            for child in self._query(trashed, FILE_FIELDS):
+                if child.get("mimeType") != FOLDER_MIME and is_safe_part(child.get("name", "")):
+                    yield path + child["name"], child
+        for name, ids in sorted(subfolders.items()):
+            yield from self._trashed(ids, name + "/")
+
     def _scope_of(self, root: str) -> dict[str, str]:
         """``corpora=drive`` and ``driveId`` for a root in a shared drive (a search over all
         drives may come back incomplete); nothing for My Drive."""

@@ -12,6 +12,7 @@ the flush at the session limit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import ColabkitError, StoreError
-from colabkit.storage.base import ObjectInfo, md5_file
+from colabkit.duration import format_size
+from colabkit.errors import ColabkitError, StoreError, StoreFullError
+from colabkit.storage import atomic
+from colabkit.storage.base import ObjectInfo, Space, disk_space, md5_file
 from colabkit.storage.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,12 @@ log = logging.getLogger(__name__)
 #: Seconds between asking Drive whether an upload landed (about 4 minutes in all); then the
 #: put fails like any other and the checkpoint pipeline retries it later, without rewriting it.
 CONFIRM_DELAYS = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 60.0, 60.0)
+
+#: Seconds between emptying a pruned checkpoint on the mount and deleting it (no API sign-in):
+#: time for Drive's client to upload the empty version, so that the trash gets 0 bytes.
+EMPTIED_GRACE = 300.0
+
+SIGN_IN = "from google.colab import auth; auth.authenticate_user()"
 
 
 class DriveMountStore(LocalStore):
@@ -61,6 +70,85 @@ class DriveMountStore(LocalStore):
         self._delays = tuple(confirm_delays)
         self._api: Any = None
         self.confirms: bool | None = None if credentials is not None else False
+        self._emptied: list[tuple[Path, float]] = []  # pruned, emptied, to delete later
+        self._warned_trash = False
+        self._told_unconfirmed = False
+
+    @property
+    def signed_in(self) -> bool:
+        """Whether the Drive API can be used here (decided once, never asking for a sign-in)."""
+        if self.confirms is None:
+            self._decide()
+        return bool(self.confirms)
+
+    def space(self) -> Space:
+        """Drive's quota through the API when signed in (the trash included); else the mount's
+        filesystem figures, which Drive's client fills with the account's quota (what
+        ``df /content/drive`` shows) but which do not tell the trash apart."""
+        self._check_mounted()
+        if self.signed_in:
+            try:
+                return self._drive().space()
+            except (OSError, ColabkitError) as e:
+                log.debug("Drive quota not readable through the API (%s): the mount's figures", e)
+        return disk_space(self.root, "the Drive mount's figures")
+
+    def delete(self, name: str) -> None:
+        """Deletes ``name`` so that it frees its space on Drive.
+
+        Signed in, through the Drive API, for good (the mount's copy goes too). Not signed in,
+        a delete on the mount moves the file to Drive's trash, which counts against the quota
+        for 30 days: the file is renamed to a hidden temporary name and emptied first, and
+        deleted at a later prune (``EMPTIED_GRACE`` seconds on), once Drive's client has
+        uploaded the empty version; Drive counts a file's current version (and versions kept
+        forever), not the older ones, so the trash then holds an empty file.
+        """
+        self._check_mounted()
+        path = self.path(name)
+        size = path.stat().st_size  # FileNotFoundError when absent, as the contract says
+        if self.signed_in:
+            try:
+                self._drive().delete(name)
+            except FileNotFoundError:
+                pass  # never reached Drive: the mount's delete below is all there is
+            except (StoreError, ColabkitError) as e:
+                self._stop_confirming(e)
+                return self._empty_and_delete_later(path, name, size)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return None
+        return self._empty_and_delete_later(path, name, size)
+
+    def _empty_and_delete_later(self, path: Path, name: str, size: int) -> None:
+        if not self._warned_trash:
+            self._warned_trash = True
+            log.warning(
+                "Old checkpoints deleted on the Drive mount go to Drive's trash, which counts "
+                "against the quota for 30 days (%s each here): not signed in for the Drive API, "
+                "colabkit empties each one and deletes it %.0f minutes later, so that the trash "
+                "gets an empty file, but cannot confirm what Drive keeps. To delete them for "
+                "good, sign in before training (%s), or run `colabkit ckpt purge %s` later.",
+                format_size(size),
+                EMPTIED_GRACE / 60,
+                SIGN_IN,
+                self.root.parent if self.root.name == "checkpoints" else self.root,
+            )
+        emptied = atomic.temporary_name(path)
+        os.replace(path, emptied)
+        os.truncate(emptied, 0)
+        self._emptied.append((emptied, self._clock.monotonic()))
+        self.delete_emptied()
+
+    def delete_emptied(self, *, grace: float = EMPTIED_GRACE) -> None:
+        """Deletes the pruned checkpoints emptied at least ``grace`` seconds ago."""
+        now, waiting = self._clock.monotonic(), []
+        for emptied, when in self._emptied:
+            if now - when < grace:
+                waiting.append((emptied, when))
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(emptied)
+        self._emptied = waiting
 
     @property
     def upload_pending(self) -> bool:
@@ -70,11 +158,27 @@ class DriveMountStore(LocalStore):
     def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
         self._check_mounted()
         info = self._already_there(local_path, name) or super().put(local_path, name)
-        if self.confirms is None:
-            self._decide()
-        if self.confirms:
+        if self.signed_in:
             self._confirm(name, info)
+        else:
+            self._say_unconfirmed()
+            self._check_room(name, info)
         return info
+
+    def _check_room(self, name: str, info: ObjectInfo) -> None:
+        """Not signed in, the mount's figures are all there is: a Drive they show full cannot
+        take the checkpoint just written to the VM's Drive cache (room they show is no proof
+        that it was uploaded, nor is anything else without the API)."""
+        try:
+            space = disk_space(self.root, "the Drive mount's figures")
+        except OSError:
+            return
+        if space.total and space.free == 0:
+            raise StoreFullError(
+                f"Drive is full (the mount shows 0 bytes free of {format_size(space.total)}): "
+                f"{name} is in this VM's Drive cache and cannot be uploaded. Free space on Drive "
+                "(its trash counts too: empty it)"
+            )
 
     def _already_there(self, local_path, name: str) -> ObjectInfo | None:
         """The object, when the mount already holds these bytes (a retried put): writing them
@@ -94,7 +198,11 @@ class DriveMountStore(LocalStore):
         if self._credentials == "auto":
             self._credentials = _signed_in_credentials()
         self.confirms = self._credentials is not None
-        if not self.confirms:
+
+    def _say_unconfirmed(self) -> None:
+        """Once: what "on the mount" means without a sign-in (at the first put, not before)."""
+        if not self._told_unconfirmed:
+            self._told_unconfirmed = True
             log.warning(
                 "Checkpoints in %s count once they are on the Drive mount: Drive uploads them "
                 "in the background, and a VM that dies first (an idle disconnect) loses what is "
@@ -120,10 +228,32 @@ class DriveMountStore(LocalStore):
                 break
             self._clock.sleep(delay)
             waited += delay
+        full = self._full_for(info.size)
+        if full:
+            raise StoreFullError(
+                f"Drive is full ({full}): {name} is in this VM's Drive cache and cannot be "
+                "uploaded (a VM that dies now loses it). Free space on Drive (its trash counts "
+                "too: empty it); it is retried at the next save"
+            )
         raise StoreError(
             f"{name} is on the Drive mount, but Drive does not hold it yet after {waited:.0f} s "
             "(its upload is pending; a VM that dies now loses it). Retried at the next save."
         )
+
+    def _full_for(self, size: int) -> str | None:
+        """Drive's figures, said, when they leave no room for ``size`` bytes (else None)."""
+        try:
+            space = self._drive().space()
+        except (OSError, ColabkitError):
+            return None
+        if space.free is None or space.free >= size or space.total is None:
+            return None
+        trash = f", {format_size(space.trash)} of it in the trash" if space.trash else ""
+        return f"{format_size(space.free)} free of {format_size(space.total)}{trash}"
+
+    def drive_api(self) -> Any:
+        """The ``DriveApiStore`` on this folder (signed in only; see ``signed_in``)."""
+        return self._drive()
 
     def _drive(self) -> Any:
         if self._api is None:
@@ -136,6 +266,7 @@ class DriveMountStore(LocalStore):
 
     def _stop_confirming(self, error: Exception) -> None:
         self.confirms = False
+        self._told_unconfirmed = True  # said just below, with the reason
         log.warning(
             "Cannot confirm uploads through the Drive API (%s): checkpoints in %s now count "
             "once they are on the Drive mount (upload pending).",

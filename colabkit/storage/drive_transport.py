@@ -20,18 +20,24 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import StoreError, invalid_argument
+from colabkit.errors import StoreError, StoreFullError, UploadLimitError, invalid_argument
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+#: The message of the 403 ``userRateLimitExceeded`` that means the daily upload limit (750 GB a
+#: day), not a per-minute rate: the one difference Drive shows (rclone's drive backend,
+#: ``--drive-stop-on-upload-limit``, tells them apart the same way). Retrying it for minutes
+#: does not help; it lifts within 24 hours.
+UPLOAD_LIMIT_MESSAGE = "User rate limit exceeded."
 _HEADERS_TO_DROP = frozenset({"content-encoding", "transfer-encoding", "content-length"})
 
 _QUOTA_ADVICE = (
-    "Free space in that Drive. Service accounts have no Drive storage of their own: use user "
-    "credentials (Colab sign-in or an authorized-user JSON), or a folder in a shared drive "
+    "Free space in that Drive (its trash counts too: empty it). Service accounts have no "
+    "Drive storage of their own: use user credentials (Colab sign-in or an authorized-user "
+    "JSON), or a folder in a shared drive "
     "(pass root=<shared drive or folder id>)"
 )
 _PERMISSION_ADVICE = (
@@ -159,11 +165,24 @@ def error_reason(exc: Any) -> str:
     ``errors`` list and rpc ``details``, googleapiclient keeps ``details``, whose reasons are
     spelled differently (``RATE_LIMIT_EXCEEDED``).
     """
+    return _first_error(exc, "reason")
+
+
+def _first_error(exc: Any, key: str) -> str:
     try:
         errors = json.loads(exc.content.decode("utf-8"))["error"]["errors"]
-        return str(errors[0]["reason"])
+        return str(errors[0][key])
     except (AttributeError, ValueError, KeyError, IndexError, TypeError):
         return ""
+
+
+def is_upload_limit(exc: Any) -> bool:
+    """Whether a Drive answer means the daily upload limit (see ``UPLOAD_LIMIT_MESSAGE``)."""
+    return (
+        getattr(exc, "status_code", None) == 403
+        and error_reason(exc) == "userRateLimitExceeded"
+        and _first_error(exc, "message") == UPLOAD_LIMIT_MESSAGE
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -182,7 +201,7 @@ def is_transient(exc: BaseException) -> bool:
             status in (408, 429)
             or status >= 500
             or (status == 403 and error_reason(exc) in RATE_LIMIT_REASONS)
-        )
+        ) and not is_upload_limit(exc)
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
@@ -269,8 +288,13 @@ def drive_error(exc: BaseException, what: str) -> BaseException:
     status, reason = exc.status_code, error_reason(exc)
     if status == 404:
         return FileNotFoundError(f"Drive has no such object for {what} (HTTP 404).")
-    if reason == "storageQuotaExceeded":
-        return StoreError(f"Drive storage quota exceeded during {what}. {_QUOTA_ADVICE}.")
+    if reason in ("storageQuotaExceeded", "quotaExceeded"):
+        return StoreFullError(f"Drive storage quota exceeded during {what}. {_QUOTA_ADVICE}.")
+    if is_upload_limit(exc):
+        return UploadLimitError(
+            f"Drive's daily upload limit (750 GB a day per account) is reached: refused {what}. "
+            "It lifts within 24 hours; nothing needs deleting"
+        )
     if status == 403 and reason in (
         "insufficientFilePermissions",
         "forbidden",

@@ -17,7 +17,7 @@ from pathlib import Path
 from colabkit import env
 from colabkit.errors import StoreError
 from colabkit.storage import atomic
-from colabkit.storage.base import CHUNK, ObjectInfo, md5_file, validate_name
+from colabkit.storage.base import CHUNK, ObjectInfo, Space, disk_space, md5_file, validate_name
 
 
 class LocalStore:
@@ -104,6 +104,11 @@ class LocalStore:
         if not os.path.isfile(path):
             raise FileNotFoundError(2, "Not a stored object", str(path))
         return ObjectInfo(name=name, size=st.st_size, md5=md5_file(path), modified=st.st_mtime)
+
+    def space(self) -> Space:
+        """The free space of the disk under ``root`` (what ``df`` says)."""
+        self._check_mounted()
+        return disk_space(self.root)
 
     def remove_leftovers(self, older_than: float = 3600.0) -> list[str]:
         """Deletes hidden temporary files of puts interrupted by a crash; returns their names.

@@ -418,10 +418,12 @@ class _Runner:
         where = f"step {self.progress.global_step} (epoch {self.progress.epoch + 1})"
         if reason == "deadline":
             deadline.after_save(durable=durable)
+            why = "" if durable else self.manager.not_durable_because()
             print(
                 f"colabkit: session limit near: saved {where}"
                 f"{'' if durable else ' (NOT yet durable, see the log)'}; "
                 "re-run this cell or command in a new session to resume."
+                + (f" Not durable because {why}." if why else "")
             )
         else:
             print(f"colabkit: {reason}: saved {where}; re-run the same call to resume.")

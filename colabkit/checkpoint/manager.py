@@ -354,19 +354,27 @@ class CheckpointManager:
     def _written(self, record: CheckpointRecord) -> None:
         with self._lock:
             self._records[record.name] = record
-        if (record.size or 0) > self._space_checked_for * 1.1:  # the first, or grown by 10 %
-            self._space_checked_for = record.size or 0
-            self.check_space(record.size or 0)
+        self.check_space(record.size or 0, if_grown=True)
 
-    def check_space(self, checkpoint_bytes: int) -> list[str]:
+    def check_space(
+        self, checkpoint_bytes: int, frozen_bytes: int | None = None, *, if_grown: bool = False
+    ) -> list[str]:
         """Warns (one line each) where the store or local staging lacks room for this run's
-        checkpoints of ``checkpoint_bytes`` each (see ``colabkit.checkpoint.space``); returns
-        the lines. Called in the background at the first checkpoint written, and again when
-        checkpoints grow; a store that cannot tell its room is not warned about."""
+        checkpoints of ``checkpoint_bytes`` each, plus ``frozen_bytes`` stored once (None: the
+        frozen objects in staging); returns the lines. See ``colabkit.checkpoint.space``.
+
+        Trainers call it with an estimate before the first save; the manager calls it again
+        (``if_grown``) with each checkpoint written that is 10 % bigger than the last check's.
+        A store that cannot tell its room is not warned about.
+        """
+        with self._lock:
+            if if_grown and checkpoint_bytes <= self._space_checked_for * 1.1:
+                return []
+            self._space_checked_for = max(self._space_checked_for, checkpoint_bytes)
         frozen = [self.staging / n for n in os.listdir(self.staging) if is_frozen_object(n)]
         need = space.Need(
             checkpoint=checkpoint_bytes,
-            frozen=sum(p.stat().st_size for p in frozen),
+            frozen=sum(p.stat().st_size for p in frozen) if frozen_bytes is None else frozen_bytes,
             kept=space.kept_at_most(self._keep_policy),
         )
         try:

@@ -220,9 +220,10 @@ class DriveApiStore(DriveFolders):
         """
         if self._scope:
             return Space(None, None, None, "a shared drive (its room is not reported)")
-        answer = self._execute(
-            self._service.about().get(fields="storageQuota"), "reading of the storage quota"
-        )
+        with self._lock:  # one request at a time on the client (an upload may be running)
+            answer = self._execute(
+                self._service.about().get(fields="storageQuota"), "reading of the storage quota"
+            )
         quota = answer.get("storageQuota") or {}
         limit, usage = _int_or_none(quota.get("limit")), _int_or_none(quota.get("usage"))
         free = None if limit is None else max(0, limit - (usage or 0))

@@ -100,14 +100,7 @@ class FrozenVariables:
         variables = model.variables
         if not self._started:
             self._started = True
-            self._write_object(
-                variables,
-                [
-                    i
-                    for i, v in enumerate(variables)
-                    if not v.trainable and _nbytes(v) >= MIN_BYTES and not _is_seed_state(v)
-                ],
-            )
+            self._write_object(variables, [i for i, v in enumerate(variables) if stored_once(v)])
         unchanged: dict[str, str] = {}
         deferred: dict[str, np.ndarray] = {}
         with self._lock:
@@ -270,6 +263,23 @@ def _index(key: str, variables: Sequence[Any]) -> int | None:
     except (IndexError, ValueError):
         return None
     return index if key.startswith("model/") and 0 <= index < len(variables) else None
+
+
+def stored_once(variable: Any) -> bool:
+    """Whether a variable goes to the run's frozen object (if it stays unchanged)."""
+    if variable.trainable or _is_seed_state(variable):
+        return False
+    return _nbytes(variable) >= MIN_BYTES
+
+
+def checkpoint_bytes(model: keras.Model) -> tuple[int, int]:
+    """An estimate, before the first save, of (bytes of one checkpoint, bytes stored once):
+    the model's, optimizer's and metrics' variables, less the frozen ones."""
+    frozen = sum(_nbytes(v) for v in model.variables if stored_once(v))
+    optimizer = getattr(model, "optimizer", None)
+    others = [*(optimizer.variables if optimizer is not None else ()), *model.metrics_variables]
+    every = sum(_nbytes(v) for v in model.variables) + sum(_nbytes(v) for v in others)
+    return every - frozen, frozen
 
 
 def _nbytes(variable: Any) -> int:

@@ -8,6 +8,7 @@ an uninterrupted one. See ``colabkit.training.loop`` for how the Keras loop is d
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from colabkit.training.data import (
     ResumableBatches,
 )
 from colabkit.training.deadline import SessionDeadline
+from colabkit.training.frozen import checkpoint_bytes
 from colabkit.training.interrupts import StopRequests
 from colabkit.training.logs import RunLogs
 from colabkit.training.loop import (
@@ -280,6 +282,7 @@ class _Runner:
         self.manager, self.progress, self.restored = manager, progress, restored
         self.callbacks, self.clock = list(callbacks), clock
         self.chief = True
+        self.space_checked = False
         self.validation_batch_size: int | None = None
         self.stops = StopRequests()  # the signals received while training (run() replaces it)
 
@@ -384,6 +387,14 @@ class _Runner:
             self.progress.resumes[-1]["order_may_differ"] = True
         # Built before fit: Keras would otherwise read a batch to build it.
         training_state.ensure_built(self.model, self.data.batch(start_step))
+        if not self.space_checked and self.chief:
+            self.space_checked = True  # once the variables exist, before the first save
+            threading.Thread(
+                target=self.manager.check_space,
+                args=checkpoint_bytes(self.model),
+                name="colabkit-space-check",
+                daemon=True,
+            ).start()
         self.progbar.start_step = start_step  # the bar counts a resumed epoch from its step
         outer = keras.callbacks.CallbackList(
             [loop, self.progbar] if verbose != 0 else [loop],

@@ -1,13 +1,47 @@
-"""A fake Google Drive v3 behind ``responses``: files, folders, paging, uploads, faults, tokens.
+"""A fake Google Drive v3 behind ``responses``: files, folders, paging, uploads, faults, tokens,
+and storage space.
 
 It answers the wire shapes listed in /work/shared/research/drive-api.md (queries, ``fields``,
 multipart and resumable uploads with the 308/Range protocol, ranged downloads, 401 for stale
-tokens), records every request as a :class:`Seen`, and injects faults by request kind. It is
-strict: a request shape it does not know answers 400, so a test fails instead of passing by luck.
-And as Drive does: a query's ``name = '...'`` ignores case, and with ``search_lag=N`` it sees a
-file created or renamed only N listings later (listing a folder's children sees it at once);
-a parent must be an existing folder; a non-final upload chunk must be a multiple of 256 KiB; the
-last chunk of a resumable upload answers 201; Google Docs have no size or md5.
+tokens, ``about.get`` of ``storageQuota``, ``files.emptyTrash``), records every request as a
+:class:`Seen`, and injects faults by request kind. It is strict: a request shape it does not know
+answers 400, so a test fails instead of passing by luck. And as Drive does: a query's
+``name = '...'`` ignores case, and with ``search_lag=N`` it sees a file created or renamed only N
+listings later (listing a folder's children sees it at once); a parent must be an existing folder;
+a non-final upload chunk must be a multiple of 256 KiB; the last chunk of a resumable upload
+answers 201; Google Docs have no size or md5.
+
+Space, as users have it (/work/shared/research/drive-real-behaviour.md, "Space"):
+
+- ``quota`` is the account's limit (None: unlimited, and ``about`` has no ``limit``), shared with
+  Gmail and Photos, whose bytes are ``other_usage``. A file's bytes count while it exists, in the
+  trash too: trashing (``files.update`` with ``trashed``) moves them to ``usageInDriveTrash``;
+  only ``files.delete``, ``files.emptyTrash`` (or :meth:`FakeDrive.empty_trash`) free them.
+  Deleting a folder for good deletes everything below it; a file below a trashed folder is in the
+  trash. Folders count 0 bytes; files in shared drives do not count against the user (a shared
+  drive has storage of its own, not modelled). Only a file's head revision counts
+  (``files.quotaBytesUsed``: "head revision as well as previous revisions with keepForever
+  enabled"; the fake has no older revisions).
+- An upload that would take ``usage`` over ``quota`` is refused with 403 ``storageQuotaExceeded``:
+  a multipart upload, a resumable upload at its start (the declared length) and again at its last
+  chunk (space may have gone meanwhile; the session is then gone), a folder while usage is
+  already over. ``peak_usage`` is the highest ``usage`` ever reached.
+- ``upload_cap`` (None: no cap) plays the 750 GB a day: an upload that would take
+  ``uploaded_today`` past it, or any once it is reached, is refused with 403
+  ``userRateLimitExceeded`` and the message ``"User rate limit exceeded."`` (the only thing that
+  tells it from the per-minute rate limit, whose long message :data:`RATE_LIMIT_MESSAGE` a fault
+  of that reason carries). There is no real day: :meth:`FakeDrive.new_day` starts one.
+- Stricter than Drive: every refusal is exact (``usage + size > quota``, ``uploaded_today + size
+  > upload_cap``), where Drive lets an upload already under way finish and one file cross the
+  daily cap ("uploads that are in progress will complete"). The cap is checked when an upload
+  starts; a resumable upload's bytes count towards it when it completes.
+- Setup helpers (:meth:`FakeDrive.add`) check nothing, so a test may build any state;
+  :meth:`FakeDrive.upload` and :meth:`FakeDrive.revise` (the way in of the DriveFS player,
+  ``fake_drivefs``) are checked by the same :meth:`FakeDrive.can_upload` as HTTP uploads and
+  raise :class:`Refused`.
+- Not modelled: files below a trashed folder still list as ``trashed = false`` (only the space
+  accounting and ``emptyTrash`` see them in the trash); the 30-day automatic emptying of the
+  trash; older revisions (Drive's help says they take space until they expire).
 """
 
 from __future__ import annotations
@@ -29,6 +63,38 @@ TOKEN_URI = "https://oauth2.googleapis.com/token"
 FOLDER = "application/vnd.google-apps.folder"
 QUANTUM = 256 * 1024
 DEFAULT_FIELDS = ("kind", "id", "name", "mimeType")
+
+#: Drive's message for a refusal for lack of space (403 ``storageQuotaExceeded``).
+QUOTA_MESSAGE = "The user's Drive storage quota has been exceeded."
+#: Drive's message for the daily upload cap (403 ``userRateLimitExceeded``); rclone's drive backend
+#: tells it from the per-minute rate limit only by this exact text.
+UPLOAD_CAP_MESSAGE = "User rate limit exceeded."
+#: Drive's message for the per-minute rate limit (403 ``userRateLimitExceeded``).
+RATE_LIMIT_MESSAGE = (
+    "User Rate Limit Exceeded. Rate of requests for user exceed configured project quota. You may "
+    "consider re-evaluating expected per-user traffic to the API and adjust project quota limits "
+    "accordingly. You may monitor aggregate quota usage and adjust it if you need increased "
+    "limits on: https://console.cloud.google.com/apis/api/drive.googleapis.com/quotas"
+    "?project=123456789012"
+)
+#: The message an error of a reason carries unless told otherwise (else: the reason itself).
+MESSAGES = {
+    "storageQuotaExceeded": QUOTA_MESSAGE,
+    "userRateLimitExceeded": RATE_LIMIT_MESSAGE,
+    "rateLimitExceeded": "Rate Limit Exceeded",
+}
+_USAGE_LIMITS = frozenset({"storageQuotaExceeded", "userRateLimitExceeded", "rateLimitExceeded"})
+_QUOTA_FIELDS = ("limit", "usage", "usageInDrive", "usageInDriveTrash")
+
+
+class Refused(Exception):
+    """Drive refused bytes that came through a Python helper (:meth:`FakeDrive.upload`,
+    :meth:`FakeDrive.revise`): ``reason`` and ``message`` as the HTTP answer would carry them."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.message = _refusal_message(reason)
+        super().__init__(f"{reason}: {self.message}")
 
 
 @dataclass
@@ -69,6 +135,7 @@ class FakeFile:
             "createdTime": self.created,
             "modifiedTime": self.created,
             "trashed": self.trashed,
+            "quotaBytesUsed": "0" if self.mime == FOLDER else str(self.size),
         }
         if not self.mime.startswith("application/vnd.google-apps."):  # Docs have neither
             out.update(size=str(self.size), md5Checksum=self.md5)
@@ -87,6 +154,7 @@ class Fault:
     status: int = 0
     reason: str = ""
     times: int = 1
+    message: str = ""  # "" : the reason's usual message (see MESSAGES)
     drop: bool = False
     keep_bytes: int = 0
     retry_after: str | None = None
@@ -111,7 +179,12 @@ class FakeDrive:
         mock: An active ``responses.RequestsMock``.
         page_size: Largest page ``files.list`` returns (small values exercise paging).
         keep_content: False makes upload chunks counted and hashed, not kept nor recorded (for
-            huge uploads); downloads then answer empty.
+            huge uploads); downloads then answer empty. Space is then counted by recorded size.
+        quota: The account's storage limit in bytes (None: unlimited).
+        other_usage: Bytes that Gmail and Photos use of ``quota``.
+
+    Attributes to set in a test: ``quota``, ``other_usage``, ``upload_cap`` (bytes a day, None:
+    no cap) and ``uploaded_today`` (or :meth:`new_day`).
     """
 
     def __init__(
@@ -121,8 +194,15 @@ class FakeDrive:
         page_size: int = 1000,
         keep_content: bool = True,
         search_lag: int = 0,
+        quota: int | None = None,
+        other_usage: int = 0,
     ) -> None:
         self.files: dict[str, FakeFile] = {}
+        self.quota = quota
+        self._other_usage = other_usage
+        self.peak_usage = other_usage  # the highest ``usage`` ever reached
+        self.upload_cap: int | None = None  # bytes a day (Drive: 750 GB); None: no cap
+        self.uploaded_today = 0  # bytes of uploads completed this "day"
         self.search_lag = search_lag
         self.listings = 0
         self.drive_roles: dict[str, str] = {}  # shared drive id -> this user's role there
@@ -147,20 +227,23 @@ class FakeDrive:
     # -- test helpers --------------------------------------------------------------------------
 
     def add(self, name: str, parent: str = "root", data: bytes = b"", **kw: Any) -> FakeFile:
+        """Creates a file as a test's setup: no quota or cap check, not counted as uploaded.
+        ``size`` and ``md5`` may be given (a file recorded without its bytes)."""
         holder = self.files.get(parent)
         kw.setdefault("drive_id", holder.drive_id if holder else None)
+        kw.setdefault("size", len(data))
+        kw.setdefault("md5", hashlib.md5(data).hexdigest())
         file = FakeFile(
             id=f"id{next(self._ids)}",
             name=name,
             parents=[parent],
             data=data,
-            size=len(data),
-            md5=hashlib.md5(data).hexdigest(),
             created=self._now(),
             searchable_after=self.listings + self.search_lag,
             **kw,
         )
         self.files[file.id] = file
+        self._note_usage()
         return file
 
     def add_folder(self, name: str, parent: str = "root") -> FakeFile:
@@ -175,6 +258,7 @@ class FakeDrive:
         return root
 
     def fail(self, kind: str, status: int = 0, reason: str = "", **kw: Any) -> None:
+        """Injects a fault (see :class:`Fault`; ``message=`` overrides the reason's message)."""
         self.faults.append(Fault(kind, status, reason, **kw))
 
     def expire_tokens(self) -> None:
@@ -189,6 +273,113 @@ class FakeDrive:
             for f in self.files.values()
             if f.name == name and (parent is None or parent in f.parents)
         ]
+
+    # -- space ---------------------------------------------------------------------------------
+
+    @property
+    def other_usage(self) -> int:
+        """Bytes that Gmail and Photos use of the quota."""
+        return self._other_usage
+
+    @other_usage.setter
+    def other_usage(self, value: int) -> None:
+        self._other_usage = value
+        self._note_usage()
+
+    def in_trash(self, file: FakeFile) -> bool:
+        """Whether ``file`` is in the trash: trashed itself, or below a trashed folder."""
+        seen: set[str] = set()
+        while file is not None and file.id not in seen:
+            if file.trashed:
+                return True
+            seen.add(file.id)
+            file = self.files.get(file.parents[0]) if file.parents else None
+        return False
+
+    @property
+    def usage_in_drive(self) -> int:
+        """Bytes of the user's Drive files, the trash included (``usageInDrive``)."""
+        return sum(f.size for f in self._counted())
+
+    @property
+    def usage_in_trash(self) -> int:
+        """Bytes of the user's trashed files (``usageInDriveTrash``)."""
+        return sum(f.size for f in self._counted() if self.in_trash(f))
+
+    @property
+    def usage(self) -> int:
+        """Bytes used of the quota by every service, the trash included (``usage``)."""
+        return self.other_usage + self.usage_in_drive
+
+    def can_upload(self, size: int) -> str | None:
+        """Why Drive would refuse an upload of ``size`` bytes now (the 403's reason), or None."""
+        if self._over_quota(size):
+            return "storageQuotaExceeded"
+        cap = self.upload_cap
+        if cap is not None and (self.uploaded_today >= cap or self.uploaded_today + size > cap):
+            return "userRateLimitExceeded"
+        return None
+
+    def upload(self, name: str, parent: str = "root", data: bytes = b"", **kw: Any) -> FakeFile:
+        """Creates a file as an upload does: checked by :meth:`can_upload` (else
+        :class:`Refused`) and counted in ``uploaded_today``."""
+        reason = self.can_upload(len(data))
+        if reason is not None:
+            raise Refused(reason)
+        self.uploaded_today += len(data)
+        return self.add(name, parent, data, **kw)
+
+    def revise(self, file: FakeFile, data: bytes) -> None:
+        """Uploads a new head revision of ``file`` (as DriveFS does for a changed file): checked
+        and counted like :meth:`upload`; the old revision stops counting."""
+        reason = self.can_upload(len(data))
+        if reason is not None:
+            raise Refused(reason)
+        self.uploaded_today += len(data)
+        file.data, file.size, file.md5 = data, len(data), hashlib.md5(data).hexdigest()
+        self._note_usage()
+
+    def new_day(self) -> None:
+        """A new day for the daily upload cap."""
+        self.uploaded_today = 0
+
+    def trash(self, file: FakeFile) -> None:
+        """Moves ``file`` to the trash (its bytes keep counting)."""
+        file.trashed = True
+
+    def delete(self, file: FakeFile) -> list[FakeFile]:
+        """Deletes ``file`` for good, with everything below it; returns what went."""
+        gone = {file.id: file}
+        frontier = [file.id]
+        while frontier:
+            parent = frontier.pop()
+            for child in self.files.values():
+                below = child.id not in gone and parent in child.parents
+                if below and all(p in gone for p in child.parents):  # else: in its other parent
+                    gone[child.id] = child
+                    frontier.append(child.id)
+        for gone_id in gone:
+            del self.files[gone_id]
+        return list(gone.values())
+
+    def empty_trash(self, drive_id: str | None = None) -> list[FakeFile]:
+        """Deletes for good everything in the trash of My Drive (or of shared drive
+        ``drive_id``); returns what went."""
+        gone: list[FakeFile] = []
+        for file in [f for f in self.files.values() if f.trashed and f.drive_id == drive_id]:
+            if file.id in self.files:  # not gone with a trashed folder above it
+                gone += self.delete(file)
+        return gone
+
+    def _counted(self) -> list[FakeFile]:
+        """The files whose bytes count against this user's quota."""
+        return [f for f in self.files.values() if f.mime != FOLDER and f.drive_id is None]
+
+    def _over_quota(self, size: int) -> bool:
+        return self.quota is not None and self.usage + size > self.quota
+
+    def _note_usage(self) -> None:
+        self.peak_usage = max(self.peak_usage, self.usage)
 
     def path(self, path: str) -> FakeFile:
         """The (single) file or folder at a path below My Drive."""
@@ -240,7 +431,7 @@ class FakeDrive:
             self.tokens.clear()  # the access token expires now
         if fault is not None and not fault.drop:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            return _error(fault.status, fault.reason, headers)
+            return _error(fault.status, fault.reason, headers, fault.message or None)
         answer = self._handle(kind, url.path, params, request.headers, body, fault)
         if fault is not None:
             raise requests.ConnectionError("connection reset by peer (injected)")
@@ -307,6 +498,8 @@ class FakeDrive:
         meta = json.loads(body)
         if not self._folder_exists(meta["parents"][0]):
             return _error(404, "notFound")
+        if self._over_quota(0):  # nothing can be created once usage is over the limit
+            return _error(403, "storageQuotaExceeded")
         file = self.add(meta["name"], meta["parents"][0], mime=meta.get("mimeType", FOLDER))
         return _json(file, params.get("fields"))
 
@@ -337,8 +530,48 @@ class FakeDrive:
             return _error(404, "notFound")
         if file.drive_id and self.drive_roles.get(file.drive_id) != "organizer":
             return _error(403, "insufficientFilePermissions")  # trash it instead
-        del self.files[file.id]
+        self.delete(file)  # a folder with everything below it
         return 204, {}, b""
+
+    def _empty_trash(self, params, **_: Any) -> Any:
+        if set(params) - {"driveId"}:
+            return _bad_request()
+        drive_id = params.get("driveId")
+        if drive_id is not None and drive_id not in self.drive_roles:
+            return _error(404, "notFound")
+        if drive_id is not None and self.drive_roles[drive_id] != "organizer":
+            return _error(403, "insufficientFilePermissions")
+        self.empty_trash(drive_id)
+        return 204, {}, b""
+
+    def _about(self, params, **_: Any) -> Any:
+        if set(params) - {"fields", "alt"} or params.get("alt", "json") != "json":
+            return _bad_request()
+        if not params.get("fields"):
+            return _error(
+                400, "required", None, "The 'fields' parameter is required for this operation."
+            )
+        quota = {
+            "limit": None if self.quota is None else str(self.quota),
+            "usage": str(self.usage),
+            "usageInDrive": str(self.usage_in_drive),
+            "usageInDriveTrash": str(self.usage_in_trash),
+        }
+        out: dict[str, Any] = {}
+        for selection in _split_fields(params["fields"]):
+            m = re.fullmatch(r"(\w+)(?:\((.*)\)|/(.*))?", selection)
+            top, wanted = (m[1], m[2] if m[2] is not None else m[3]) if m else ("", None)
+            if top == "kind" and wanted is None:
+                out["kind"] = "drive#about"
+                continue
+            if top != "storageQuota":
+                return _bad_request()  # a field of About this fake does not model
+            names = list(_QUOTA_FIELDS) if wanted is None else _split_fields(wanted)
+            if set(names) - set(_QUOTA_FIELDS):
+                return _error(400, "invalidParameter", None, f"Invalid field selection {selection}")
+            picked = {n: quota[n] for n in names if quota[n] is not None}
+            out["storageQuota"] = {**out.get("storageQuota", {}), **picked}
+        return 200, {"Content-Type": "application/json"}, json.dumps(out)
 
     def _download(self, path, headers, **_: Any) -> Any:
         file = self._file(path)
@@ -360,13 +593,20 @@ class FakeDrive:
         meta = json.loads(_payload(parts[1]))
         if not self._folder_exists(meta["parents"][0]):
             return _error(404, "notFound")
-        return self._store(meta, _payload(parts[2]), params.get("fields"))
+        data = _payload(parts[2])
+        refused = self.can_upload(len(data))
+        if refused is not None:
+            return _refusal(refused)
+        return self._store(meta, data, params.get("fields"))
 
     def _resumable_start(self, headers, body, params, **_: Any) -> Any:
         if not self._folder_exists(json.loads(body)["parents"][0]):
             return _error(404, "notFound")
         session_id = f"s{next(self._ids)}"
         total = int(headers["X-Upload-Content-Length"])
+        refused = self.can_upload(total)  # the declared length must fit
+        if refused is not None:
+            return _refusal(refused)
         self.sessions[session_id] = Session(json.loads(body), total, params.get("fields", ""))
         location = f"{BASE}/upload/drive/v3/files?uploadType=resumable&upload_id={session_id}"
         return 200, {"Location": location}, b""
@@ -388,7 +628,7 @@ class FakeDrive:
         if self.keep_content:
             session.parts.append(body)
         if session.received == session.total:
-            return self._finish(session)
+            return self._finish(params["upload_id"], session)
         return _incomplete(session)
 
     def _status_query(self, params, **_: Any) -> Any:
@@ -399,7 +639,10 @@ class FakeDrive:
             return _json(self.files[session.result], session.fields)
         return _incomplete(session)
 
-    def _finish(self, session: Session) -> Any:
+    def _finish(self, session_id: str, session: Session) -> Any:
+        if self._over_quota(session.received):  # space went while the bytes came
+            del self.sessions[session_id]  # the session ends with the refusal
+            return _refusal("storageQuotaExceeded")
         status, headers, body = self._store(
             session.metadata, b"".join(session.parts), session.fields, session
         )
@@ -407,11 +650,17 @@ class FakeDrive:
         return 201, headers, body  # a resumable upload's last chunk: 201 Created
 
     def _store(self, meta, data: bytes, fields, session: Session | None = None) -> Any:
-        file = self.add(
-            meta["name"], meta["parents"][0], data, app_properties=meta.get("appProperties", {})
-        )
+        recorded: dict[str, Any] = {}
         if session is not None and not self.keep_content:
-            file.size, file.md5 = session.received, session.digest.hexdigest()
+            recorded = {"size": session.received, "md5": session.digest.hexdigest()}
+        file = self.add(
+            meta["name"],
+            meta["parents"][0],
+            data,
+            app_properties=meta.get("appProperties", {}),
+            **recorded,
+        )
+        self.uploaded_today += file.size
         return _json(file, fields)
 
     def _file(self, path: str) -> FakeFile | None:
@@ -427,6 +676,10 @@ def _kind(method: str, path: str, params: dict[str, str], headers: Any) -> str:
             return "status_query" if "*" in headers.get("Content-Range", "*") else "chunk"
     if path == "/drive/v3/files":
         return {"GET": "list", "POST": "create_folder"}.get(method, "unknown")
+    if path == "/drive/v3/files/trash" and method == "DELETE":
+        return "empty_trash"
+    if path == "/drive/v3/about":
+        return "about" if method == "GET" else "unknown"
     if path.startswith("/drive/v3/files/"):
         if method == "GET":
             return "download" if params.get("alt") == "media" else "get"
@@ -446,12 +699,42 @@ def _bad_request(**_: Any) -> Any:
     return _error(400, "unknownRequestShape")
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Any:
+def _error(
+    status: int,
+    reason: str,
+    headers: dict[str, str] | None = None,
+    message: str | None = None,
+) -> Any:
+    """Drive's error answer; ``message`` defaults to the reason's usual one (:data:`MESSAGES`)."""
     # Like Google's newer answers: the v3 "errors" list and an rpc ErrorInfo in "details".
+    message = message or MESSAGES.get(reason, reason)
+    domain = "usageLimits" if reason in _USAGE_LIMITS else "global"
     info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason.upper()}
-    errors = [{"domain": "global", "reason": reason, "message": reason}]
-    body = {"error": {"code": status, "message": reason, "errors": errors, "details": [info]}}
+    errors = [{"domain": domain, "reason": reason, "message": message}]
+    body = {"error": {"code": status, "message": message, "errors": errors, "details": [info]}}
     return status, dict(headers or {}), json.dumps(body)
+
+
+def _refusal_message(reason: str) -> str:
+    """The message of an upload refused for space or by the daily cap."""
+    return UPLOAD_CAP_MESSAGE if reason == "userRateLimitExceeded" else MESSAGES[reason]
+
+
+def _refusal(reason: str) -> Any:
+    return _error(403, reason, None, _refusal_message(reason))
+
+
+def _split_fields(fields: str) -> list[str]:
+    """A ``fields`` selection split at its top-level commas."""
+    out, depth, current = [], 0, ""
+    for char in fields:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            out.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*out, current.strip()]
 
 
 def _incomplete(session: Session) -> Any:

@@ -2,8 +2,8 @@
 the VM's Drive cache until Drive's client uploads it. With an API sign-in each one is confirmed
 by Drive's md5 before it counts; without, it is reported as on the mount, upload pending.
 
-The mount is a folder with a fake mount table; Drive's client is played by an uploader that
-copies what the mount holds into the fake Drive only after a lag, on the injected clock.
+The mount is a folder with a fake mount table; Drive's client is played by ``fake_drivefs.DriveFS``,
+which copies what the mount holds into the fake Drive only after a lag, on the injected clock.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import pytest
 from fake_drive import fake_credentials
+from fake_drivefs import DriveFS
 from fakes import mount_table
 
 import colabkit.env
@@ -24,50 +25,6 @@ from colabkit.storage import open_store
 from colabkit.storage.drive_mount import DriveMountStore
 
 LAG = 20.0  # seconds of (fake) time between a write to the mount and Drive holding it
-
-
-class DriveClient(FakeClock):
-    """A clock whose passing time lets Drive's client upload what the mount holds, each file
-    ``lag`` seconds after it was written (or never, with ``lag=None``)."""
-
-    def __init__(self, my_drive, drive, lag=LAG):
-        super().__init__()
-        self.my_drive, self.drive, self.lag = my_drive, drive, lag
-        self.first_seen: dict[str, tuple[bytes, float]] = {}
-        self.uploaded: list[str] = []
-        self.holds = lambda relative: False  # files it does not upload for now
-
-    def sleep(self, seconds):
-        super().sleep(seconds)
-        self.upload_due()
-
-    def upload_due(self):
-        for path in sorted(self.my_drive.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            relative = path.relative_to(self.my_drive).as_posix()
-            data = path.read_bytes()
-            seen = self.first_seen.get(relative)
-            if seen is None or seen[0] != data:
-                self.first_seen[relative] = seen = (data, self.time())
-            if self.holds(relative):
-                continue
-            if self.lag is not None and self.time() - seen[1] >= self.lag:
-                self._put(relative, data)
-
-    def _put(self, relative, data):
-        *folders, name = relative.split("/")
-        parent = "root"
-        for folder in folders:
-            found = [f for f in self.drive.named(folder, parent) if not f.trashed]
-            parent = (found[0] if found else self.drive.add_folder(folder, parent)).id
-        existing = [f for f in self.drive.named(name, parent) if not f.trashed]
-        if existing and existing[0].data == data:
-            return
-        for old in existing:
-            old.trashed = True
-        self.drive.add(name, parent, data)
-        self.uploaded.append(relative)
 
 
 @pytest.fixture
@@ -90,7 +47,7 @@ def save(manager, step):
 def test_with_a_sign_in_a_checkpoint_is_durable_only_once_drive_has_its_md5(
     mount, drive, tmp_path, caplog
 ):
-    clock = DriveClient(mount, drive)
+    clock = DriveFS(mount, drive)
     root = mount / "colabkit" / "run" / "checkpoints"
     store = DriveMountStore(root, my_drive=mount, credentials=fake_credentials(), clock=clock)
     manager = manager_on(store, clock, tmp_path)
@@ -108,7 +65,7 @@ def test_with_a_sign_in_a_checkpoint_is_durable_only_once_drive_has_its_md5(
 def test_an_upload_that_never_lands_is_not_durable_and_the_retry_does_not_rewrite_it(
     mount, drive, tmp_path, caplog
 ):
-    clock = DriveClient(mount, drive, lag=0.0)
+    clock = DriveFS(mount, drive, lag=0.0)
     clock.holds = lambda relative: relative.endswith(".ckpt")  # it does not upload checkpoints
     root = mount / "colabkit" / "run" / "checkpoints"
     store = DriveMountStore(root, my_drive=mount, credentials=fake_credentials(), clock=clock,

@@ -57,14 +57,31 @@ def _to_seconds(value: object) -> float | None:
 
 
 def format_duration(seconds: float) -> str:
-    """Formats seconds as ``"11h 58m"`` / ``"4m 10s"`` / ``"-3m 0s"`` for reports."""
+    """A duration as a person says it, at the precision it deserves: ``"< 1 s"``, ``"45 s"``,
+    ``"3 min"``, ``"2 h 10 min"``, ``"2 h"`` (``"-3 min"`` past a limit).
+
+    The one wording of every duration colabkit shows: the plan line, ``colabkit status``, the
+    notebook, ``doctor``. Seconds count under a minute, minutes under an hour (rounded), then
+    hours and minutes; a day is 24 h, not a unit of its own (sessions are counted in hours).
+    """
+    if not math.isfinite(seconds):
+        return "unknown"
     sign = "-" if seconds < 0 else ""
-    total = int(round(abs(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{sign}{hours}h {minutes:02d}m"
-    return f"{sign}{minutes}m {secs:02d}s"
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "< 1 s"
+    if _round(seconds) < 60:
+        return f"{sign}{_round(seconds)} s"
+    minutes = _round(seconds / 60)
+    if minutes < 60:
+        return f"{sign}{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{sign}{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def _round(value: float) -> int:
+    """Half up, as people round (``round`` sends 2.5 to 2)."""
+    return int(value + 0.5)
 
 
 def format_size(size: float) -> str:

@@ -104,8 +104,8 @@ class Forecast:
         return f"epoch {self.epoch + 1}{total} at step {self.step}/{self.steps_per_epoch}"
 
     def line(self) -> str:
-        """The plan in one line, e.g. ``epoch 3/15 done; 41s an epoch here; 12 epochs left,
-        about 8m 12s; ends in this session (5h 00m left in it)``."""
+        """The plan in one line, e.g. ``epoch 3/15 done; 41 s an epoch here; 12 epochs left,
+        about 8 min; ends in this session (5 h left in it)``."""
         outlook = self.outlook()
         if not outlook:
             return f"{self.where()}; the time an epoch takes is known after the first one here"
@@ -114,14 +114,14 @@ class Forecast:
         return "; ".join([self.where(), *outlook])
 
     def outlook(self) -> list[str]:
-        """``["41s an epoch here", "12 epochs left, about 8m 12s"]`` (empty: no pace yet)."""
+        """``["41 s an epoch here", "12 epochs left, about 8 min"]`` (empty: no pace yet)."""
         if self.seconds_per_epoch is None:
             return []
         parts = [f"{_time(self.seconds_per_epoch)} an epoch {self._measured()}"]
         left = self.seconds_left
         if left is not None:
             epochs_left = self.steps_left / self.steps_per_epoch  # type: ignore[operator]
-            parts.append(f"{_epochs(epochs_left)} left, about {_time(left)}")
+            parts.append(f"{_epochs(epochs_left)} left, {_about(left)}")
         return parts
 
     def _measured(self) -> str:
@@ -161,9 +161,10 @@ def _epochs(count: float) -> str:
 
 
 def _time(seconds: float) -> str:
-    """``"41s"``, ``"8m 12s"``, ``"11h 20m"``: the precision a plan has."""
-    if seconds < 1:
-        return "under 1s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
     return format_duration(seconds)
+
+
+def _about(seconds: float) -> str:
+    """``"about 8 min"``; a time under a second is no estimate: ``"< 1 s"``."""
+    text = format_duration(seconds)
+    return text if text.startswith("<") else f"about {text}"

@@ -190,9 +190,9 @@ def test_report_warns_when_the_session_is_about_to_end(tmp_path):
     )
     report = diagnose(environment=env, accelerator=accelerator, drive=check_drive(env))
     (ending,) = [f for f in report.findings if f.code == "session-ending"]
-    assert "About 30m 00s left" in ending.message
+    assert "About 30 min left" in ending.message
     assert report.ok and schema_errors(report.to_json()) == []
-    assert "about 30m 00s left of 2h 00m" in report.text()
+    assert "about 30 min left of 2 h" in report.text()
     assert "<table>" in report.html()
 
 

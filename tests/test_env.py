@@ -175,10 +175,21 @@ def test_parse_duration_rejects_with_the_argument_name(bad):
         parse_duration(bad, "save_every")
 
 
-def test_format_duration():
-    assert format_duration(11 * 3600 + 58 * 60) == "11h 58m"
-    assert format_duration(250) == "4m 10s"
-    assert format_duration(-180) == "-3m 00s"
+def test_format_duration_is_said_as_a_person_says_it_at_every_scale():
+    assert format_duration(0) == "< 1 s"
+    assert format_duration(0.4) == "< 1 s"
+    assert format_duration(1) == "1 s"
+    assert format_duration(44.6) == "45 s"
+    assert format_duration(59.4) == "59 s"
+    assert format_duration(59.6) == "1 min"  # never "60 s"
+    assert format_duration(150) == "3 min"  # half up, not to even
+    assert format_duration(250) == "4 min"
+    assert format_duration(3599) == "1 h"  # never "60 min"
+    assert format_duration(2 * 3600 + 10 * 60) == "2 h 10 min"
+    assert format_duration(11 * 3600 + 58 * 60) == "11 h 58 min"
+    assert format_duration(26 * 3600) == "26 h"
+    assert format_duration(-180) == "-3 min"
+    assert format_duration(float("nan")) == "unknown"
 
 
 def test_drive_counts_as_mounted_only_where_the_mount_table_says_so():

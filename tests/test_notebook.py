@@ -52,6 +52,15 @@ def test_notebook_runs_top_to_bottom_and_leaves_its_outputs(tmp_path, monkeypatc
     assert (drive / "mnist" / "checkpoints").is_dir()
     text = _outputs_text(notebook)
     assert "5,000-image MNIST sample" in text and "Test accuracy:" in text
+    assert "Resumed at: never (a new run)" in text
+
+    # "Run all" again on the finished run: said as such, not "Resumed at: never"
+    again = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(again, timeout=300, kernel_name="python3").execute(cwd=str(tmp_path))
+    text = _outputs_text(again)
+    assert "the run already finished at epoch 1/1" in text
+    assert "Already finished: the run's final weights are loaded" in text
+    assert "Resumed at" not in text and "Test accuracy:" in text
 
 
 def test_the_first_cell_installs_colabkit_and_is_harmless_where_it_is_installed():

@@ -23,8 +23,8 @@ HOUR = 3600.0
 def test_a_run_that_ends_in_this_session():
     plan = Forecast(300, 100, 15, seconds_per_step=0.41, session_left=5 * HOUR)
     assert plan.line() == (
-        "epoch 3/15 done; 41s an epoch here; 12 epochs left, about 8m 12s; "
-        "ends in this session (5h 00m left in it)"
+        "epoch 3/15 done; 41 s an epoch here; 12 epochs left, about 8 min; "
+        "ends in this session (5 h left in it)"
     )
     assert plan.more_sessions == 0
 
@@ -40,8 +40,8 @@ def test_a_run_that_needs_more_sessions_says_how_many_and_when_it_ends():
     assert plan.reaches_epoch == 6
     assert plan.more_sessions == 1
     assert plan.line() == (
-        "epoch 3/15 at step 50/100; 1h 00m an epoch in earlier sessions; 12.5 epochs left, "
-        "about 12h 30m; this session reaches epoch 6 before its limit, then 1 more session: "
+        "epoch 3/15 at step 50/100; 1 h an epoch in earlier sessions; 12.5 epochs left, "
+        "about 12 h 30 min; this session reaches epoch 6 before its limit, then 1 more session: "
         "done about Dec 01 22:30 UTC if each starts at once"
     )
     longer = Forecast(0, 100, 40, seconds_per_step=36.0, session_left=HOUR, session_length=HOUR)
@@ -80,7 +80,7 @@ def test_a_resume_is_announced_and_its_epoch_counted_from_its_true_step(tmp_path
     first = shown(capsys.readouterr().out)
     assert "colabkit: new run, checkpoints in file://" in first
     assert "3 epochs of 6 steps; the plan follows the first epoch." in first
-    assert "colabkit: epoch 1/3 done; 1m 00s an epoch here; 2 epochs left, about 2m 00s" in first
+    assert "colabkit: epoch 1/3 done; 1 min an epoch here; 2 epochs left, about 2 min" in first
 
     limit = SessionDeadline("15m", session_limit="1h", session_start=clock.time(), clock=clock)
     fit(make_model(), tmp_path / "run", save_every="1steps", verbose=1, clock=clock,
@@ -89,20 +89,20 @@ def test_a_resume_is_announced_and_its_epoch_counted_from_its_true_step(tmp_path
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     resumed = next(line for line in lines if line.startswith("colabkit: resuming"))
     assert re.fullmatch(
-        r"colabkit: resuming from ckpt-000000000009\.ckpt in file://\S+/run/checkpoints: "
-        r"epoch 2/3 at step 3/6; session 2 of this run, 1m 30s trained so far\.",
+        r"colabkit: resuming from ckpt-000000000009\.ckpt \(step 9\) in file://\S+/run/"
+        r"checkpoints: epoch 2/3 at step 3/6; session 2 of this run, 2 min trained so far\.",
         resumed,
     )
     assert (  # the pace of session 1 (90 s for 9 steps), the limit of this one (45 min)
-        "colabkit: epoch 2/3 at step 3/6; 1m 00s an epoch in earlier sessions; 1.5 epochs "
-        "left, about 1m 30s; ends in this session (45m 00s left in it)"
+        "colabkit: epoch 2/3 at step 3/6; 1 min an epoch in earlier sessions; 1.5 epochs "
+        "left, about 2 min; ends in this session (45 min left in it)"
     ) in lines
     epoch_2 = lines[lines.index("Epoch 2/3") + 1 : lines.index("Epoch 3/3")]
     counts = [line.split()[0] for line in epoch_2 if re.match(r"\d+/6 ", line)]
     assert counts[0] == "4/6" and counts[-1] == "6/6"  # steps 1-3 were trained in session 1
     assert "Epoch 1/3" not in lines
-    assert "colabkit: epoch 2/3 done; 1m 00s an epoch here; 1 epoch left, about 1m 00s; " \
-        "ends in this session (44m 30s left in it)" in lines  # fmt: skip
+    assert "colabkit: epoch 2/3 done; 1 min an epoch here; 1 epoch left, about 1 min; " \
+        "ends in this session (45 min left in it)" in lines  # fmt: skip
 
 
 def test_verbose_0_prints_nothing_and_the_finished_run_says_so(tmp_path, capsys, caplog):
@@ -150,9 +150,10 @@ def test_model_fit_with_the_checkpoint_callback_announces_its_resume_and_its_lim
               callbacks=[colabkit.callbacks.Checkpoint(tmp_path / "run")])  # fmt: skip
     out = capsys.readouterr().out
     assert re.search(
-        r"colabkit: resuming from ckpt-000000000012\.ckpt in file://\S+ at epoch 3 \(model\.fit "
-        r"restarts an epoch at batch 0; its TensorBoard batch steps restart at 0 and a CSVLogger "
-        r"keeps earlier rows only with append=True: colabkit\.fit continues all three\)\.",
+        r"colabkit: resuming from ckpt-000000000012\.ckpt \(step 12\) in file://\S+ at epoch 3 "
+        r"\(model\.fit restarts an epoch at batch 0; its TensorBoard batch steps restart at 0 and "
+        r"a CSVLogger keeps earlier rows only with append=True: colabkit\.fit continues all "
+        r"three\)\.",
         out,
     )
     assert "Epoch 3/3" in out and "Epoch 1/3" not in out

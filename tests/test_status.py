@@ -74,9 +74,9 @@ def test_a_run_in_progress_after_two_sessions(tmp_path, clock, capsys):
     assert main(["status", str(run)]) == 0
     text = capsys.readouterr().out
     assert "state       in progress: epoch 2/3 at step 2/6\n" in text
-    assert "sessions    2, 1m 20s of training\n" in text
+    assert "sessions    2, 1 min of training\n" in text
     assert "checkpoint  ckpt-000000000008.ckpt (" in text
-    plan = "1m 00s an epoch in the sessions so far; 1.7 epochs left, about 1m 40s"
+    plan = "1 min an epoch in the sessions so far; 1.7 epochs left, about 2 min"
     assert f"to finish   {plan}\n" in text
     assert re.search(r"\nsession 2   \w{3} \d\d \d\d:\d\d UTC on \S+ \(local, [^)]*keras [^)]+\), "
                      r"from step 4 to step 8: failed: RuntimeError\n", text)  # fmt: skip

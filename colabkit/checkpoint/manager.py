@@ -401,7 +401,8 @@ class CheckpointManager:
         with self._lock:
             self._records[record.name] = record
             self._last_save_step, self._last_save_time = record.step, self._clock.monotonic()
-        log.info("Resuming from checkpoint %s (step %d)", record.name, record.step)
+        # Trainers say it, with where in the run that is: one line per resume, theirs.
+        log.debug("Resuming from checkpoint %s (step %d)", record.name, record.step)
         if not in_store:
             self._pipeline.queue_upload(record.name)
 

@@ -111,7 +111,8 @@ class Checkpoint(keras.callbacks.Callback):
         self._epoch = int(restored.state.get("epoch", 0))
         self.model._initial_epoch = self._epoch  # read by Keras' fit after on_train_begin
         say(
-            f"resuming from {restored.name} in {manager.store.url} at epoch {self._epoch + 1} "
+            f"resuming from {restored.name} (step {self._global_step}) in {manager.store.url} "
+            f"at epoch {self._epoch + 1} "
             "(model.fit restarts an epoch at batch 0; its TensorBoard batch steps restart at 0 "
             "and a CSVLogger keeps earlier rows only with append=True: colabkit.fit continues "
             "all three).",

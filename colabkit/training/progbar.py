@@ -71,7 +71,8 @@ def announce_start(
         return
     plan = forecast(progress, epochs, deadline, clock, earlier_pace(progress), "earlier sessions")
     say(
-        f"resuming from {restored.name} in {store_url}: {plan.where()}; "
+        f"resuming from {restored.name} (step {progress.global_step}) in {store_url}: "
+        f"{plan.where()}; "
         f"session {len(progress.resumes) + 1} of this run, "  # resumes: this one included
         f"{format_duration(progress.train_seconds)} trained so far.",
         verbose,

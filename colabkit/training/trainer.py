@@ -72,7 +72,7 @@ def fit(
     notify: str | None = None,
     release_runtime: bool = False,
     clock: Clock | None = None,
-) -> keras.callbacks.History:
+) -> RunHistory:
     """Trains ``model`` like ``model.fit``, checkpointing so that a re-run resumes exactly.
 
     Args:
@@ -115,11 +115,12 @@ def fit(
         clock: Injected clock (tests).
 
     Returns:
-        A ``keras.callbacks.History`` holding the full per-epoch history across all resumes,
-        with extra attributes ``resumes`` (where each resume started: ``epoch`` and ``step`` are
-        the 0-based data position, ``global_step`` the steps trained before it), ``completed``
-        (False when stopped early by a signal or the session deadline), ``stop_reason`` and
-        ``durable`` (False when the last checkpoint could not reach the store).
+        A :class:`RunHistory` (a ``keras.callbacks.History``) holding the full per-epoch
+        history across all resumes, with ``resumes`` (where each resume started),
+        ``completed`` (False when stopped early by a signal or the session deadline),
+        ``already_finished`` (the run had finished: nothing trained, final weights loaded),
+        ``stop_reason``, ``durable`` (False when the last checkpoint could not reach the
+        store) and ``train_seconds``.
 
     Raises:
         ConfigError: An argument is invalid (nothing is written).
@@ -157,7 +158,7 @@ def fit(
         checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
     )
     manager.sessions.runtime = run_setup.describe_runtime  # asked when claiming (background)
-    history: keras.callbacks.History | None = None
+    history: RunHistory | None = None
     progress: RunProgress | None = None
     failure: BaseException | None = None
     runner: _Runner | None = None
@@ -241,7 +242,7 @@ def _return_finished(
     epochs: int,
     verbose: Any,
     manager: CheckpointManager,
-) -> keras.callbacks.History:
+) -> RunHistory:
     assert restored is not None
     training_state.ensure_built(model, data.batch(0))  # from shapes: nothing is computed
     restore_model(model, restored, frozen_variables(manager))
@@ -251,13 +252,42 @@ def _return_finished(
         f"({progress.stop_reason or 'all epochs trained'}); loaded its final weights.",
         verbose,
     )
-    return _history(model, progress, epochs, completed=True)
+    history = _history(model, progress, epochs, completed=True)
+    history.already_finished = True
+    return history
+
+
+class RunHistory(keras.callbacks.History):
+    """What ``colabkit.fit`` returns: Keras' ``History`` of the whole run (every session's
+    epochs), and how this call ended.
+
+    Attributes:
+        history, epoch, params: As Keras' ``History``, over the whole run.
+        resumes: Where each resume started: ``epoch`` and ``step`` (the 0-based data
+            position), ``global_step`` (steps trained before it), ``time``.
+        completed: The run trained all its epochs (or a callback stopped it): False when a
+            signal or the session limit stopped this call.
+        already_finished: This call trained nothing: the run had finished before it, and
+            its final weights were loaded (a re-run of a finished notebook).
+        stop_reason: Why the run (or this call) stopped early, or None.
+        durable: The newest checkpoint reached the store.
+        train_seconds: Wall time trained, all sessions.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumes: list[dict[str, Any]] = []
+        self.completed = False
+        self.already_finished = False
+        self.stop_reason: str | None = None
+        self.durable = True
+        self.train_seconds = 0.0
 
 
 def _history(
     model: keras.Model, progress: RunProgress, epochs: int, *, completed: bool
-) -> keras.callbacks.History:
-    history = keras.callbacks.History()
+) -> RunHistory:
+    history = RunHistory()
     history.set_model(model)
     history.history = {k: list(v) for k, v in progress.history.items()}
     history.epoch = list(range(len(next(iter(progress.history.values()), []))))
@@ -286,9 +316,7 @@ class _Runner:
         self.validation_batch_size: int | None = None
         self.stops = StopRequests()  # the signals received while training (run() replaces it)
 
-    def run(
-        self, *, epochs: int, verbose: Any, deadline: SessionDeadline
-    ) -> keras.callbacks.History:
+    def run(self, *, epochs: int, verbose: Any, deadline: SessionDeadline) -> RunHistory:
         # The user's TensorBoard and CSVLogger write to local disk; copied before each commit.
         self.logs = RunLogs(
             self.callbacks if self.chief else (),
@@ -307,9 +335,7 @@ class _Runner:
         finally:
             self.logs.end(copy=self.manager.superseded is None)
 
-    def _run(
-        self, *, epochs: int, verbose: Any, deadline: SessionDeadline
-    ) -> keras.callbacks.History:
+    def _run(self, *, epochs: int, verbose: Any, deadline: SessionDeadline) -> RunHistory:
         progress = self.progress
         if self.restored is not None:
             resume = {

@@ -30,6 +30,9 @@ class Forecast:
             the session limit (None: no limit here).
         session_length: Seconds a new session can train (None: no limit).
         now: Seconds since the epoch.
+        limits_known: False where the plan is made away from the session that trains (e.g.
+            ``colabkit status``): its session limit is not known there, so ``more_sessions`` and
+            ``finish`` are None, never "0" and a date in 1970.
     """
 
     global_step: int
@@ -40,6 +43,7 @@ class Forecast:
     session_left: float | None = None
     session_length: float | None = None
     now: float = 0.0
+    limits_known: bool = True
 
     @property
     def epoch(self) -> int:
@@ -74,7 +78,7 @@ class Forecast:
     def more_sessions(self) -> int | None:
         """Sessions needed after this one (0: it ends in this session; None: unknown)."""
         left = self.seconds_left
-        if left is None:
+        if left is None or not self.limits_known:
             return None
         if self.session_left is None or left <= self.session_left:
             return 0
@@ -94,7 +98,9 @@ class Forecast:
     def finish(self) -> float | None:
         """When the run ends if each further session starts as soon as the last one stops."""
         left = self.seconds_left
-        return None if left is None else self.now + left
+        if left is None or not self.limits_known:
+            return None
+        return self.now + left
 
     def where(self) -> str:
         """``"epoch 3/15 done"`` or ``"epoch 4/15 at step 600/975"``."""

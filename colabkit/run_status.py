@@ -270,7 +270,10 @@ def _from_state(url: str, info: Any, state: dict) -> RunStatus:
     plan = None
     if steps:
         pace = train_seconds / step if step > 0 and train_seconds > 0 else None
-        plan = Forecast(step, steps, epochs, seconds_per_step=pace, measured="the sessions so far")
+        plan = Forecast(
+            step, steps, epochs, seconds_per_step=pace, measured="the sessions so far",
+            limits_known=False,
+        )  # fmt: skip
     finished = bool(state.get("finished"))
     return RunStatus(
         run=url,

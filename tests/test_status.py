@@ -63,6 +63,9 @@ def test_a_run_in_progress_after_two_sessions(tmp_path, clock, capsys):
     assert set(report["metrics"]) == {"accuracy", "loss"}  # epoch 1's
     assert report["forecast"]["seconds_per_epoch"] == 60.0
     assert report["forecast"]["seconds_left"] == 100.0  # 10 steps left
+    # away from the training session its limit is unknown: not "0 more" and a date in 1970
+    assert report["forecast"]["more_sessions"] is None
+    assert report["forecast"]["finish"] is None
     first, second = report["session_log"]  # how each session started and ended
     assert (first["resumed_step"], first["global_step"]) == (None, 4)
     assert (second["resumed_step"], second["global_step"]) == (4, 8)

@@ -29,6 +29,7 @@ import numpy as np
 
 from colabkit import ending
 from colabkit.checkpoint.policy import parse_keep, parse_save_every
+from colabkit.checkpoint.runs import is_url
 from colabkit.distribute import KINDS
 from colabkit.env import check_session_limit, unmounted_drive
 from colabkit.errors import ColabkitError, ConfigError, invalid_argument
@@ -168,6 +169,13 @@ def check_run_dir(run_dir: str | os.PathLike[str]) -> None:
     """
     if not str(run_dir).strip():
         raise invalid_argument("run_dir", str(run_dir), "a folder path (it is empty)")
+    if is_url(run_dir):  # never a local folder named after the scheme
+        raise invalid_argument(
+            "run_dir",
+            str(run_dir),
+            "a folder, where the outputs are written (for checkpoints on Drive through its API, "
+            "keep a folder here and add --store gdrive://colabkit/mnist)",
+        )
     path = Path(run_dir).expanduser()
     mountpoint = unmounted_drive(path)
     if mountpoint is not None:

@@ -8,13 +8,13 @@ names the store directly.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from colabkit.checkpoint import runs
 from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import frozen_object_of, is_frozen_object, step_of, verify
@@ -24,17 +24,16 @@ from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
 from colabkit.errors import (
     ColabkitError,
-    ConfigError,
     CorruptCheckpointError,
     UnsupportedCheckpointError,
     invalid_argument,
 )
-from colabkit.storage import LocalStore, open_store
+from colabkit.storage import LocalStore
 from colabkit.storage.base import ObjectInfo, Store
 from colabkit.storage.drive_folders import TEMP_PREFIX
 from colabkit.storage.drive_mount import SIGN_IN
 
-CHECKPOINTS_FOLDER = "checkpoints"
+run_store = runs.run_store  # where ``colabkit ckpt`` and ``status`` find a run's checkpoints
 
 
 @dataclass(frozen=True)
@@ -72,25 +71,6 @@ class CheckpointStatus:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def run_store(run_dir: str | os.PathLike[str]) -> Store:
-    """The store holding a run's checkpoints: ``RUN_DIR/checkpoints``, or a store URL.
-
-    A folder that holds checkpoint files itself (the ``checkpoints`` folder given directly) is
-    used as it is.
-    """
-    text = os.fspath(run_dir)
-    try:
-        store = open_store(text)
-    except ConfigError as e:
-        raise invalid_argument("run_dir", text, getattr(e, "expected", str(e))) from None
-    if "://" in text and not text.startswith("file://"):
-        return store
-    folder = Path(store.root) if isinstance(store, LocalStore) else Path(text)
-    if any(step_of(p.name) is not None for p in _entries(folder)):
-        return store
-    return open_store(folder / CHECKPOINTS_FOLDER)  # on the Drive mount: a DriveMountStore
 
 
 def is_colabkit_file(name: str) -> bool:
@@ -250,13 +230,6 @@ def local_copy(store: Store, name: str) -> Iterator[Path]:
         path = Path(folder) / name
         store_call(store.get, name, path)
         yield path
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def format_table(statuses: list[CheckpointStatus], now: float | None = None) -> str:

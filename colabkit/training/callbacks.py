@@ -19,11 +19,12 @@ from typing import Any
 
 import keras
 
+from colabkit.checkpoint import runs
 from colabkit.checkpoint.format import FROZEN_KEY
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, invalid_argument
-from colabkit.storage import Store, open_store
+from colabkit.storage import Store
 from colabkit.training import run_setup
 from colabkit.training import state as training_state
 from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
@@ -71,7 +72,7 @@ class Checkpoint(keras.callbacks.Callback):
             raise invalid_argument("directory", directory, "a run directory or a store URL")
         self.save_policy = parse_save_every(save_every)
         self.keep_policy = parse_keep(keep)
-        self.store = store if store is not None else _store_for(directory)
+        self.store = store if store is not None else runs.run_store(directory, argname="directory")
         self.staging_dir = staging_dir
         self.clock = clock or SYSTEM_CLOCK
         self.manager: CheckpointManager | None = None
@@ -194,16 +195,6 @@ class Checkpoint(keras.callbacks.Callback):
         return self.frozen
 
 
-def _store_for(directory: str | Path) -> Store:
-    text = str(directory)
-    if "://" in text:
-        return open_store(text)
-    path = Path(directory)
-    if path.exists() and not path.is_dir():
-        raise invalid_argument("directory", text, "a directory (this path is a file)")
-    return open_store(path / "checkpoints")
-
-
 class BackupAndRestore(Checkpoint):
     """Drop-in replacement for ``keras.callbacks.BackupAndRestore`` with stronger guarantees.
 
@@ -243,6 +234,7 @@ class BackupAndRestore(Checkpoint):
         save_every = "epoch" if save_freq in ("epoch", False) else f"{save_freq}steps"
         super().__init__(backup_dir, save_every=save_every, keep=2 if double_checkpoint else 1)
         self.save_freq = save_freq
+        self.backup_dir = backup_dir
         self.double_checkpoint = double_checkpoint
         self.delete_checkpoint = delete_checkpoint
 
@@ -262,3 +254,16 @@ class BackupAndRestore(Checkpoint):
                 self.store.delete(info.name)
             if staging is not None:  # the local copies go too, or they would come back
                 run_setup.forget_staging(staging)
+            self._remove_empty_folders()
+
+    def _remove_empty_folders(self) -> None:
+        """As Keras' callback removes ``backup_dir``: the folders this callback made, once
+        empty (a file of the user's keeps its folder; a Drive folder through the API stays)."""
+        root = getattr(self.store, "root", None)
+        if not isinstance(root, Path) or not self.backup_dir or "://" in str(self.backup_dir):
+            return
+        top = Path(self.backup_dir).expanduser().absolute()
+        folders = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for folder in [*folders, root, *([top] if root.parent == top else [])]:
+            with contextlib.suppress(OSError):  # not empty (or already gone): kept
+                folder.rmdir()

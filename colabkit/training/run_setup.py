@@ -19,7 +19,7 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint import catalog
+from colabkit.checkpoint import catalog, runs
 from colabkit.checkpoint.format import CheckpointContents
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import Clock
@@ -190,17 +190,12 @@ def resolve_store(run_dir: Any, store: Any) -> Store:
         if not isinstance(store, Store):
             raise invalid_argument("store", type(store).__name__, "a Store or a store URL")
         return store
-    if run_dir is not None and not isinstance(run_dir, (str, Path)):
-        raise invalid_argument("run_dir", run_dir, "a folder path (str or pathlib.Path)")
     if run_dir is None or str(run_dir) == "":
         raise ConfigError(
             "No place for checkpoints. Received: run_dir=None, store=None. Pass "
             "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
         )
-    path = Path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise invalid_argument("run_dir", str(run_dir), "a directory (this path is a file)")
-    return open_store(path / "checkpoints")
+    return runs.run_store(run_dir)
 
 
 def default_staging(store: Store) -> Path:

@@ -107,3 +107,15 @@ def test_a_checkpoints_folder_given_as_run_dir_is_the_run_not_a_new_one_inside_i
     assert len(history.history["loss"]) == 2  # epoch 1 came from the run, not trained again
     assert not (checkpoints / "checkpoints").exists()
     assert history.resumes and history.resumes[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize("command", [["status"], ["ckpt", "ls"], ["ckpt", "purge"]])
+def test_reading_a_mistyped_drive_run_is_one_line_and_creates_no_folder_on_drive(
+    drive, signed_in, capsys, command
+):
+    drive.add_folder("colabkit")
+    before = {f.id for f in drive.files.values()}
+    assert main([*command, "gdrive://colabkit/typo-run"]) == 1
+    err = capsys.readouterr().err
+    assert "No run at gdrive://colabkit/typo-run" in err and len(err.strip().splitlines()) == 1
+    assert {f.id for f in drive.files.values()} == before  # nothing created on the user's Drive

@@ -8,6 +8,7 @@ names the store directly.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,7 +34,11 @@ from colabkit.storage.base import ObjectInfo, Store
 from colabkit.storage.drive_folders import TEMP_PREFIX
 from colabkit.storage.drive_mount import SIGN_IN
 
-run_store = runs.run_store  # where ``colabkit ckpt`` and ``status`` find a run's checkpoints
+
+def run_store(run_dir: str | os.PathLike[str]) -> Store:
+    """Where ``colabkit ckpt`` and ``status`` find a run's checkpoints (``runs.run_store``),
+    creating nothing: a mistyped ``gdrive://`` folder is an error, not a new folder on Drive."""
+    return runs.run_store(run_dir, create=False)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,15 @@ def purge_trash(store: Store) -> list[ObjectInfo]:
                 f"here: nothing was deleted from the trash of {store.url}. Sign in first (in "
                 f"Colab: {SIGN_IN}), then run it again."
             )
-        drive = store.drive_api()
+        try:
+            drive = store.drive_api()
+        except FileNotFoundError as e:
+            raise ColabkitError(
+                f"{e} Nothing was deleted: only the trash of the run's own folder is purged, and "
+                "Drive holds no such folder outside its trash (a folder deleted whole is in the "
+                "trash with everything in it: empty the trash at "
+                "https://drive.google.com/drive/trash to free its space)."
+            ) from None
     purge = getattr(drive, "purge_trashed", None)
     if purge is None:
         return []

@@ -354,7 +354,13 @@ class CheckpointManager:
     def _written(self, record: CheckpointRecord) -> None:
         with self._lock:
             self._records[record.name] = record
-        self.check_space(record.size or 0, if_grown=True)
+        threading.Thread(  # Drive's answer must not hold this checkpoint's upload
+            target=self.check_space,
+            args=(record.size or 0,),
+            kwargs={"if_grown": True},
+            name="colabkit-space-check",
+            daemon=True,
+        ).start()
 
     def check_space(
         self, checkpoint_bytes: int, frozen_bytes: int | None = None, *, if_grown: bool = False

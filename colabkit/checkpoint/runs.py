@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from colabkit.checkpoint.format import step_of
-from colabkit.errors import ConfigError, invalid_argument
+from colabkit.errors import ColabkitError, ConfigError, invalid_argument
 from colabkit.storage import LocalStore, open_store
 from colabkit.storage.base import Store
 
@@ -28,18 +28,28 @@ EXPECTED = (
 )
 
 
-def run_store(run_dir: object, *, argname: str = "run_dir") -> Store:
+def run_store(run_dir: object, *, argname: str = "run_dir", create: bool = True) -> Store:
     """The store of the run in ``run_dir``: ``RUN_DIR/checkpoints``, or the store a URL names.
+
+    Args:
+        run_dir: A folder path, or a store URL.
+        argname: The argument's name in messages.
+        create: False for a run that is only read (``status``, ``ckpt``): a Drive folder
+            that does not exist is then an error, never created.
 
     Raises:
         ConfigError: ``run_dir`` is not a path or URL, is empty, names a file, or is a URL of
             a scheme colabkit has no store for (nothing is created).
+        ColabkitError: ``create`` is False and Drive has no such folder.
     """
     if not isinstance(run_dir, (str, os.PathLike)):
         raise invalid_argument(argname, run_dir, EXPECTED)
     text = os.fspath(run_dir)
     if not isinstance(text, str) or not text.strip():
         raise invalid_argument(argname, text, EXPECTED + " (it is empty)")
+    parts = urlsplit(text)
+    if not create and parts.scheme == "gdrive" and (parts.netloc + parts.path).strip("/"):
+        return _existing_drive_folder(text, (parts.netloc + parts.path).strip("/"))
     try:
         store = open_store(text)
     except ConfigError as e:
@@ -52,6 +62,15 @@ def run_store(run_dir: object, *, argname: str = "run_dir") -> Store:
     if holds_checkpoints(folder):
         return store
     return open_store(folder / CHECKPOINTS_FOLDER)  # on the Drive mount: a DriveMountStore
+
+
+def _existing_drive_folder(url: str, folder: str) -> Store:
+    from colabkit.storage.drive_api import DriveApiStore
+
+    try:
+        return DriveApiStore(folder, create=False)
+    except FileNotFoundError as e:
+        raise ColabkitError(f"No run at {url}: {e} Check the folder's name on Drive.") from None
 
 
 def is_url(value: object) -> bool:

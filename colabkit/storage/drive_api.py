@@ -224,11 +224,7 @@ class DriveApiStore(DriveFolders):
             answer = self._execute(
                 self._service.about().get(fields="storageQuota"), "reading of the storage quota"
             )
-        quota = answer.get("storageQuota") or {}
-        limit, usage = _int_or_none(quota.get("limit")), _int_or_none(quota.get("usage"))
-        free = None if limit is None else max(0, limit - (usage or 0))
-        trash = _int_or_none(quota.get("usageInDriveTrash"))
-        return Space(free, limit, trash, "Drive's storage quota")
+        return _quota_space(answer)
 
     def purge_trashed(self, wanted: Callable[[str], bool]) -> list[ObjectInfo]:
         """Deletes for good the files in Drive's trash, in the store's folders, whose
@@ -334,6 +330,26 @@ def _build_service(http: Any) -> Any:
     from googleapiclient.discovery import build
 
     return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
+
+
+def account_space(credentials: Any, *, clock: Clock = SYSTEM_CLOCK) -> Space:
+    """The signed-in account's storage quota (``about.get``) with no folder to open: the quota
+    is the account's, whichever folder asks (a new run's folder may not be on Drive yet)."""
+    service = _build_service(RequestsHttp(find_credentials(credentials)))
+    answer = call_with_retry(
+        lambda: service.about().get(fields="storageQuota").execute(num_retries=0),
+        "reading of the storage quota",
+        clock=clock,
+    )
+    return _quota_space(answer)
+
+
+def _quota_space(answer: dict[str, Any]) -> Space:
+    quota = answer.get("storageQuota") or {}
+    limit, usage = _int_or_none(quota.get("limit")), _int_or_none(quota.get("usage"))
+    free = None if limit is None else max(0, limit - (usage or 0))
+    trash = _int_or_none(quota.get("usageInDriveTrash"))
+    return Space(free, limit, trash, "Drive's storage quota")
 
 
 def _int_or_none(value: Any) -> int | None:

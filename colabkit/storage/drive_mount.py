@@ -88,7 +88,12 @@ class DriveMountStore(LocalStore):
         self._check_mounted()
         if self.signed_in:
             try:
-                return self._drive().space()
+                try:
+                    return self._drive().space()
+                except FileNotFoundError:  # a new run: its folder is not on Drive yet
+                    from colabkit.storage.drive_api import account_space
+
+                    return account_space(self._credentials, clock=self._clock)
             except (OSError, ColabkitError) as e:
                 log.debug("Drive quota not readable through the API (%s): the mount's figures", e)
         return disk_space(self.root, "the Drive mount's figures")

@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from colabkit import ending
-from colabkit.checkpoint.policy import parse_keep, parse_save_every
-from colabkit.checkpoint.runs import is_url
+from colabkit.checkpoint import is_url, parse_keep, parse_save_every
 from colabkit.distribute import KINDS
 from colabkit.env import check_session_limit, unmounted_drive
 from colabkit.errors import ColabkitError, ConfigError, invalid_argument

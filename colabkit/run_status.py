@@ -22,12 +22,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from colabkit.checkpoint import inventory, space
-from colabkit.checkpoint.catalog import record_from_state, store_call
-from colabkit.checkpoint.chain import Chain
-from colabkit.checkpoint.format import frozen_object_of, is_frozen_object, read_state, step_of
-from colabkit.checkpoint.policy import CheckpointRecord
-from colabkit.checkpoint.sessions import Claim, Sessions
+from colabkit.checkpoint import (
+    Chain,
+    CheckpointRecord,
+    Claim,
+    Sessions,
+    frozen_object_of,
+    inventory,
+    is_frozen_object,
+    read_state,
+    record_from_state,
+    space,
+    step_of,
+    store_call,
+)
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import format_duration, format_size
 from colabkit.errors import ColabkitError, CorruptCheckpointError

@@ -19,9 +19,7 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint import runs
-from colabkit.checkpoint.format import FROZEN_KEY
-from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint import FROZEN_KEY, CheckpointManager, run_store
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, invalid_argument
 from colabkit.storage import Store
@@ -66,13 +64,13 @@ class Checkpoint(keras.callbacks.Callback):
         clock: Clock | None = None,
     ) -> None:
         super().__init__()
-        from colabkit.checkpoint.policy import parse_keep, parse_save_every
+        from colabkit.checkpoint import parse_keep, parse_save_every
 
         if store is None and directory is None:
             raise invalid_argument("directory", directory, "a run directory or a store URL")
         self.save_policy = parse_save_every(save_every)
         self.keep_policy = parse_keep(keep)
-        self.store = store if store is not None else runs.run_store(directory, argname="directory")
+        self.store = store if store is not None else run_store(directory, argname="directory")
         self.staging_dir = staging_dir
         self.clock = clock or SYSTEM_CLOCK
         self.manager: CheckpointManager | None = None

@@ -40,7 +40,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from colabkit.checkpoint.format import (
+from colabkit.checkpoint import (
     FROZEN_KEY,
     array_digest,
     frozen_object_name,

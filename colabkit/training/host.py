@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from colabkit.checkpoint import npy
+from colabkit.checkpoint import dtype_name
 from colabkit.errors import ConfigError
 
 
@@ -88,7 +88,7 @@ def check_storable(variables: Sequence[Any], arrays: Sequence[np.ndarray]) -> No
     """
     for variable, array in zip(variables, arrays, strict=True):
         try:
-            npy.dtype_name(array.dtype)
+            dtype_name(array.dtype)
         except TypeError:
             raise ConfigError(
                 f"Cannot checkpoint variable {getattr(variable, 'path', variable)}: its dtype "

@@ -40,7 +40,7 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint.catalog import describe_failure
+from colabkit.checkpoint import describe_failure
 from colabkit.storage.atomic import atomic_output
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,7 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint.format import FROZEN_KEY, CheckpointContents
-from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint import FROZEN_KEY, CheckpointContents, CheckpointManager
 from colabkit.errors import ResumeMismatchError
 from colabkit.training import state as training_state
 from colabkit.training.data import ResumableBatches

@@ -19,9 +19,7 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint import catalog, runs
-from colabkit.checkpoint.format import CheckpointContents
-from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint import CheckpointContents, CheckpointManager, run_store, store_checkpoints
 from colabkit.clock import Clock
 from colabkit.errors import (
     CheckpointError,
@@ -195,7 +193,7 @@ def resolve_store(run_dir: Any, store: Any) -> Store:
             "No place for checkpoints. Received: run_dir=None, store=None. Pass "
             "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
         )
-    return runs.run_store(run_dir)
+    return run_store(run_dir)
 
 
 def default_staging(store: Store) -> Path:
@@ -318,9 +316,9 @@ def set_aside_stale_staging(store: Store, staging: Path) -> None:
     deleted there: a run folder removed to start over, ``BackupAndRestore`` cleaning up. What
     is staged belongs to a run that is gone; it is moved aside, not deleted.
     """
-    from colabkit.checkpoint.pipeline import IN_STORE_MARKER
+    from colabkit.checkpoint import IN_STORE_MARKER
 
-    if not (staging / IN_STORE_MARKER).exists() or catalog.store_checkpoints(store):
+    if not (staging / IN_STORE_MARKER).exists() or store_checkpoints(store):
         return
     if any(staging.glob("*.ckpt")):
         aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -337,7 +335,7 @@ def set_aside_stale_staging(store: Store, staging: Path) -> None:
 
 def forget_staging(staging: Path) -> None:
     """Drops the local copies of a finished run that is durable in its store."""
-    from colabkit.checkpoint.pipeline import IN_STORE_MARKER
+    from colabkit.checkpoint import IN_STORE_MARKER
 
     for copy in [*staging.glob("*.ckpt"), staging / IN_STORE_MARKER]:
         copy.unlink(missing_ok=True)
@@ -417,7 +415,7 @@ def refuse_if_all_corrupt(manager: CheckpointManager) -> None:
     Starting from scratch here would throw away the run's history without a word (and new,
     lower-numbered checkpoints would sit below the damaged ones). The user decides.
     """
-    names = sorted(catalog.store_checkpoints(manager.store))
+    names = sorted(store_checkpoints(manager.store))
     if not names:
         return
     raise CheckpointError(

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from colabkit.checkpoint import npy
-from colabkit.checkpoint.format import FROZEN_KEY
+from colabkit.checkpoint import FROZEN_KEY, dtype_from_name
 from colabkit.errors import ResumeMismatchError
 from colabkit.training.host import check_storable, host_copies
 
@@ -224,7 +223,7 @@ def numpy_dtype(dtype: Any) -> np.dtype:
     try:
         return np.dtype(dtype)
     except TypeError:
-        return npy.dtype_from_name(str(dtype))
+        return dtype_from_name(str(dtype))
 
 
 def _as_dtype(value: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -17,9 +17,7 @@ from typing import Any
 import keras
 
 from colabkit import distribute, ending
-from colabkit.checkpoint.format import CheckpointContents
-from colabkit.checkpoint.manager import CheckpointManager
-from colabkit.checkpoint.policy import parse_keep, parse_save_every
+from colabkit.checkpoint import CheckpointContents, CheckpointManager, parse_keep, parse_save_every
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, RunSupersededError, invalid_argument
 from colabkit.storage import Store

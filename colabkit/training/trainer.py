@@ -92,7 +92,7 @@ def fit(
             ``PyDataset`` ``x``, Keras' default of 32).
         seed: Seed of the data order; ``None`` picks one on the first run and keeps it.
         save_every: ``"epoch"``, ``"500steps"``, ``"10m"`` or a combination like ``"epoch|10m"``.
-        keep: How many checkpoints to keep (or a ``colabkit.checkpoint.policy.KeepPolicy``).
+        keep: How many checkpoints to keep (or a ``colabkit.checkpoint.KeepPolicy``).
         callbacks: Keras callbacks; their state (EarlyStopping, ReduceLROnPlateau, and any with
             ``get_state()``/``set_state()``) is checkpointed and restored.
         deterministic: Turns on the backend's deterministic ops (see ``determinism.enable``).

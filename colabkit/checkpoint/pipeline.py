@@ -310,7 +310,10 @@ class SavePipeline:
                 continue
             except Exception as e:  # noqa: BLE001 -- reported by status/wait, retried
                 failures += 1
-                if not self._upload_failed(name, e, lasting=failures > len(self._delays)):
+                # The daily upload limit lasts hours: tried again at the next save (or wait()),
+                # not every few seconds for minutes.
+                lasting = failures > len(self._delays) or failure_cause(e) == "upload limit"
+                if not self._upload_failed(name, e, lasting=lasting):
                     self._clock.sleep(self._delays[failures - 1])
                 continue
             failures = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from typing import Any
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import format_size
 from colabkit.errors import ColabkitError, StoreError, StoreFullError
-from colabkit.storage import atomic
 from colabkit.storage.base import ObjectInfo, Space, disk_space, md5_file
 from colabkit.storage.local import LocalStore
 
@@ -103,7 +103,7 @@ class DriveMountStore(LocalStore):
 
         Signed in, through the Drive API, for good (the mount's copy goes too). Not signed in,
         a delete on the mount moves the file to Drive's trash, which counts against the quota
-        for 30 days: the file is renamed to a hidden temporary name and emptied first, and
+        for 30 days: the file is emptied in place first (``list`` no longer shows it) and
         deleted at a later prune (``EMPTIED_GRACE`` seconds on), once Drive's client has
         uploaded the empty version; Drive counts a file's current version (and versions kept
         forever), not the older ones, so the trash then holds an empty file.
@@ -138,10 +138,11 @@ class DriveMountStore(LocalStore):
                 SIGN_IN,
                 self.root.parent if self.root.name == "checkpoints" else self.root,
             )
-        emptied = atomic.temporary_name(path)
-        os.replace(path, emptied)
-        os.truncate(emptied, 0)
-        self._emptied.append((emptied, self._clock.monotonic()))
+        # Emptied in place, under its own name: Drive's client uploads the empty version of
+        # the same Drive file. Renamed away first, it would see a file deleted and trash it
+        # with the bytes Drive holds (the whole checkpoint).
+        os.truncate(path, 0)
+        self._emptied.append((path, self._clock.monotonic()))
         self.delete_emptied()
 
     def delete_emptied(self, *, grace: float = EMPTIED_GRACE) -> None:
@@ -152,8 +153,25 @@ class DriveMountStore(LocalStore):
                 waiting.append((emptied, when))
                 continue
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(emptied)
+                if emptied.stat().st_size == 0:  # not written again since
+                    os.unlink(emptied)
         self._emptied = waiting
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """The objects, less the pruned checkpoints emptied and not yet deleted (by this
+        process, or one that died before deleting them): a checkpoint is never empty."""
+        return [info for info in super().list(prefix) if not _emptied(info)]
+
+    def remove_leftovers(self, older_than: float = 3600.0) -> list[str]:
+        """Also deletes the emptied checkpoints a process left (it died within the grace)."""
+        removed = super().remove_leftovers(older_than)
+        cutoff = time.time() - older_than
+        for info in super().list():
+            if _emptied(info) and info.modified < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(info.name))
+                    removed.append(info.name)
+        return removed
 
     @property
     def upload_pending(self) -> bool:
@@ -278,6 +296,11 @@ class DriveMountStore(LocalStore):
             error,
             self.root,
         )
+
+
+def _emptied(info: ObjectInfo) -> bool:
+    """A pruned checkpoint emptied before its delete (a checkpoint file is never 0 bytes)."""
+    return info.size == 0 and info.name.endswith(".ckpt")
 
 
 def _signed_in_credentials() -> Any:

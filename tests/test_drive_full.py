@@ -410,7 +410,7 @@ def test_drive_full_at_the_5th_save_training_finishes_warns_by_cause_and_a_new_v
     probe = Snapshots(clock.monotonic)
     logging.getLogger("colabkit").addHandler(probe)
     try:
-        with caplog.at_level(logging.INFO, logger="colabkit"):
+        with caplog.at_level(logging.DEBUG, logger="colabkit"):
             history = fit(
                 watched,
                 clock,
@@ -493,7 +493,7 @@ def test_the_daily_upload_limit_is_named_not_retried_for_minutes_and_uploads_res
         seen["to"] = len(drive.seen)
         drive.new_day()
 
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = fit(
             watched,
             clock,

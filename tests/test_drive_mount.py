@@ -51,7 +51,7 @@ def test_with_a_sign_in_a_checkpoint_is_durable_only_once_drive_has_its_md5(
     root = mount / "colabkit" / "run" / "checkpoints"
     store = DriveMountStore(root, my_drive=mount, credentials=fake_credentials(), clock=clock)
     manager = manager_on(store, clock, tmp_path)
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         save(manager, 1)
         manager.wait()
     assert "is durable in" in caplog.text and "upload pending" not in caplog.text
@@ -72,7 +72,7 @@ def test_an_upload_that_never_lands_is_not_durable_and_the_retry_does_not_rewrit
                             confirm_delays=(5, 10))  # fmt: skip
     manager = CheckpointManager(store, staging_dir=tmp_path / "staging", clock=clock,
                                 retry_delays=(1,))  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         save(manager, 1)
         with pytest.raises(StoreError, match="Drive does not hold it yet .*upload is pending"):
             manager.wait()
@@ -100,7 +100,7 @@ def test_without_a_sign_in_it_is_reported_on_the_mount_upload_pending(
     assert isinstance(store, DriveMountStore)  # how fit and setup open a run on the mount
     clock = FakeClock()
     manager = manager_on(store, clock, tmp_path)
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         save(manager, 1)
         manager.wait()
         save(manager, 2)

@@ -214,7 +214,7 @@ def test_a_drive_without_room_for_keep_plus_one_is_said_once_before_the_first_ch
     free = int(2.5 * checkpoint)  # room for 2.5 checkpoints; keep=3 needs 4 (3, and 1 uploading)
     leave_free(drive, free, trash=trash)
     store = open_store(drive)
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(model, tmp_path, store=store, clock=FakeClock())
 
     assert history.completed and history.durable  # the two checkpoints had room: training went on
@@ -240,7 +240,7 @@ def test_a_drive_without_room_for_keep_plus_one_is_said_once_before_the_first_ch
 def test_a_drive_with_room_is_asked_and_nothing_is_said(drive, tmp_path, caplog):
     model = make_model()
     leave_free(drive, 50 * one_checkpoint(model), trash=3_000_000)
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(model, tmp_path, store=open_store(drive), clock=FakeClock())
     assert history.completed and history.durable
     assert drive.kinds().count("about") == 1  # asked once, before the first save
@@ -261,7 +261,7 @@ def test_on_the_mount_not_signed_in_the_mounts_figures_are_said_and_signing_in_i
     leave_free(drive, free, trash=1_500_000)
     disks.add(mount.parent, quota_of(drive))
     run_dir = mount / "colabkit" / "run"
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(model, tmp_path, run_dir=run_dir, clock=FakeClock())
 
     assert history.completed
@@ -305,7 +305,7 @@ def test_on_the_mount_signed_in_drives_own_figures_are_said_with_the_trash(
     for part in ("colabkit", "run", "checkpoints"):
         parent = drive.add_folder(part, parent).id
     store, clock = signed_in_mount(mount, drive, run_dir)
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(model, tmp_path, store=store, clock=clock)
 
     assert history.completed and history.durable
@@ -329,7 +329,7 @@ def test_on_the_mount_signed_in_a_new_runs_room_is_drives_own_figures_too(
     leave_free(drive, free, trash=1_500_000)
     disks.add(mount.parent, quota_of(drive))
     store, clock = signed_in_mount(mount, drive, mount / "colabkit" / "new-run")
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(model, tmp_path, store=store, clock=clock)
 
     assert history.completed and history.durable
@@ -350,7 +350,7 @@ def test_a_local_disk_without_room_for_two_checkpoints_is_said_naming_the_stagin
     leave_free(drive, 100 * one_checkpoint(model))  # Drive has room: only the disk is short
     staging = tmp_path / "staging"
     disks.add(staging, lambda: (free, 100 * 10**9))
-    with caplog.at_level(logging.INFO, logger="colabkit"):
+    with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(
             model, tmp_path, store=open_store(drive), staging_dir=staging, clock=FakeClock()
         )
@@ -624,7 +624,7 @@ def test_train_mnist_with_a_store_on_a_nearly_full_drive_says_so_and_finishes(
         "(300.0 KB of it in the trash; Drive's storage quota); this run needs "
     )
     assert "keep=3 checkpoints of" in line and "empty Drive's trash (it holds 300.0 KB)" in line
-    assert captured.err.index(ROOM) < captured.err.index("is durable in")
+    assert "its last checkpoint (ckpt-000000000005.ckpt) is durable in gdrive://" in captured.out
     assert "Test accuracy: " in captured.out  # the run finished, its outputs written
     assert (run / "outputs" / "results.txt").exists()
     assert [f.name for f in drive.files.values() if f.name.startswith("ckpt-")] == [

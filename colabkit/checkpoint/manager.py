@@ -220,6 +220,12 @@ class CheckpointManager:
         with self._pipeline.cond:
             return self._pipeline.status()
 
+    @property
+    def last_committed(self) -> str | None:
+        """The newest checkpoint this manager made durable in the store (None: none yet)."""
+        with self._pipeline.cond:
+            return self._pipeline.last_committed
+
     def not_durable_because(self) -> str:
         """Why the newest checkpoint is not in the store, and what to do, for the last words
         of a session ("" where there is nothing more to say than the log's)."""
@@ -469,7 +475,7 @@ class CheckpointManager:
                         self.store.delete(record.name)
                         with self._lock:
                             self._records.pop(record.name, None)
-                        log.info("Deleted old checkpoint %s from %s", record.name, self.store.url)
+                        log.debug("Deleted old checkpoint %s from %s", record.name, self.store.url)
         except RunSupersededError:
             return  # said once by the next commit, which does not happen
         except (OSError, CheckpointError) as e:

@@ -408,15 +408,17 @@ class SavePipeline:
             self.cond.notify_all()
         if recovered:
             log.warning("Checkpoints reach %s again", self.store.url)
+        # Each save's line is for the log file (debug): the console has Keras' bar, the plan
+        # after each epoch, the warnings, and one line at the end saying what is durable.
         if getattr(self.store, "upload_pending", False):
-            log.info(
+            log.debug(
                 "Checkpoint %s is on the Drive mount (%s); Drive uploads it in the background "
                 "(not confirmed: no Drive API sign-in)",
                 name,
                 self.store.url,
             )
         else:
-            log.info("Checkpoint %s is durable in %s", name, self.store.url)
+            log.debug("Checkpoint %s is durable in %s", name, self.store.url)
         with contextlib.suppress(OSError):  # tells a later run that the store had checkpoints
             (self.staging / IN_STORE_MARKER).write_text(name)
 

@@ -149,7 +149,7 @@ class DriveApiStore(DriveFolders):
                 raise
             self._remove_superseded(superseded, name)
             info = object_info(name, renamed)
-            logger.info("Uploaded %s to %s (%d bytes, md5 verified)", name, self.url, info.size)
+            logger.debug("Uploaded %s to %s (%d bytes, md5 verified)", name, self.url, info.size)
             return info
 
     def get(self, name: str, local_path: str | os.PathLike[str]) -> ObjectInfo:
@@ -190,7 +190,7 @@ class DriveApiStore(DriveFolders):
                 raise FileNotFoundError(f"No object {name!r} in {self.url}.")
             for copy in copies:
                 self._delete_file(copy["id"], f"delete of {name!r}")
-            logger.info("Deleted %s from %s", name, self.url)
+            logger.debug("Deleted %s from %s", name, self.url)
 
     def remove_leftovers(self, older_than: float = 3600.0) -> list[str]:
         """Deletes uploads that a crash left under temporary names; returns their names.

@@ -386,6 +386,15 @@ class _Runner:
             return self._stopped(stopped, deadline, epochs)
         history = _history(self.model, progress, epochs, completed=True)
         history.durable = self._wait_durable()  # a signal during the final save: obeyed after
+        if history.durable and self.chief:
+            last = self.manager.last_committed
+            saved = f"its last checkpoint ({last})" if last else "its checkpoints"
+            say(
+                f"run finished at epoch {progress.epoch}/{epochs}"
+                f"{f' ({progress.stop_reason})' if progress.stop_reason else ''}; {saved} is "
+                f"durable in {self.manager.store.url}.",
+                verbose,
+            )
         return history
 
     def _segments(self, loop: ResumableLoop, epochs: int, verbose: Any) -> None:

@@ -202,6 +202,7 @@ class CheckpointManager:
         if self._closed:
             return
         self._closed = True
+        self.sessions.wait_claimed(timeout)  # a fit that saved nothing has claimed the run too
         error: Exception | None = None
         if self._pipeline.started:
             try:

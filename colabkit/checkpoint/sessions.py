@@ -99,6 +99,7 @@ class Sessions:
         self.superseded_by: Claim | None = None
         self._point: tuple[list[Claim], CheckpointRecord | None] | None = None  # from restore
         self._lock = threading.Lock()
+        self._claiming: threading.Thread | None = None  # take_over_in_background's thread
         self.runtime: Callable[[], dict] | None = None  # asked once, when claiming
 
     def restored(self, claims: list[Claim], found: CheckpointRecord | None) -> None:
@@ -148,7 +149,17 @@ class Sessions:
                 ) from e
 
     def take_over_in_background(self) -> None:
-        threading.Thread(target=self._take_over_quietly, name="colabkit-claim", daemon=True).start()
+        self._claiming = threading.Thread(
+            target=self._take_over_quietly, name="colabkit-claim", daemon=True
+        )
+        self._claiming.start()
+
+    def wait_claimed(self, timeout: float | None = None) -> None:
+        """Waits for the claim ``take_over_in_background`` is making: a session that ends
+        before its claim is in the store lets the next one claim with the same sequence number,
+        and the late claim then takes the run over."""
+        if self._claiming is not None:
+            self._claiming.join(timeout)
 
     def _take_over_quietly(self) -> None:
         try:

@@ -95,10 +95,15 @@ class Checkpoint(keras.callbacks.Callback):
         return self.manager
 
     def on_train_begin(self, logs: Any = None) -> None:
+        if self.manager is not None:  # a fit with this callback raised: its last save first
+            self.manager.wait_staged()
         manager = self._open()
         training_state.ensure_built(self.model)
         restored = manager.restore()
         if restored is None:
+            run_setup.refuse_if_all_corrupt(
+                manager, remedy="delete them (or the whole folder) to start over"
+            )
             manager.claim(background=True)
             return
         training_state.warn_on_version_drift(restored.state, restored.name)
@@ -122,8 +127,9 @@ class Checkpoint(keras.callbacks.Callback):
         self._epoch, self._step = epoch, 0
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        # once per execution: with steps_per_execution > 1, ``batch`` is its last batch
+        self._global_step += max(batch + 1 - self._step, 1)
         self._step = batch + 1
-        self._global_step += 1
         manager = self._open()
         if manager.superseded is not None:  # another session owns the run now
             raise manager.superseded

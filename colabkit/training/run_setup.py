@@ -357,11 +357,20 @@ def open_manager(store: Store, staging: Path, **options: Any) -> CheckpointManag
             f"a writable local folder ({e.strerror}); pass staging_dir= or set XDG_CACHE_HOME",
         ) from None
     lock = _lock(staging)
+    previous = _OPEN.pop(str(staging), None)
+    if previous is not None:  # left open by a fit that raised (a notebook cell run again)
+        previous.wait_staged()  # its last snapshot: restore() must see it, whole
+        previous.sessions.wait_claimed()  # and its claim: ours must come after it
     set_aside_stale_staging(store, staging)
     staging.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(store, staging_dir=staging, **options)
     manager.run_lock = lock  # held (and released by the OS) as long as the process uses it
+    _OPEN[str(staging)] = manager
     return manager
+
+
+#: The manager open on each staging folder in this process (until ``release``).
+_OPEN: dict[str, CheckpointManager] = {}
 
 
 #: Run locks this process holds, by lock path: a notebook cell re-run after an exception in
@@ -399,6 +408,9 @@ def _lock(staging: Path) -> Any:
 
 def release(manager: CheckpointManager) -> None:
     """Releases the run lock taken by ``open_manager``."""
+    for path, manager_open in list(_OPEN.items()):
+        if manager_open is manager:
+            del _OPEN[path]
     handle = getattr(manager, "run_lock", None)
     if handle is None:
         return
@@ -409,7 +421,9 @@ def release(manager: CheckpointManager) -> None:
     handle.close()
 
 
-def refuse_if_all_corrupt(manager: CheckpointManager) -> None:
+def refuse_if_all_corrupt(
+    manager: CheckpointManager, remedy: str = "pass fresh=True to archive them and start over"
+) -> None:
     """No checkpoint verified, yet some exist: stop rather than silently start over.
 
     Starting from scratch here would throw away the run's history without a word (and new,
@@ -420,6 +434,6 @@ def refuse_if_all_corrupt(manager: CheckpointManager) -> None:
         return
     raise CheckpointError(
         f"None of the {len(names)} checkpoints in {manager.store.url} verifies (newest: "
-        f"{names[-1]}); nothing was loaded. Inspect them with `colabkit ckpt verify`, or pass "
-        "fresh=True to archive them and start over."
+        f"{names[-1]}); nothing was loaded. Inspect them with `colabkit ckpt verify`, or "
+        f"{remedy}."
     )

@@ -393,14 +393,20 @@ def test_a_fit_right_after_one_that_trained_nothing_keeps_the_run(tmp_path, monk
     assert history.epoch == [] and seen(model) == 15
 
 
-@pytest.mark.parametrize(("cls", "kept"), [(KERAS, None), (OURS, ["mine/log.txt", "notes.txt"])])
+@pytest.mark.parametrize(
+    ("cls", "kept"),
+    [(KERAS, None), (OURS, ["checkpoints/best.keras", "mine/log.txt", "notes.txt"])],
+)
 def test_a_users_files_in_backup_dir_survive_our_cleanup(tmp_path, cls, kept):
     """Ours: Keras' on_train_end rmtree's backup_dir, the user's files with it; ours deletes
-    its own backups and the folders they leave empty."""
+    its own backups and the folders they leave empty (a file of the user's next to the backups
+    themselves included)."""
     backup_dir = tmp_path / "backup"
     (backup_dir / "mine").mkdir(parents=True)
+    (backup_dir / "checkpoints").mkdir(parents=True)
     (backup_dir / "notes.txt").write_text("mine")
     (backup_dir / "mine" / "log.txt").write_text("mine")
+    (backup_dir / "checkpoints" / "best.keras").write_text("mine")
     callback = cls(str(backup_dir))
     interrupted(make_model(), callback, at=(0, None))
     train(make_model(), [callback], epochs=2)

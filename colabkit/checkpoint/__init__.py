@@ -41,6 +41,7 @@ from colabkit.checkpoint.format import (
     verify,
     write_checkpoint,
 )
+from colabkit.checkpoint.inventory import is_colabkit_file
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.checkpoint.npy import dtype_from_name, dtype_name
 from colabkit.checkpoint.pipeline import IN_STORE_MARKER
@@ -56,12 +57,14 @@ from colabkit.checkpoint.policy import (
     parse_save_every,
 )
 from colabkit.checkpoint.runs import CHECKPOINTS_FOLDER, is_url, run_store
+from colabkit.checkpoint.sessions import PREFIX as SESSIONS_PREFIX
 from colabkit.checkpoint.sessions import Claim, Sessions
 
 __all__ = [
     "CHECKPOINTS_FOLDER",
     "FROZEN_KEY",
     "IN_STORE_MARKER",
+    "SESSIONS_PREFIX",
     "Chain",
     "CheckpointContents",
     "CheckpointManager",
@@ -82,6 +85,7 @@ __all__ = [
     "frozen_object_name",
     "frozen_object_of",
     "inventory",
+    "is_colabkit_file",
     "is_frozen_object",
     "is_url",
     "parse_keep",

@@ -19,7 +19,13 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint import FROZEN_KEY, CheckpointManager, run_store
+from colabkit.checkpoint import (
+    FROZEN_KEY,
+    SESSIONS_PREFIX,
+    CheckpointManager,
+    is_colabkit_file,
+    run_store,
+)
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, invalid_argument
 from colabkit.storage import Store
@@ -203,11 +209,29 @@ class BackupAndRestore(Checkpoint):
     """Drop-in replacement for ``keras.callbacks.BackupAndRestore`` with stronger guarantees.
 
     Same constructor and semantics as Keras': restores the last backup at the start of
-    ``fit``, continues from its epoch, backs up every epoch or every ``save_freq`` batches,
-    deletes the backups when training ends normally (``delete_checkpoint=True``). In addition:
-    each backup is one atomic, checksummed file (a kill mid-save never leaves a backup that
-    will not load), the seed generator states are restored, and a corrupt newest backup falls
-    back to the previous one. ``double_checkpoint=True`` keeps two backups.
+    ``fit``, continues from its epoch (an epoch interrupted mid-way restarts at batch 0, as in
+    Keras), backs up every epoch or every ``save_freq`` batches, and deletes the backups when
+    training ends normally (``delete_checkpoint=True``). In addition: each backup is one atomic,
+    checksummed file (a kill mid-save never leaves a backup that will not load), the seed
+    generator states are restored, and a corrupt newest backup falls back to the previous one.
+    ``double_checkpoint=True`` keeps two backups.
+
+    Where it differs from Keras' (tests/test_backup_and_restore.py asserts each):
+
+    - Its files are its own (``backup_dir/checkpoints/ckpt-N.ckpt`` and the run's session log);
+      it does not read Keras' backups, nor Keras its.
+    - A backup is written to local disk at once and reaches ``backup_dir`` in the background
+      (training does not wait for Drive); a VM that dies in between falls back to the backup
+      before it.
+    - At the normal end, its backups and the folders it made go, but a file of yours in
+      ``backup_dir`` stays (Keras deletes the whole folder). To start over, delete
+      ``backup_dir`` (or its ``checkpoints`` folder).
+    - No readable backup where some exist: ``fit`` stops with one line (nothing is deleted)
+      instead of training from scratch; only the copy in ``backup_dir`` damaged: it resumes
+      from the intact local copy.
+    - ``save_freq`` must be ``"epoch"``, ``False`` (restore only: never back up) or an integer
+      >= 1; Keras accepts 0, negatives and ``True``, and backs up after every batch for those
+      and for ``False``.
 
     Args:
         backup_dir: Where backups go (a folder, or a store URL such as ``gdrive://...``).
@@ -255,7 +279,8 @@ class BackupAndRestore(Checkpoint):
         super().on_train_end(logs)
         if self.delete_checkpoint and not self.interrupted:
             for info in self.store.list():
-                self.store.delete(info.name)
+                if is_colabkit_file(info.name) or info.name.startswith(SESSIONS_PREFIX):
+                    self.store.delete(info.name)  # its own files only: a file of yours stays
             if staging is not None:  # the local copies go too, or they would come back
                 run_setup.forget_staging(staging)
             self._remove_empty_folders()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -28,3 +29,49 @@ def drive():
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield FakeDrive(mock)
+
+
+@pytest.fixture
+def mount(tmp_path, monkeypatch):
+    """Colab's Drive mount: ``.../drive`` in a fake mount table, ``MyDrive`` below it (returned)."""
+    from fakes import mount_table
+
+    import colabkit.env
+
+    mountpoint = tmp_path / "drive"
+    (mountpoint / "MyDrive").mkdir(parents=True)
+    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", mountpoint)
+    mount_table(monkeypatch, tmp_path, mountpoint)
+    return mountpoint / "MyDrive"
+
+
+@pytest.fixture
+def signed_in(tmp_path, monkeypatch):
+    """Signed in for the Drive API as a command finds it: an authorized-user key named by
+    ``$COLABKIT_DRIVE_CREDENTIALS``, whose token comes from the fake Drive's token endpoint."""
+    key = tmp_path / "user-key.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "client-id",
+                "client_secret": "client-secret-5678",
+                "refresh_token": "refresh-secret-1234",
+            }
+        )
+    )
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("COLABKIT_DRIVE_CREDENTIALS", str(key))
+
+
+@pytest.fixture
+def not_signed_in(monkeypatch):
+    """No Drive API sign-in anywhere: no key in the environment, no application default."""
+    import google.auth
+
+    def no_credentials(*args, **kwargs):
+        raise google.auth.exceptions.DefaultCredentialsError("no credentials")
+
+    for variable in ("COLABKIT_DRIVE_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(google.auth, "default", no_credentials)

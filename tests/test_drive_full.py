@@ -79,17 +79,18 @@ def fit(store, clock, tmp_path, callbacks, model=None, **kw):
         callbacks=callbacks,
     )
     options.update(kw)
+    before = set(threading.enumerate())  # another test's threads (a fit it interrupted) are its own
     try:
         return colabkit.fit(model or tiny_model(), x, y, **options)
     finally:
-        settle()
+        settle(before)
 
 
-def settle(timeout: float = 30.0) -> None:
-    """Waits for colabkit's background threads to end. Stopped at the session limit, ``fit``
-    returns while an upload may still be under way (left to finish on its own, as the VM is
-    about to go); it must end on this test's fake Drive, not land in the next test's."""
-    for thread in threading.enumerate():
+def settle(before: set[threading.Thread], timeout: float = 30.0) -> None:
+    """Waits for the background threads this fit started to end. Stopped at the session limit,
+    ``fit`` returns while an upload may still be under way (left to finish on its own, as the VM
+    is about to go); it must end on this test's fake Drive, not land in the next test's."""
+    for thread in set(threading.enumerate()) - before:
         if thread.name.startswith("colabkit-") and thread is not threading.current_thread():
             thread.join(timeout)
             assert not thread.is_alive(), f"{thread.name} still running after {timeout} s"
@@ -187,29 +188,6 @@ def pass_time(clock, seconds: float) -> None:
 
 
 # -- Drive, the mount, and what they hold ----------------------------------------------------------
-
-
-@pytest.fixture
-def mount(tmp_path, monkeypatch):
-    """The Drive mount's MyDrive: a folder with a fake mount table (as tests/test_drive_mount)."""
-    mountpoint = tmp_path / "drive"
-    (mountpoint / "MyDrive").mkdir(parents=True)
-    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", mountpoint)
-    mount_table(monkeypatch, tmp_path, mountpoint)
-    return mountpoint / "MyDrive"
-
-
-@pytest.fixture
-def no_sign_in(monkeypatch):
-    """No Drive API sign-in anywhere (what ``credentials="auto"`` finds: nothing)."""
-    import google.auth
-
-    def not_signed_in(*args, **kwargs):
-        raise google.auth.exceptions.DefaultCredentialsError("no credentials")
-
-    for variable in ("COLABKIT_DRIVE_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(google.auth, "default", not_signed_in)
 
 
 def mount_store(mount, clock, *, signed_in: bool) -> DriveMountStore:
@@ -616,7 +594,7 @@ def _visible_run(mount, capsys) -> list[int]:
 
 @pytest.mark.parametrize("signed_in", [True, False], ids=["signed-in", "not-signed-in"])
 def test_pruning_on_the_mount_deletes_only_pruned_checkpoints_and_empties_them_for_a_while(
-    mount, drive, tmp_path, signed_in, no_sign_in, capsys
+    mount, drive, tmp_path, signed_in, not_signed_in, capsys
 ):
     """A user's files in the run's folder (one named like a checkpoint) and the newest
     checkpoint survive every prune, on the mount and on Drive. Signed in, the pruned ones are

@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 from fake_drive import fake_credentials
 from fake_drivefs import DriveFS
-from fakes import mount_table
 
-import colabkit.env
 from colabkit.checkpoint.format import checkpoint_name
 from colabkit.checkpoint.manager import CheckpointManager
 from colabkit.clock import FakeClock
@@ -25,15 +23,6 @@ from colabkit.storage import open_store
 from colabkit.storage.drive_mount import DriveMountStore
 
 LAG = 20.0  # seconds of (fake) time between a write to the mount and Drive holding it
-
-
-@pytest.fixture
-def mount(tmp_path, monkeypatch):
-    mountpoint = tmp_path / "drive"
-    (mountpoint / "MyDrive").mkdir(parents=True)
-    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", mountpoint)
-    mount_table(monkeypatch, tmp_path, mountpoint)
-    return mountpoint / "MyDrive"
 
 
 def manager_on(store, clock, tmp_path):

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from fake_drive import FakeDrive, fake_credentials, open_store
 from fake_drivefs import DriveFS
-from fakes import mount_table
 from test_fit import make_data
 
 import colabkit
@@ -148,53 +147,6 @@ def leave_free(drive: FakeDrive, free: int, *, trash: int = 0) -> None:
         old = drive.add("old-project", mime="application/vnd.google-apps.folder")
         drive.add("model.h5", old.id, size=trash, trashed=True)
     drive.other_usage = QUOTA - free - drive.usage
-
-
-def user_key(tmp_path: Path) -> Path:
-    """An authorized-user key (what ``$COLABKIT_DRIVE_CREDENTIALS`` names); its token comes
-    from the fake Drive's token endpoint."""
-    key = tmp_path / "user-key.json"
-    key.write_text(
-        json.dumps(
-            {
-                "type": "authorized_user",
-                "client_id": "client-id",
-                "client_secret": "client-secret-5678",
-                "refresh_token": "refresh-secret-1234",
-            }
-        )
-    )
-    return key
-
-
-@pytest.fixture
-def signed_in(tmp_path, monkeypatch):
-    """Signed in for the Drive API the way a command finds it: a key in the environment."""
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("COLABKIT_DRIVE_CREDENTIALS", str(user_key(tmp_path)))
-
-
-@pytest.fixture
-def not_signed_in(monkeypatch):
-    """No sign-in anywhere: no key in the environment, no application default credentials."""
-    import google.auth
-
-    def no_credentials(*args, **kwargs):
-        raise google.auth.exceptions.DefaultCredentialsError("no credentials")
-
-    for variable in ("COLABKIT_DRIVE_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(google.auth, "default", no_credentials)
-
-
-@pytest.fixture
-def mount(tmp_path, monkeypatch):
-    """Colab's Drive mount: ``.../drive`` in the mount table, ``MyDrive`` below it."""
-    mountpoint = tmp_path / "drive"
-    (mountpoint / "MyDrive").mkdir(parents=True)
-    monkeypatch.setattr(colabkit.env, "COLAB_DRIVE_MOUNTPOINT", mountpoint)
-    mount_table(monkeypatch, tmp_path, mountpoint)
-    return mountpoint / "MyDrive"
 
 
 @pytest.fixture

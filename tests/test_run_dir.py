@@ -7,8 +7,6 @@ folder named after the scheme (``./gdrive:/...``), which would die with the VM.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -29,24 +27,6 @@ def make_model():
 def data():
     rng = np.random.default_rng(0)
     return rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, 32)
-
-
-@pytest.fixture
-def signed_in(tmp_path, monkeypatch):
-    """A key in the environment, as a command finds it; its token comes from the fake Drive."""
-    key = tmp_path / "user-key.json"
-    key.write_text(
-        json.dumps(
-            {
-                "type": "authorized_user",
-                "client_id": "client-id",
-                "client_secret": "client-secret-5678",
-                "refresh_token": "refresh-secret-1234",
-            }
-        )
-    )
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("COLABKIT_DRIVE_CREDENTIALS", str(key))
 
 
 def nothing_named_after_a_scheme(folder):

@@ -106,7 +106,7 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
 def _cmd_ckpt_purge(args: argparse.Namespace) -> int:
     import json
 
-    from colabkit.checkpoint import inventory
+    from colabkit.checkpoint import inventory, space
     from colabkit.duration import format_size
 
     store = inventory.run_store(args.run_dir)
@@ -115,7 +115,7 @@ def _cmd_ckpt_purge(args: argparse.Namespace) -> int:
     if args.json:
         deleted = [{"name": info.name, "size": info.size} for info in purged]
         print(json.dumps({"store": store.url, "deleted": deleted, "freed": freed}))
-    elif not inventory.on_drive(store):
+    elif not space.on_drive(store):
         print(f"nothing to purge: {store.url} is not on Google Drive (deleting there is final)")
     else:
         print(

@@ -89,11 +89,6 @@ def is_colabkit_file(name: str) -> bool:
     return step_of(base) is not None or is_frozen_object(base)
 
 
-def on_drive(store: Store) -> bool:
-    """Whether ``store`` is on Google Drive (through the API or the mount)."""
-    return store.url.startswith("gdrive://") or hasattr(store, "signed_in")
-
-
 def purge_trash(store: Store) -> list[ObjectInfo]:
     """Deletes for good colabkit's files of this run that are in Drive's trash (nothing else);
     returns them.

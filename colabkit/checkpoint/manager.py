@@ -230,19 +230,8 @@ class CheckpointManager:
     def not_durable_because(self) -> str:
         """Why the newest checkpoint is not in the store, and what to do, for the last words
         of a session ("" where there is nothing more to say than the log's)."""
-        from colabkit.checkpoint.pipeline import CAUSES
-
         with self._pipeline.cond:
-            cause, newest = self._pipeline.cause, self._pipeline.last_committed
-        if cause is None:
-            return ""
-        what, fix = CAUSES[cause]
-        fallback = (
-            f"otherwise the next session resumes from {newest}, the newest durable one"
-            if newest
-            else "otherwise the next session starts from the newest checkpoint already there"
-        )
-        return f"{what}: {fix}, while this session lasts, for it to go up; {fallback}"
+            return self._pipeline.not_durable_because()
 
     @property
     def superseded(self) -> RunSupersededError | None:
@@ -384,28 +373,8 @@ class CheckpointManager:
             if if_grown and checkpoint_bytes <= self._space_checked_for * 1.1:
                 return []
             self._space_checked_for = max(self._space_checked_for, checkpoint_bytes)
-        frozen = [self.staging / n for n in os.listdir(self.staging) if is_frozen_object(n)]
-        need = space.Need(
-            checkpoint=checkpoint_bytes,
-            frozen=sum(p.stat().st_size for p in frozen) if frozen_bytes is None else frozen_bytes,
-            kept=space.kept_at_most(self._keep_policy),
-        )
-        try:
-            held = [
-                info.size
-                for info in catalog.store_call(self.store.list)
-                if step_of(info.name) is not None or is_frozen_object(info.name)
-            ]
-        except OSError:
-            held = []
-        in_staging = [self.staging / n for n in catalog.staging_names(self.staging)] + frozen
-        lines = space.shortfalls(
-            need,
-            self.store,
-            self.staging,
-            held_in_store=sum(held),
-            held_in_staging=sum(p.stat().st_size for p in in_staging if p.exists()),
-        )
+        kept = space.kept_at_most(self._keep_policy)
+        lines = space.check_run(self.store, self.staging, checkpoint_bytes, frozen_bytes, kept)
         for line in lines:
             log.warning(line)
         return lines

@@ -204,6 +204,18 @@ class SavePipeline:
         for thread in self._threads:
             thread.join(timeout=join_timeout)
 
+    def not_durable_because(self) -> str:
+        """Call with ``cond`` held; see ``CheckpointManager.not_durable_because``."""
+        if self.cause is None:
+            return ""
+        what, fix = CAUSES[self.cause]
+        fallback = (
+            f"otherwise the next session resumes from {self.last_committed}, the newest durable one"
+            if self.last_committed
+            else "otherwise the next session starts from the newest checkpoint already there"
+        )
+        return f"{what}: {fix}, while this session lasts, for it to go up; {fallback}"
+
     @property
     def started(self) -> bool:
         return bool(self._threads)

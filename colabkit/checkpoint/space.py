@@ -11,10 +11,13 @@ the fixes; training goes on either way (a full store only stops uploads, see ``p
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from colabkit.checkpoint.catalog import staging_names, store_call
+from colabkit.checkpoint.format import is_frozen_object, step_of
 from colabkit.checkpoint.policy import KeepAny, KeepBest, KeepLast, KeepPolicy
 from colabkit.duration import format_size
 from colabkit.storage.base import Space, disk_space
@@ -134,6 +137,36 @@ def shortfalls(
             "~/.cache/colabkit), or pass staging_dir= a folder on a bigger disk."
         )
     return lines
+
+
+def check_run(
+    store: Any, staging: Path, checkpoint_bytes: int, frozen_bytes: int | None, kept: int | None
+) -> list[str]:
+    """``shortfalls`` for a run whose checkpoints are ``checkpoint_bytes`` each, counting what
+    of the run the store and ``staging`` hold already; ``frozen_bytes`` None: the frozen
+    objects in ``staging``."""
+    frozen = [staging / n for n in os.listdir(staging) if is_frozen_object(n)]
+    need = Need(
+        checkpoint=checkpoint_bytes,
+        frozen=sum(p.stat().st_size for p in frozen) if frozen_bytes is None else frozen_bytes,
+        kept=kept,
+    )
+    try:
+        held = [
+            info.size
+            for info in store_call(store.list)
+            if step_of(info.name) is not None or is_frozen_object(info.name)
+        ]
+    except OSError:
+        held = []
+    in_staging = [staging / n for n in staging_names(staging)] + frozen
+    return shortfalls(
+        need,
+        store,
+        staging,
+        held_in_store=sum(held),
+        held_in_staging=sum(p.stat().st_size for p in in_staging if p.exists()),
+    )
 
 
 def _where(store: Any) -> str:

@@ -28,6 +28,7 @@ from colabkit.training.data import (
 )
 from colabkit.training.deadline import SessionDeadline
 from colabkit.training.frozen import checkpoint_bytes
+from colabkit.training.history import RunHistory
 from colabkit.training.interrupts import StopRequests
 from colabkit.training.logs import RunLogs
 from colabkit.training.loop import (
@@ -253,33 +254,6 @@ def _return_finished(
     history = _history(model, progress, epochs, completed=True)
     history.already_finished = True
     return history
-
-
-class RunHistory(keras.callbacks.History):
-    """What ``colabkit.fit`` returns: Keras' ``History`` of the whole run (every session's
-    epochs), and how this call ended.
-
-    Attributes:
-        history, epoch, params: As Keras' ``History``, over the whole run.
-        resumes: Where each resume started: ``epoch`` and ``step`` (the 0-based data
-            position), ``global_step`` (steps trained before it), ``time``.
-        completed: The run trained all its epochs (or a callback stopped it): False when a
-            signal or the session limit stopped this call.
-        already_finished: This call trained nothing: the run had finished before it, and
-            its final weights were loaded (a re-run of a finished notebook).
-        stop_reason: Why the run (or this call) stopped early, or None.
-        durable: The newest checkpoint reached the store.
-        train_seconds: Wall time trained, all sessions.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.resumes: list[dict[str, Any]] = []
-        self.completed = False
-        self.already_finished = False
-        self.stop_reason: str | None = None
-        self.durable = True
-        self.train_seconds = 0.0
 
 
 def _history(

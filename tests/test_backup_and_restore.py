@@ -112,12 +112,12 @@ def files_in(folder: Path) -> list[str]:
 def _interrupted_fits_let_go_of_their_runs():
     """A fit that raised keeps its run's lock (the kernel's next fit is the same trainer): let
     go of those this test's fits left, as a new kernel would, so later tests find none held."""
-    from colabkit.training import run_setup
+    from colabkit.checkpoint import runs
 
-    before = set(run_setup._HELD)
+    before = set(runs._HELD)
     yield
-    for path in set(run_setup._HELD) - before:
-        run_setup._HELD.pop(path).close()
+    for path in set(runs._HELD) - before:
+        runs._HELD[path].release()
 
 
 @pytest.fixture

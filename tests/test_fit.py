@@ -574,13 +574,13 @@ def test_every_checkpoint_corrupt_refuses_instead_of_starting_over(tmp_path):
 
 
 def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
-    from colabkit.training import run_setup
+    from colabkit.checkpoint import runs
 
     staging = tmp_path / "run-staging"
     job = (
         f"import sys, time; sys.path.insert(0, {str(Path(__file__).parents[1])!r});"
-        "from pathlib import Path; from colabkit.training import run_setup;"
-        f"run_setup._lock(Path({str(staging)!r})); print('locked', flush=True); time.sleep(60)"
+        "from pathlib import Path; from colabkit.checkpoint import runs;"
+        f"runs._lock(Path({str(staging)!r})); print('locked', flush=True); time.sleep(60)"
     )
     other = subprocess.Popen([sys.executable, "-c", job], stdout=subprocess.PIPE, text=True)
     try:
@@ -592,7 +592,7 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
         other.wait()
     assert not (tmp_path / "run").exists()  # refused before writing anything
     fit(make_model(), tmp_path / "run", epochs=1)  # the lock died with its process
-    assert not run_setup._HELD  # and this process released its own
+    assert not runs._HELD  # and this process released its own
 
 
 def test_callbacks_import_like_keras_callbacks():

@@ -56,7 +56,15 @@ from colabkit.checkpoint.policy import (
     parse_keep,
     parse_save_every,
 )
-from colabkit.checkpoint.runs import CHECKPOINTS_FOLDER, is_url, run_store
+from colabkit.checkpoint.runs import (
+    CHECKPOINTS_FOLDER,
+    default_staging,
+    forget_staging,
+    is_url,
+    open_manager,
+    refuse_if_all_corrupt,
+    run_store,
+)
 from colabkit.checkpoint.sessions import PREFIX as SESSIONS_PREFIX
 from colabkit.checkpoint.sessions import Claim, Sessions
 
@@ -79,20 +87,24 @@ __all__ = [
     "Sessions",
     "array_digest",
     "checkpoint_name",
+    "default_staging",
     "describe_failure",
     "dtype_from_name",
     "dtype_name",
+    "forget_staging",
     "frozen_object_name",
     "frozen_object_of",
     "inventory",
     "is_colabkit_file",
     "is_frozen_object",
     "is_url",
+    "open_manager",
     "parse_keep",
     "parse_save_every",
     "read_arrays",
     "read_state",
     "record_from_state",
+    "refuse_if_all_corrupt",
     "run_store",
     "space",
     "step_of",

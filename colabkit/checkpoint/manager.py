@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,7 @@ class CheckpointManager:
         retry_delays: Seconds between retries of a failed upload; after the last one the
             failure is "lasting" (``wait()`` raises) and each later save or ``wait()`` tries
             once more.
+        run_lock: The run's lock (``runs.open_manager`` takes it), released by ``close()``.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class CheckpointManager:
         keep_policy: object = 3,
         clock: Clock | None = None,
         retry_delays: Sequence[float] = (1, 2, 4, 8, 16, 32, 60),
+        run_lock: Any = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
         self.staging = Path(staging_dir)
@@ -95,6 +98,7 @@ class CheckpointManager:
         self._last_save_step: int | None = None
         self._last_save_time = self._clock.monotonic()
         self._closed = False
+        self._run_lock = run_lock
         self._space_checked_for = 0  # bytes of the checkpoint the last room check was for
         self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock)
         self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
@@ -202,14 +206,19 @@ class CheckpointManager:
         if self._closed:
             return
         self._closed = True
-        self.sessions.wait_claimed(timeout)  # a fit that saved nothing has claimed the run too
-        error: Exception | None = None
-        if self._pipeline.started:
-            try:
-                self._pipeline.wait(timeout)
-            except (StoreError, CheckpointError, TimeoutError, RunSupersededError) as e:
-                error = e
-        self._pipeline.stop(join_timeout=0.0 if isinstance(error, TimeoutError) else 60.0)
+        try:
+            self.sessions.wait_claimed(timeout)  # a fit that saved nothing claimed the run too
+            error: Exception | None = None
+            if self._pipeline.started:
+                try:
+                    self._pipeline.wait(timeout)
+                except (StoreError, CheckpointError, TimeoutError, RunSupersededError) as e:
+                    error = e
+            self._pipeline.stop(join_timeout=0.0 if isinstance(error, TimeoutError) else 60.0)
+        finally:
+            if self._run_lock is not None:  # the run is free for the next trainer
+                self._run_lock.release()
+                self._run_lock = None
         if error is not None:
             raise error
 

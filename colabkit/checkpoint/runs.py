@@ -7,18 +7,31 @@ checkpoints in ``checkpoints/`` (a folder that already holds checkpoint files it
 ``gs://...``) is the store itself, as ``store=`` takes it; ``file://`` is a folder. A URL is
 never turned into a local folder named after its scheme (``./gdrive:/...`` would die with
 the VM).
+
+Opening a run for training lives here too: :func:`open_manager` takes the run's lock (one
+trainer per run on a machine; ``CheckpointManager.close()`` releases it), sets aside a staging
+cache whose run was deleted from the store, and :func:`refuse_if_all_corrupt` stops a run
+whose every checkpoint fails to verify rather than start it over.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from colabkit.checkpoint.catalog import store_checkpoints
 from colabkit.checkpoint.format import step_of
-from colabkit.errors import ColabkitError, ConfigError, invalid_argument
+from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint.pipeline import IN_STORE_MARKER
+from colabkit.errors import CheckpointError, ColabkitError, ConfigError, invalid_argument
 from colabkit.storage import LocalStore, open_store
 from colabkit.storage.base import Store
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS_FOLDER = "checkpoints"
 
@@ -85,3 +98,140 @@ def holds_checkpoints(folder: Path) -> bool:
         return any(step_of(p.name) is not None for p in folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+# -- opening a run for training: the staging folder, its lock, the manager -------------------
+
+
+def default_staging(store: Store) -> Path:
+    from colabkit import env
+
+    return env.staging_dir_for(store.url, env.detect(session_limit=None))
+
+
+def set_aside_stale_staging(store: Store, staging: Path) -> None:
+    """Keeps checkpoints deleted from the store from coming back out of the staging cache.
+
+    Staging may hold a checkpoint newer than the store (not uploaded yet: the process died
+    first), so it is trusted next to the store. But once this staging folder has delivered a
+    checkpoint to the store (the marker says so) and the store now holds none, they were
+    deleted there: a run folder removed to start over, ``BackupAndRestore`` cleaning up. What
+    is staged belongs to a run that is gone; it is moved aside, not deleted.
+    """
+    if not (staging / IN_STORE_MARKER).exists() or store_checkpoints(store):
+        return
+    if any(staging.glob("*.ckpt")):
+        aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+        staging.rename(aside)
+        log.warning(
+            "No checkpoint in %s any more: not resuming from the copies left in local staging "
+            "(moved to %s).",
+            store.url,
+            aside,
+        )
+    else:
+        (staging / IN_STORE_MARKER).unlink()
+
+
+def forget_staging(staging: Path) -> None:
+    """Drops the local copies of a finished run that is durable in its store."""
+    for copy in [*staging.glob("*.ckpt"), staging / IN_STORE_MARKER]:
+        copy.unlink(missing_ok=True)
+
+
+def open_manager(store: Store, staging: Path, **options: Any) -> CheckpointManager:
+    """A CheckpointManager on ``staging``, refusing a staging folder another process uses.
+
+    Raises:
+        ColabkitError: the staging folder cannot be created, or another process is training
+            this run (two writers would overwrite each other's checkpoints).
+    """
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise invalid_argument(
+            "staging_dir",
+            str(staging),
+            f"a writable local folder ({e.strerror}); pass staging_dir= or set XDG_CACHE_HOME",
+        ) from None
+    lock = _lock(staging)
+    previous = _OPEN.pop(str(staging), None)
+    if previous is not None:  # left open by a fit that raised (a notebook cell run again)
+        previous.wait_staged()  # its last snapshot: restore() must see it, whole
+        previous.sessions.wait_claimed()  # and its claim: ours must come after it
+    set_aside_stale_staging(store, staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    manager = CheckpointManager(store, staging_dir=staging, run_lock=lock, **options)
+    _OPEN[str(staging)] = manager
+    return manager
+
+
+#: The manager open on each staging folder in this process (until its close()).
+_OPEN: dict[str, CheckpointManager] = {}
+
+
+#: Run locks this process holds, by lock path: a notebook cell re-run after an exception in
+#: the same kernel is the same trainer, not a second one.
+_HELD: dict[str, RunLock] = {}
+
+
+class RunLock:
+    """An exclusive lock on a run's staging folder, held while a manager trains the run
+    (released by the OS if the process dies). ``CheckpointManager.close()`` releases it."""
+
+    def __init__(self, staging: Path, path: str, handle: Any) -> None:
+        self.staging, self.path, self._handle = staging, path, handle
+
+    def release(self) -> None:
+        _OPEN.pop(str(self.staging), None)
+        if _HELD.get(self.path) is self:
+            del _HELD[self.path]
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _lock(staging: Path) -> RunLock:
+    """The run's lock, taken (or this process's own, already held)."""
+    path = str(staging.parent / f".{staging.name}.lock")
+    if path in _HELD:
+        return _HELD[path]
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return RunLock(staging, path, None)
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ColabkitError(
+            f"This run is being trained by {owner} (lock on {staging}). Wait for it to finish "
+            "or stop it; two processes training one run would overwrite each other's checkpoints."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _HELD[path] = lock = RunLock(staging, path, handle)
+    return lock
+
+
+def refuse_if_all_corrupt(
+    manager: CheckpointManager, remedy: str = "pass fresh=True to archive them and start over"
+) -> None:
+    """No checkpoint verified, yet some exist: stop rather than silently start over.
+
+    Starting from scratch here would throw away the run's history without a word (and new,
+    lower-numbered checkpoints would sit below the damaged ones). The user decides.
+    """
+    names = sorted(store_checkpoints(manager.store))
+    if not names:
+        return
+    raise CheckpointError(
+        f"None of the {len(names)} checkpoints in {manager.store.url} verifies (newest: "
+        f"{names[-1]}); nothing was loaded. Inspect them with `colabkit ckpt verify`, or "
+        f"{remedy}."
+    )

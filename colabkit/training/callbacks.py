@@ -23,13 +23,16 @@ from colabkit.checkpoint import (
     FROZEN_KEY,
     SESSIONS_PREFIX,
     CheckpointManager,
+    default_staging,
+    forget_staging,
     is_colabkit_file,
+    open_manager,
+    refuse_if_all_corrupt,
     run_store,
 )
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, invalid_argument
 from colabkit.storage import Store
-from colabkit.training import run_setup
 from colabkit.training import state as training_state
 from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
 from colabkit.training.frozen import FrozenVariables
@@ -90,8 +93,8 @@ class Checkpoint(keras.callbacks.Callback):
     def _open(self) -> CheckpointManager:
         if self.manager is None:
             staging = Path(self.staging_dir) if self.staging_dir else None
-            staging = staging or run_setup.default_staging(self.store)
-            self.manager = run_setup.open_manager(
+            staging = staging or default_staging(self.store)
+            self.manager = open_manager(
                 self.store,
                 staging,
                 save_policy=self.save_policy,
@@ -107,9 +110,7 @@ class Checkpoint(keras.callbacks.Callback):
         training_state.ensure_built(self.model)
         restored = manager.restore()
         if restored is None:
-            run_setup.refuse_if_all_corrupt(
-                manager, remedy="delete them (or the whole folder) to start over"
-            )
+            refuse_if_all_corrupt(manager, remedy="delete them (or the whole folder) to start over")
             manager.claim(background=True)
             return
         training_state.warn_on_version_drift(restored.state, restored.name)
@@ -157,8 +158,7 @@ class Checkpoint(keras.callbacks.Callback):
                         self.manager.close(timeout=0.0)
                 else:
                     self.manager.close()
-            finally:
-                run_setup.release(self.manager)
+            finally:  # close() released the run's lock, failure or not
                 self.manager = self.frozen = None
 
     def save_now(self, timeout: float | None = None) -> bool:
@@ -282,7 +282,7 @@ class BackupAndRestore(Checkpoint):
                 if is_colabkit_file(info.name) or info.name.startswith(SESSIONS_PREFIX):
                     self.store.delete(info.name)  # its own files only: a file of yours stays
             if staging is not None:  # the local copies go too, or they would come back
-                run_setup.forget_staging(staging)
+                forget_staging(staging)
             self._remove_empty_folders()
 
     def _remove_empty_folders(self) -> None:

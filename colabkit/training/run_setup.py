@@ -12,18 +12,15 @@ import numbers
 import os
 import secrets
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from colabkit.checkpoint import CheckpointContents, CheckpointManager, run_store, store_checkpoints
+from colabkit.checkpoint import CheckpointContents, run_store
 from colabkit.clock import Clock
 from colabkit.errors import (
-    CheckpointError,
-    ColabkitError,
     ConfigError,
     ResumeMismatchError,
     invalid_argument,
@@ -196,12 +193,6 @@ def resolve_store(run_dir: Any, store: Any) -> Store:
     return run_store(run_dir)
 
 
-def default_staging(store: Store) -> Path:
-    from colabkit import env
-
-    return env.staging_dir_for(store.url, env.detect(session_limit=None))
-
-
 def run_config(
     train: tuple, validation: Any, batch_size: int, seed: Any, restored: Any
 ) -> dict[str, Any]:
@@ -305,135 +296,3 @@ def run_progress(
             "fresh=True to archive the old checkpoints and start over."
         )
     return progress
-
-
-def set_aside_stale_staging(store: Store, staging: Path) -> None:
-    """Keeps checkpoints deleted from the store from coming back out of the staging cache.
-
-    Staging may hold a checkpoint newer than the store (not uploaded yet: the process died
-    first), so it is trusted next to the store. But once this staging folder has delivered a
-    checkpoint to the store (the marker says so) and the store now holds none, they were
-    deleted there: a run folder removed to start over, ``BackupAndRestore`` cleaning up. What
-    is staged belongs to a run that is gone; it is moved aside, not deleted.
-    """
-    from colabkit.checkpoint import IN_STORE_MARKER
-
-    if not (staging / IN_STORE_MARKER).exists() or store_checkpoints(store):
-        return
-    if any(staging.glob("*.ckpt")):
-        aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
-        staging.rename(aside)
-        log.warning(
-            "No checkpoint in %s any more: not resuming from the copies left in local staging "
-            "(moved to %s).",
-            store.url,
-            aside,
-        )
-    else:
-        (staging / IN_STORE_MARKER).unlink()
-
-
-def forget_staging(staging: Path) -> None:
-    """Drops the local copies of a finished run that is durable in its store."""
-    from colabkit.checkpoint import IN_STORE_MARKER
-
-    for copy in [*staging.glob("*.ckpt"), staging / IN_STORE_MARKER]:
-        copy.unlink(missing_ok=True)
-
-
-def open_manager(store: Store, staging: Path, **options: Any) -> CheckpointManager:
-    """A CheckpointManager on ``staging``, refusing a staging folder another process uses.
-
-    Raises:
-        ColabkitError: the staging folder cannot be created, or another process is training
-            this run (two writers would overwrite each other's checkpoints).
-    """
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise invalid_argument(
-            "staging_dir",
-            str(staging),
-            f"a writable local folder ({e.strerror}); pass staging_dir= or set XDG_CACHE_HOME",
-        ) from None
-    lock = _lock(staging)
-    previous = _OPEN.pop(str(staging), None)
-    if previous is not None:  # left open by a fit that raised (a notebook cell run again)
-        previous.wait_staged()  # its last snapshot: restore() must see it, whole
-        previous.sessions.wait_claimed()  # and its claim: ours must come after it
-    set_aside_stale_staging(store, staging)
-    staging.mkdir(parents=True, exist_ok=True)
-    manager = CheckpointManager(store, staging_dir=staging, **options)
-    manager.run_lock = lock  # held (and released by the OS) as long as the process uses it
-    _OPEN[str(staging)] = manager
-    return manager
-
-
-#: The manager open on each staging folder in this process (until ``release``).
-_OPEN: dict[str, CheckpointManager] = {}
-
-
-#: Run locks this process holds, by lock path: a notebook cell re-run after an exception in
-#: the same kernel is the same trainer, not a second one.
-_HELD: dict[str, Any] = {}
-
-
-def _lock(staging: Path) -> Any:
-    """An exclusive lock on the run's staging folder (released by the OS if the process dies)."""
-    path = str(staging.parent / f".{staging.name}.lock")
-    if path in _HELD:
-        return _HELD[path]
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return None
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise ColabkitError(
-            f"This run is being trained by {owner} (lock on {staging}). Wait for it to finish "
-            "or stop it; two processes training one run would overwrite each other's checkpoints."
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    _HELD[path] = handle
-    return handle
-
-
-def release(manager: CheckpointManager) -> None:
-    """Releases the run lock taken by ``open_manager``."""
-    for path, manager_open in list(_OPEN.items()):
-        if manager_open is manager:
-            del _OPEN[path]
-    handle = getattr(manager, "run_lock", None)
-    if handle is None:
-        return
-    manager.run_lock = None
-    for path, held in list(_HELD.items()):
-        if held is handle:
-            del _HELD[path]
-    handle.close()
-
-
-def refuse_if_all_corrupt(
-    manager: CheckpointManager, remedy: str = "pass fresh=True to archive them and start over"
-) -> None:
-    """No checkpoint verified, yet some exist: stop rather than silently start over.
-
-    Starting from scratch here would throw away the run's history without a word (and new,
-    lower-numbered checkpoints would sit below the damaged ones). The user decides.
-    """
-    names = sorted(store_checkpoints(manager.store))
-    if not names:
-        return
-    raise CheckpointError(
-        f"None of the {len(names)} checkpoints in {manager.store.url} verifies (newest: "
-        f"{names[-1]}); nothing was loaded. Inspect them with `colabkit ckpt verify`, or "
-        f"{remedy}."
-    )

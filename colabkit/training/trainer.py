@@ -17,7 +17,16 @@ from typing import Any
 import keras
 
 from colabkit import distribute, ending
-from colabkit.checkpoint import CheckpointContents, CheckpointManager, parse_keep, parse_save_every
+from colabkit.checkpoint import (
+    CheckpointContents,
+    CheckpointManager,
+    default_staging,
+    forget_staging,
+    open_manager,
+    parse_keep,
+    parse_save_every,
+    refuse_if_all_corrupt,
+)
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, RunSupersededError, invalid_argument
 from colabkit.storage import Store
@@ -150,10 +159,10 @@ def fit(
     )
     epochs_of_dataset = run_setup.dataset_epochs(train, steps_per_epoch)
     checkpoints = run_setup.resolve_store(run_dir, store)
-    staging = Path(staging_dir) if staging_dir else run_setup.default_staging(checkpoints)
+    staging = Path(staging_dir) if staging_dir else default_staging(checkpoints)
     if not chief:  # a worker on the chief's machine must not share (or lock) its staging
         staging = staging.with_name(staging.name + distribute.worker_tag(strategy))
-    manager = run_setup.open_manager(
+    manager = open_manager(
         checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
     )
     manager.sessions.runtime = run_setup.describe_runtime  # asked when claiming (background)
@@ -171,7 +180,7 @@ def fit(
                 log.info("Archived the previous checkpoints under %s; starting over.", archived)
         restored = manager.restore()
         if restored is None:
-            run_setup.refuse_if_all_corrupt(manager)
+            refuse_if_all_corrupt(manager)
         config = run_setup.run_config(train, validation, batch_size, seed, restored)
         data = epochs_of_dataset or run_setup.training_batches(
             train, batch_size, config["seed"], model
@@ -220,10 +229,8 @@ def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | N
     except (OSError, CheckpointError, RunSupersededError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
         drop_staging = durable = False
-    finally:
-        run_setup.release(manager)
     if drop_staging:
-        run_setup.forget_staging(manager.staging)
+        forget_staging(manager.staging)
     return durable
 
 

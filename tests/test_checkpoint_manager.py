@@ -148,6 +148,9 @@ def test_failing_store_never_stops_saving_and_newest_arrives_after_recovery(
     assert names(store) == [checkpoint_name(10)]  # nothing pruned before a newer commit
     warnings = [r for r in caplog.records if "not reaching" in r.getMessage()]
     assert len(warnings) == 1 and reason in warnings[0].getMessage()
+    if code == errno.ENOSPC:  # a full disk is named as such, not as a full Drive
+        assert warnings[0].getMessage().startswith(f"The disk under {store.url} is full")
+        assert "Drive" not in warnings[0].getMessage().split("(")[0]
     assert clock.sleeps[:3] == [1, 2, 4]
     store.heal()
     manager.wait()

@@ -23,6 +23,7 @@ import numpy as np
 from colabkit.checkpoint import catalog
 from colabkit.checkpoint.format import frozen_object_of, step_of, write_checkpoint
 from colabkit.checkpoint.policy import CheckpointRecord
+from colabkit.checkpoint.space import on_drive
 from colabkit.clock import Clock
 from colabkit.errors import (
     CheckpointError,
@@ -54,6 +55,13 @@ CAUSES = {
         "it lifts by itself within 24 hours",
     ),
 }
+
+
+def cause_words(cause: str, store: Store) -> tuple[str, str]:
+    """What a cause is and what to do, for this store (a full disk is not a full Drive)."""
+    if cause == "full" and not on_drive(store):
+        return f"The disk under {store.url} is full", "free space there or lower keep"
+    return CAUSES[cause]
 
 
 def failure_cause(error: BaseException) -> str | None:
@@ -208,7 +216,7 @@ class SavePipeline:
         """Call with ``cond`` held; see ``CheckpointManager.not_durable_because``."""
         if self.cause is None:
             return ""
-        what, fix = CAUSES[self.cause]
+        what, fix = cause_words(self.cause, self.store)
         fallback = (
             f"otherwise the next session resumes from {self.last_committed}, the newest durable one"
             if self.last_committed
@@ -395,12 +403,12 @@ class SavePipeline:
                 reason,
             )
             return lasting
-        what, fix = CAUSES[cause]
+        what, fix = cause_words(cause, self.store)
         newest = f"; the newest durable one is {self.last_committed}" if self.last_committed else ""
         log.warning(
             "%s: checkpoints are not reaching %s%s. Training goes on; new checkpoints stay on "
-            "this VM's disk (%s) and go up once Drive takes them again: %s. Nothing on Drive is "
-            "deleted to make room. (%s)",
+            "this VM's disk (%s) and go up once the store takes them again: %s. Nothing in the "
+            "store is deleted to make room. (%s)",
             what,
             self.store.url,
             newest,

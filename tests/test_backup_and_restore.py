@@ -201,17 +201,7 @@ def test_interrupted_mid_epoch_restarts_that_epoch_at_batch_0_from_the_last_back
     assert not backup_dir.exists()
 
 
-@pytest.mark.parametrize(
-    "cls",
-    [
-        KERAS,
-        pytest.param(
-            OURS,
-            id="colabkit",
-        ),
-    ],
-    ids=["keras", "colabkit"],
-)
+@pytest.mark.parametrize("cls", [KERAS, OURS], ids=["keras", "colabkit"])
 def test_save_freq_counts_batches_under_steps_per_execution(tmp_path, cls):
     backup_dir = tmp_path / "backup"
     model = make_model(steps_per_execution=2)  # on_train_batch_end after batches 1, 3, 5, 7
@@ -226,16 +216,8 @@ def test_save_freq_counts_batches_under_steps_per_execution(tmp_path, cls):
     ("cls", "same_callback"),
     [
         pytest.param(KERAS, True, id="keras"),
-        pytest.param(
-            OURS,
-            True,
-            id="colabkit-same-callback",
-        ),
-        pytest.param(
-            OURS,
-            False,
-            id="colabkit-new-callback",
-        ),
+        pytest.param(OURS, True, id="colabkit-same-callback"),
+        pytest.param(OURS, False, id="colabkit-new-callback"),
     ],
 )
 def test_a_rerun_at_once_resumes_from_the_backup_of_the_interrupted_batch(
@@ -284,17 +266,7 @@ def test_a_corrupt_newest_backup_falls_back_to_the_previous_one(tmp_path, new_ma
     assert not backup_dir.exists()
 
 
-@pytest.mark.parametrize(
-    "cls",
-    [
-        KERAS,
-        pytest.param(
-            OURS,
-            id="colabkit",
-        ),
-    ],
-    ids=["keras", "colabkit"],
-)
+@pytest.mark.parametrize("cls", [KERAS, OURS], ids=["keras", "colabkit"])
 def test_an_unreadable_only_backup_stops_the_fit_instead_of_starting_over(
     tmp_path, new_machine, cls
 ):

@@ -359,6 +359,9 @@ class CheckpointManager:
     def _written(self, record: CheckpointRecord) -> None:
         with self._lock:
             self._records[record.name] = record
+            grown = (record.size or 0) > self._space_checked_for * 1.1
+        if not grown:  # the usual save: nothing to ask the store
+            return
         threading.Thread(  # Drive's answer must not hold this checkpoint's upload
             target=self.check_space,
             args=(record.size or 0,),

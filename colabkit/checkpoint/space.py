@@ -21,11 +21,11 @@ from colabkit.checkpoint.format import is_frozen_object, step_of
 from colabkit.checkpoint.policy import KeepAny, KeepBest, KeepLast, KeepPolicy
 from colabkit.duration import format_size
 from colabkit.storage.base import Space, disk_space
+from colabkit.storage.drive_mount import SIGN_IN
 
 log = logging.getLogger(__name__)
 
 TRASH_URL = "https://drive.google.com/drive/trash"
-SIGN_IN = "from google.colab import auth; auth.authenticate_user()"
 
 
 def kept_at_most(policy: KeepPolicy) -> int | None:

@@ -26,6 +26,7 @@ from colabkit.checkpoint import (
     Chain,
     CheckpointRecord,
     Claim,
+    RunState,
     Sessions,
     frozen_object_of,
     inventory,
@@ -269,37 +270,33 @@ def _describe_space(room: dict[str, Any]) -> str:
 
 
 def _from_state(url: str, info: Any, state: dict) -> RunStatus:
-    steps = int(state.get("steps_per_epoch") or 0) or None
-    step = int(state.get("global_step", step_of(info.name)))
-    epochs = state.get("total_epochs")
-    epochs = int(epochs) if isinstance(epochs, int) else None
-    history = state.get("history") or {}
-    train_seconds = float(state.get("train_seconds") or 0.0)
+    run = RunState.read(state)
+    steps, step = run.steps_per_epoch, run.global_step
     plan = None
     if steps:
-        pace = train_seconds / step if step > 0 and train_seconds > 0 else None
+        seconds = run.train_seconds
+        pace = seconds / step if step > 0 and seconds > 0 else None
         plan = Forecast(
-            step, steps, epochs, seconds_per_step=pace, measured="the sessions so far",
+            step, steps, run.total_epochs, seconds_per_step=pace, measured="the sessions so far",
             limits_known=False,
         )  # fmt: skip
-    finished = bool(state.get("finished"))
     return RunStatus(
         run=url,
-        state="finished" if finished else "in progress",
-        stop_reason=state.get("stop_reason") if finished else None,
+        state="finished" if run.finished else "in progress",
+        stop_reason=run.stop_reason if run.finished else None,
         global_step=step,
-        epoch=int(state.get("epoch", 0)),
-        step_in_epoch=int(state.get("step_in_epoch", 0)),
+        epoch=run.epoch,
+        step_in_epoch=run.step,
         steps_per_epoch=steps,
-        epochs=epochs,
-        sessions=len(state.get("resumes") or []) + 1,
-        train_seconds=train_seconds,
+        epochs=run.total_epochs,
+        sessions=len(run.resumes) + 1,
+        train_seconds=run.train_seconds,
         checkpoint={
             "name": info.name,
             "step": step_of(info.name),
-            "created": float(state.get("created", info.modified)),
+            "created": info.modified if run.created is None else run.created,
             "size": info.size,
         },
-        metrics={k: float(v[-1]) for k, v in history.items() if v},
+        metrics=run.latest_metrics,
         forecast=plan,
     )

@@ -11,6 +11,8 @@ it, see ``pyproject.toml``); the modules behind it are its own business.
 - The file: :func:`verify`, :func:`read_state`, :func:`checkpoint_name`, :func:`step_of`, and
   what the training side needs to store arrays (``write_checkpoint``, ``read_arrays``, the
   frozen objects' names, the dtype names of ``npy``).
+- The saved run state: :class:`RunState`, the one owner of ``state.json``'s keys (written by
+  the training loop and the callbacks, read by resume, ``status`` and ``ckpt``).
 - Reading a run: the modules ``inventory`` (``colabkit ckpt``), ``space`` (room on the store)
   and the session log (:class:`Sessions`, :class:`Chain`) that ``colabkit status`` reads.
 
@@ -56,6 +58,7 @@ from colabkit.checkpoint.policy import (
     parse_keep,
     parse_save_every,
 )
+from colabkit.checkpoint.run_state import RunState
 from colabkit.checkpoint.runs import (
     CHECKPOINTS_FOLDER,
     default_staging,
@@ -78,6 +81,7 @@ __all__ = [
     "CheckpointManager",
     "CheckpointRecord",
     "Claim",
+    "RunState",
     "KeepAll",
     "KeepBest",
     "KeepEvery",

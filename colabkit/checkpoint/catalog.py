@@ -17,6 +17,7 @@ from pathlib import Path
 
 from colabkit.checkpoint.format import read_state, step_of, verify
 from colabkit.checkpoint.policy import CheckpointRecord, as_lineage
+from colabkit.checkpoint.run_state import RunState
 from colabkit.errors import CorruptCheckpointError, StoreError
 from colabkit.storage.atomic import is_temporary_name
 from colabkit.storage.base import ObjectInfo, Store
@@ -53,18 +54,22 @@ def store_call(method, *args):
 
 def record_from_state(name: str, state: dict, size: int | None) -> CheckpointRecord:
     """The catalogue entry for a checkpoint whose ``state.json`` has been read."""
+    run = RunState.read(state)
     step = step_of(name)
-    epoch = state.get("epoch")
     return CheckpointRecord(
         name=name,
-        step=step if step is not None else int(state.get("step", -1)),
-        created=float(state.get("created", 0.0)),
-        metrics=dict(state.get("checkpoint_metrics") or {}),
-        epoch=epoch if isinstance(epoch, int) else None,
+        step=step if step is not None else _or(run.checkpoint_step, -1),
+        created=run.created or 0.0,
+        metrics=run.checkpoint_metrics,
+        epoch=run.epoch if run.has_epoch else None,
         size=size,
-        session=state.get("session") if isinstance(state.get("session"), str) else None,
-        lineage=as_lineage(state.get("lineage")),
+        session=run.session,
+        lineage=as_lineage(run.lineage),
     )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def staging_names(staging: Path) -> list[str]:

@@ -41,6 +41,7 @@ import numpy as np
 
 from colabkit import __version__
 from colabkit.checkpoint import npy
+from colabkit.checkpoint.run_state import RunState
 from colabkit.errors import (
     ConfigError,
     CorruptCheckpointError,
@@ -76,6 +77,11 @@ class CheckpointContents:
     state: dict
     arrays: dict[str, np.ndarray]
     name: str
+
+    @property
+    def run(self) -> RunState:
+        """What ``state.json`` says about the run (see ``colabkit.checkpoint.run_state``)."""
+        return RunState.read(self.state)
 
 
 def checkpoint_name(step: int) -> str:

@@ -20,6 +20,7 @@ from colabkit.checkpoint.catalog import record_from_state, store_call
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import frozen_object_of, is_frozen_object, step_of, verify
 from colabkit.checkpoint.policy import CheckpointRecord
+from colabkit.checkpoint.run_state import RunState
 from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
@@ -211,14 +212,14 @@ def _status(
     if frozen is not None and problem is None:
         problem = objects.problem(frozen)
     frozen_info = objects.infos.get(frozen)
-    epoch = state.get("epoch")
     record = record_from_state(info.name, state, info.size)
+    run = RunState.read(state)
     status = CheckpointStatus(
         name=info.name,
         step=step_of(info.name),
-        epoch=epoch if isinstance(epoch, int) else None,
+        epoch=record.epoch,
         size=info.size,
-        created=float(state.get("created", info.modified)),
+        created=info.modified if run.created is None else run.created,
         verified=problem is None,
         problem=problem,
         newer_format=newer,

@@ -42,6 +42,7 @@ from colabkit.checkpoint.format import (
 )
 from colabkit.checkpoint.pipeline import SavePipeline, Snapshot
 from colabkit.checkpoint.policy import CheckpointRecord, parse_keep, parse_save_every
+from colabkit.checkpoint.run_state import with_checkpoint_facts
 from colabkit.checkpoint.sessions import Sessions
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import (
@@ -165,16 +166,14 @@ class CheckpointManager:
         clean_metrics = _check_metrics(metrics)
         if "step" in state and state["step"] != step:
             raise invalid_argument("state['step']", state["step"], f"{step} (the `step` argument)")
-        full_state = prepare_state(
-            {
-                **state,
-                "step": int(step),
-                "checkpoint_metrics": clean_metrics,
-                "session": self.sessions.id,
-                "lineage": self.sessions.lineage(),
-            },
-            created=self._clock.time(),
+        facts = with_checkpoint_facts(
+            state,
+            step=step,
+            metrics=clean_metrics,
+            session=self.sessions.id,
+            lineage=self.sessions.lineage(),
         )
+        full_state = prepare_state(facts, created=self._clock.time())
         record = catalog.record_from_state(name, full_state, None)
         self._pipeline.submit(Snapshot(record, arrays, full_state, finish))
         with self._lock:

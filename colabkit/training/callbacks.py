@@ -23,6 +23,7 @@ from colabkit.checkpoint import (
     FROZEN_KEY,
     SESSIONS_PREFIX,
     CheckpointManager,
+    RunState,
     default_staging,
     forget_staging,
     is_colabkit_file,
@@ -113,13 +114,13 @@ class Checkpoint(keras.callbacks.Callback):
             refuse_if_all_corrupt(manager, remedy="delete them (or the whole folder) to start over")
             manager.claim(background=True)
             return
-        training_state.warn_on_version_drift(restored.state, restored.name)
+        training_state.warn_on_version_drift(restored.run, restored.name)
         training_state.restore_variables(
             self.model, restored.arrays, metrics=False, state=restored.state, frozen=self._frozen()
         )
         manager.claim(background=True)  # it fits: take the run over (another VM stops)
-        self._global_step = int(restored.state.get("global_step", 0))
-        self._epoch = int(restored.state.get("epoch", 0))
+        self._global_step = restored.run.global_step
+        self._epoch = restored.run.epoch
         self.model._initial_epoch = self._epoch  # read by Keras' fit after on_train_begin
         say(
             f"resuming from {restored.name} (step {self._global_step}) in {manager.store.url} "
@@ -183,13 +184,13 @@ class Checkpoint(keras.callbacks.Callback):
     def _save(self, *, epoch: int, step: int, metrics: Any = None) -> None:
         self._open().wait_staged()  # one snapshot in memory at a time (see ResumableLoop.save)
         model = self.model  # on JAX this attribute syncs the training state into the variables
-        state = {
-            "global_step": self._global_step,
-            "epoch": epoch,
-            "step_in_epoch": step,
-            "run": {"model": training_state.model_fingerprint(model)},
-            "versions": training_state.runtime_versions(),
-        }
+        state = RunState(
+            config={"model": training_state.model_fingerprint(model)},
+            epoch=epoch,
+            step=step,
+            counted_steps=self._global_step,
+            versions=training_state.runtime_versions(),
+        ).to_json()
         scalars = {k: float(v) for k, v in (metrics or {}).items()}
         captured = training_state.capture_variables(model, self._frozen())
         if captured.frozen is not None:

@@ -11,12 +11,11 @@ the uninterrupted run had it, and takes checkpoints at step and epoch boundaries
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
-from colabkit.checkpoint import FROZEN_KEY, CheckpointContents, CheckpointManager
+from colabkit.checkpoint import FROZEN_KEY, CheckpointContents, CheckpointManager, RunState
 from colabkit.errors import ResumeMismatchError
 from colabkit.training import state as training_state
 from colabkit.training.data import ResumableBatches
@@ -33,60 +32,6 @@ class StopForResume(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass
-class RunProgress:
-    """Where the run is and what it has produced; saved as JSON in every checkpoint."""
-
-    config: dict[str, Any]
-    steps_per_epoch: int
-    epoch: int = 0
-    step: int = 0
-    history: dict[str, list[float]] = field(default_factory=dict)
-    resumes: list[dict[str, Any]] = field(default_factory=list)
-    finished: bool = False
-    stop_reason: str | None = None
-    train_seconds: float = 0.0
-    epoch_fingerprint: str | None = None  # tf.data input: the epoch's first batch (tfdata.py)
-    total_epochs: int | None = None  # the run's ``epochs`` (for ``colabkit status``)
-
-    @property
-    def global_step(self) -> int:
-        return self.epoch * self.steps_per_epoch + self.step
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "global_step": self.global_step,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "run": self.config,
-            "history": self.history,
-            "resumes": self.resumes,
-            "finished": self.finished,
-            "stop_reason": self.stop_reason,
-            "train_seconds": self.train_seconds,
-            "epoch_fingerprint": self.epoch_fingerprint,
-            "total_epochs": self.total_epochs,
-            "versions": training_state.runtime_versions(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RunProgress:
-        return cls(
-            config=dict(state["run"]),
-            steps_per_epoch=int(state["steps_per_epoch"]),
-            epoch=int(state["epoch"]),
-            step=int(state["step_in_epoch"]),
-            history={k: list(v) for k, v in state.get("history", {}).items()},
-            resumes=list(state.get("resumes", [])),
-            finished=bool(state.get("finished", False)),
-            stop_reason=state.get("stop_reason"),
-            train_seconds=float(state.get("train_seconds", 0.0)),
-            epoch_fingerprint=state.get("epoch_fingerprint"),
-            total_epochs=state.get("total_epochs"),
-        )
 
 
 class ResumableLoop(keras.callbacks.Callback):
@@ -112,7 +57,7 @@ class ResumableLoop(keras.callbacks.Callback):
         user_callbacks: keras.callbacks.CallbackList,
         manager: CheckpointManager,
         data: ResumableBatches,
-        progress: RunProgress,
+        progress: RunState,
         restored: CheckpointContents | None,
         stops: StopRequests,
         deadline: Any,
@@ -161,7 +106,7 @@ class ResumableLoop(keras.callbacks.Callback):
     def _restore_callbacks(self) -> None:
         assert self.restored is not None
         training_state.restore_callbacks(
-            self.user.callbacks, self.restored.state.get("callbacks", []), self.restored.arrays
+            self.user.callbacks, self.restored.run.callbacks, self.restored.arrays
         )
         self._pending_restore = False
 
@@ -247,8 +192,9 @@ class ResumableLoop(keras.callbacks.Callback):
         states, callback_arrays = training_state.capture_callbacks(self.user.callbacks)
         arrays = {**captured.arrays, **callback_arrays}
         self.progress.epoch_fingerprint = self.data.epoch_fingerprint()
-        state = self.progress.to_state()
-        state["callbacks"] = states
+        self.progress.callbacks = states
+        self.progress.versions = training_state.runtime_versions()
+        state = self.progress.to_json()
         if captured.frozen is not None:
             state[FROZEN_KEY] = captured.frozen
         if not self.chief:
@@ -280,7 +226,7 @@ def restore_model(
 ) -> None:
     """Checks the architecture and optimizer against the checkpoint, then loads the variables."""
     training_state.ensure_built(model)
-    config = restored.state.get("run", {})
+    config = restored.run.config
     checks = (
         ("model architecture", "model", training_state.model_fingerprint(model)),
         ("optimizer", "optimizer", training_state.optimizer_fingerprint(model)),

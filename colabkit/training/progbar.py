@@ -39,7 +39,7 @@ def forecast(
     seconds_per_step: float | None,
     measured: str,
 ) -> Forecast:
-    """The plan for ``progress`` (a ``RunProgress``) at this moment."""
+    """The plan for ``progress`` (a ``RunState``) at this moment."""
     return Forecast(
         global_step=progress.global_step,
         steps_per_epoch=progress.steps_per_epoch,
@@ -95,7 +95,7 @@ class RunProgbar(keras.callbacks.ProgbarLogger):
     ``start_step`` before each (the steps of the epoch trained before it).
 
     Args:
-        progress: The run's ``RunProgress`` (read: where the run is).
+        progress: The run's ``RunState`` (read: where the run is).
         epochs: The run's total epochs.
         deadline: The session deadline (how long this session trains).
         clock: Time (tests inject one).

@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-from colabkit.checkpoint import CheckpointContents, run_store
+from colabkit.checkpoint import CheckpointContents, RunState, run_store
 from colabkit.clock import Clock
 from colabkit.errors import (
     ConfigError,
@@ -36,7 +36,6 @@ from colabkit.training.data import (
     train_validation_split,
 )
 from colabkit.training.deadline import SessionDeadline
-from colabkit.training.loop import RunProgress
 from colabkit.training.tfdata import DatasetEpochs, is_tf_dataset
 
 log = logging.getLogger(__name__)
@@ -210,7 +209,7 @@ def run_config(
         if seed is None:
             config["seed"] = secrets.randbelow(2**31)
         return config
-    saved = restored.state.get("run", {})
+    saved = restored.run.config
     if seed is None:
         config["seed"] = saved.get("seed")
     for key, value in config.items():
@@ -284,10 +283,10 @@ def takes_tf_data_only(model: Any) -> bool:
 
 def run_progress(
     restored: CheckpointContents | None, config: dict, steps_per_epoch: int, clock: Clock
-) -> RunProgress:
+) -> RunState:
     if restored is None:
-        return RunProgress(config=config, steps_per_epoch=steps_per_epoch)
-    progress = RunProgress.from_state(restored.state)
+        return RunState(config=config, steps_per_epoch=steps_per_epoch)
+    progress = restored.run
     progress.config = config
     if progress.steps_per_epoch != steps_per_epoch:
         raise ResumeMismatchError(

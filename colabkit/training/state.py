@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from colabkit.checkpoint import FROZEN_KEY, dtype_from_name
+from colabkit.checkpoint import FROZEN_KEY, RunState, dtype_from_name
 from colabkit.errors import ResumeMismatchError
 from colabkit.training.host import check_storable, host_copies
 
@@ -64,36 +64,29 @@ def runtime_versions() -> dict[str, str]:
     return versions
 
 
-def version_drift(saved_state: Mapping[str, Any]) -> list[str]:
+def version_drift(saved: RunState) -> list[str]:
     """How the versions a checkpoint was written with differ from this runtime's.
 
     Returns:
         One ``"keras 3.10.0 -> 3.13.2"`` item per difference; empty when nothing differs or
         the checkpoint recorded nothing comparable.
     """
-    saved = saved_state.get("versions")
-    if not isinstance(saved, Mapping):  # colabkit 0.1 recorded Keras and the backend only
-        old = saved_state.get("keras")
-        saved = (
-            {"keras": old.get("version"), "backend": old.get("backend")}
-            if isinstance(old, Mapping)
-            else {}
-        )
+    versions = saved.versions
     now = runtime_versions()
     return [
-        f"{key} {saved[key]} -> {now.get(key, 'absent')}"
+        f"{key} {versions[key]} -> {now.get(key, 'absent')}"
         for key in ("keras", "backend", *_FRAMEWORK, "numpy", "python")
-        if saved.get(key) is not None and str(saved[key]) != now.get(key)
+        if versions.get(key) is not None and str(versions[key]) != now.get(key)
     ]
 
 
-def warn_on_version_drift(saved_state: Mapping[str, Any], name: str) -> list[str]:
+def warn_on_version_drift(saved: RunState, name: str) -> list[str]:
     """Says in one warning when a checkpoint comes from other versions; returns the drift.
 
     A run can cross a runtime upgrade (Colab moved Keras 3.10 -> 3.13.2 in March 2026): it goes
     on, but identical results to an uninterrupted run are no longer promised.
     """
-    drift = version_drift(saved_state)
+    drift = version_drift(saved)
     if drift:
         log.warning(
             "Resuming from %s, written with other versions (%s): training continues, but the "

@@ -20,6 +20,7 @@ from colabkit import distribute, ending
 from colabkit.checkpoint import (
     CheckpointContents,
     CheckpointManager,
+    RunState,
     default_staging,
     forget_staging,
     open_manager,
@@ -32,9 +33,7 @@ from colabkit.errors import CheckpointError, RunSupersededError, invalid_argumen
 from colabkit.storage import Store
 from colabkit.training import determinism, run_setup
 from colabkit.training import state as training_state
-from colabkit.training.data import (
-    ResumableBatches,
-)
+from colabkit.training.data import ResumableBatches
 from colabkit.training.deadline import SessionDeadline
 from colabkit.training.frozen import checkpoint_bytes
 from colabkit.training.history import RunHistory
@@ -42,7 +41,6 @@ from colabkit.training.interrupts import StopRequests
 from colabkit.training.logs import RunLogs
 from colabkit.training.loop import (
     ResumableLoop,
-    RunProgress,
     StopForResume,
     frozen_variables,
     restore_model,
@@ -167,7 +165,7 @@ def fit(
     )
     manager.sessions.runtime = run_setup.describe_runtime  # asked when claiming (background)
     history: RunHistory | None = None
-    progress: RunProgress | None = None
+    progress: RunState | None = None
     failure: BaseException | None = None
     runner: _Runner | None = None
     training = False  # past the checks: a run that ends is worth a notification
@@ -234,7 +232,7 @@ def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | N
     return durable
 
 
-def _already_done(progress: RunProgress, epochs: int) -> bool:
+def _already_done(progress: RunState, epochs: int) -> bool:
     if progress.finished and progress.stop_reason is not None:
         return True  # stopped by a callback (e.g. EarlyStopping): more epochs would not run
     return progress.epoch >= epochs and progress.step == 0
@@ -244,7 +242,7 @@ def _return_finished(
     model: keras.Model,
     data: ResumableBatches,
     restored: CheckpointContents | None,
-    progress: RunProgress,
+    progress: RunState,
     epochs: int,
     verbose: Any,
     manager: CheckpointManager,
@@ -263,9 +261,7 @@ def _return_finished(
     return history
 
 
-def _history(
-    model: keras.Model, progress: RunProgress, epochs: int, *, completed: bool
-) -> RunHistory:
+def _history(model: keras.Model, progress: RunState, epochs: int, *, completed: bool) -> RunHistory:
     history = RunHistory()
     history.set_model(model)
     history.history = {k: list(v) for k, v in progress.history.items()}
@@ -323,7 +319,7 @@ class _Runner:
                 "global_step": progress.global_step,
                 "time": self.clock.time(),
             }
-            drift = training_state.warn_on_version_drift(self.restored.state, self.restored.name)
+            drift = training_state.warn_on_version_drift(self.restored.run, self.restored.name)
             if drift:
                 resume["versions_changed"] = drift
             progress.resumes.append(resume)

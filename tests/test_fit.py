@@ -199,7 +199,7 @@ def test_batch_end_hooks_are_forwarded_only_to_callbacks_that_have_them(tmp_path
         user = keras.callbacks.CallbackList(list(callbacks))
         return resumable_loop(
             user_callbacks=user, manager=None, data=None, progress=None, restored=None,
-            stops=None, deadline=None, clock_seconds=None,
+            stops=None, deadline=None, clock_seconds=None, epochs=1,
         )  # fmt: skip
 
     quiet = loop(ValidationBatches())

@@ -71,6 +71,10 @@ class CheckpointManager:
             failure is "lasting" (``wait()`` raises) and each later save or ``wait()`` tries
             once more.
         run_lock: The run's lock (``runs.open_manager`` takes it), released by ``close()``.
+        before_commit: Called in the background before each commit, once the run is known
+            to be this process's (``colabkit.fit`` copies the run's logs there).
+        runtime: Describes where this process runs, for the run's session log (asked once,
+            in the background, when claiming the run).
     """
 
     def __init__(
@@ -83,6 +87,8 @@ class CheckpointManager:
         clock: Clock | None = None,
         retry_delays: Sequence[float] = (1, 2, 4, 8, 16, 32, 60),
         run_lock: Any = None,
+        before_commit: Callable[[], None] | None = None,
+        runtime: Callable[[], dict] | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
         self.staging = Path(staging_dir)
@@ -101,11 +107,10 @@ class CheckpointManager:
         self._closed = False
         self._run_lock = run_lock
         self._space_checked_for = 0  # bytes of the checkpoint the last room check was for
-        self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock)
+        self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock, runtime)
         self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
         self._orphans: set[str] = set()  # committed by a superseded session after a takeover
-        # called (in the background) before each commit, once the run is known to be ours
-        self.before_commit: list[Callable[[], None]] = []
+        self._commit_hook = before_commit
         self._pipeline = SavePipeline(
             self.store,
             self.staging,
@@ -268,8 +273,8 @@ class CheckpointManager:
     def _before_commit(self) -> None:
         self.sessions.take_over()
         self.sessions.check()
-        for hook in self.before_commit:
-            hook()
+        if self._commit_hook is not None:
+            self._commit_hook()
 
     # ----------------------------------------------------------------------------- reading
 

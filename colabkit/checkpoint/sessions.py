@@ -90,9 +90,17 @@ class Sessions:
         store: The run's checkpoint store (claims live under ``sessions/`` in it).
         cache: A local folder for copies of claims (they never change once written).
         clock: Time of the claim.
+        runtime: Describes where this process runs (environment, accelerator, versions); asked
+            once, when claiming, in the background. None: the claim records no runtime.
     """
 
-    def __init__(self, store: Store, cache: Path, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cache: Path,
+        clock: Clock,
+        runtime: Callable[[], dict] | None = None,
+    ) -> None:
         self.store, self._cache, self._clock = store, cache, clock
         self.id = secrets.token_hex(4)
         self.mine: Claim | None = None
@@ -100,7 +108,7 @@ class Sessions:
         self._point: tuple[list[Claim], CheckpointRecord | None] | None = None  # from restore
         self._lock = threading.Lock()
         self._claiming: threading.Thread | None = None  # take_over_in_background's thread
-        self.runtime: Callable[[], dict] | None = None  # asked once, when claiming
+        self.runtime = runtime
 
     def restored(self, claims: list[Claim], found: CheckpointRecord | None) -> None:
         """Notes what ``restore()`` read: the claims, and the checkpoint it resumed from."""

@@ -57,7 +57,6 @@ class SessionDeadline(keras.callbacks.Callback):
         self.margin = parse_duration(margin, "margin")
         self.clock = clock or SYSTEM_CLOCK
         self.checkpoint = checkpoint
-        self.managed = False  # True inside colabkit.fit, whose loop does the saving
         self.session_length: float | None = None  # how long a whole session trains
         self.deadline = self._deadline(session_limit, session_start)
         self.triggered = False
@@ -115,7 +114,7 @@ class SessionDeadline(keras.callbacks.Callback):
             )
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        if self.managed or self.triggered or not self.reached():
+        if self.triggered or not self.reached():
             return
         durable = True
         if self.checkpoint is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -24,11 +25,25 @@ class RunHistory(keras.callbacks.History):
         train_seconds: Wall time trained, all sessions.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        history: Mapping[str, Sequence[float]] | None = None,
+        params: Mapping[str, Any] | None = None,
+        resumes: Sequence[Mapping[str, Any]] = (),
+        completed: bool = False,
+        already_finished: bool = False,
+        stop_reason: str | None = None,
+        durable: bool = True,
+        train_seconds: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.resumes: list[dict[str, Any]] = []
-        self.completed = False
-        self.already_finished = False
-        self.stop_reason: str | None = None
-        self.durable = True
-        self.train_seconds = 0.0
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.epoch = list(range(len(next(iter(self.history.values()), []))))
+        self.params = dict(params or {})
+        self.resumes = [dict(r) for r in resumes]
+        self.completed = completed
+        self.already_finished = already_finished
+        self.stop_reason = stop_reason
+        self.durable = durable
+        self.train_seconds = train_seconds

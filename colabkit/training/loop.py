@@ -49,6 +49,9 @@ class ResumableLoop(keras.callbacks.Callback):
         clock_seconds: A function returning monotonic seconds, for ``train_seconds``.
         chief: Whether this process writes checkpoints (False on the other workers of a
             distributed run: they restore the chief's checkpoints but never write).
+        epochs: The run's ``epochs`` (the user's callbacks see them as ``params``).
+        run_logs: The user's TensorBoard and CSVLogger logs, continued across sessions
+            (``logs.py``); flushed before each save.
     """
 
     def __init__(
@@ -63,6 +66,8 @@ class ResumableLoop(keras.callbacks.Callback):
         deadline: Any,
         clock_seconds: Any,
         chief: bool = True,
+        epochs: int,
+        run_logs: RunLogs | None = None,
     ) -> None:
         super().__init__()
         self.user = user_callbacks
@@ -78,8 +83,8 @@ class ResumableLoop(keras.callbacks.Callback):
         self._started_at: float | None = None
         self._began = False
         self._pending_restore = restored is not None
-        self.epochs = 0
-        self.run_logs: RunLogs | None = None  # the user's TensorBoard/CSVLogger (logs.py)
+        self.epochs = epochs
+        self.run_logs = run_logs
 
     # -- restoring -----------------------------------------------------------------------------
 

@@ -160,10 +160,12 @@ def fit(
     staging = Path(staging_dir) if staging_dir else default_staging(checkpoints)
     if not chief:  # a worker on the chief's machine must not share (or lock) its staging
         staging = staging.with_name(staging.name + distribute.worker_tag(strategy))
+    # The user's TensorBoard and CSVLogger write to local disk; copied before each commit.
+    logs = RunLogs(callbacks if chief else (), staging / ".logs", run=checkpoints.url)
     manager = open_manager(
-        checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock
-    )
-    manager.sessions.runtime = run_setup.describe_runtime  # asked when claiming (background)
+        checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock,
+        before_commit=logs.copy, runtime=run_setup.describe_runtime,
+    )  # fmt: skip
     history: RunHistory | None = None
     progress: RunState | None = None
     failure: BaseException | None = None
@@ -189,9 +191,10 @@ def fit(
             return history
         if deterministic:
             determinism.enable()
-        runner = _Runner(model, data, validation, manager, progress, restored, callbacks, clock)
-        runner.chief = chief
-        runner.validation_batch_size = validation_batch_size or data.batch_size
+        runner = _Runner(
+            model, data, validation, manager, progress, restored, callbacks, clock,
+            chief=chief, logs=logs, validation_batch_size=validation_batch_size or data.batch_size,
+        )  # fmt: skip
         training = True
         history = runner.run(epochs=epochs, verbose=verbose, deadline=deadline)
         return history
@@ -256,22 +259,30 @@ def _return_finished(
         f"({progress.stop_reason or 'all epochs trained'}); loaded its final weights.",
         verbose,
     )
-    history = _history(model, progress, epochs, completed=True)
-    history.already_finished = True
-    return history
+    return _history(model, progress, epochs, completed=True, already_finished=True)
 
 
-def _history(model: keras.Model, progress: RunState, epochs: int, *, completed: bool) -> RunHistory:
-    history = RunHistory()
+def _history(
+    model: keras.Model,
+    progress: RunState,
+    epochs: int,
+    *,
+    completed: bool,
+    already_finished: bool = False,
+    stop_reason: str | None = None,
+    durable: bool = True,
+) -> RunHistory:
+    history = RunHistory(
+        history=progress.history,
+        params={"epochs": epochs, "steps": progress.steps_per_epoch, "verbose": 0},
+        resumes=progress.resumes,
+        completed=completed,
+        already_finished=already_finished,
+        stop_reason=stop_reason or progress.stop_reason,
+        durable=durable,
+        train_seconds=progress.train_seconds,
+    )
     history.set_model(model)
-    history.history = {k: list(v) for k, v in progress.history.items()}
-    history.epoch = list(range(len(next(iter(progress.history.values()), []))))
-    history.params = {"epochs": epochs, "steps": progress.steps_per_epoch, "verbose": 0}
-    history.resumes = list(progress.resumes)
-    history.completed = completed
-    history.stop_reason = progress.stop_reason
-    history.train_seconds = progress.train_seconds
-    history.durable = True
     model.history = history
     return history
 
@@ -282,29 +293,25 @@ def _history(model: keras.Model, progress: RunState, epochs: int, *, completed: 
 class _Runner:
     """One call of ``fit``: at most two ``model.fit`` segments, then the final checkpoint."""
 
-    def __init__(self, model, data, validation, manager, progress, restored, callbacks, clock):
+    def __init__(
+        self, model, data, validation, manager, progress, restored, callbacks, clock, *,
+        chief: bool, logs: RunLogs, validation_batch_size: int,
+    ) -> None:  # fmt: skip
         self.model, self.data, self.validation = model, data, validation
         self.manager, self.progress, self.restored = manager, progress, restored
         self.callbacks, self.clock = list(callbacks), clock
-        self.chief = True
+        self.chief, self.logs = chief, logs
+        self.validation_batch_size = validation_batch_size
         self.space_checked = False
-        self.validation_batch_size: int | None = None
         self.stops = StopRequests()  # the signals received while training (run() replaces it)
 
     def run(self, *, epochs: int, verbose: Any, deadline: SessionDeadline) -> RunHistory:
-        # The user's TensorBoard and CSVLogger write to local disk; copied before each commit.
-        self.logs = RunLogs(
-            self.callbacks if self.chief else (),
-            self.manager.staging / ".logs",
-            run=self.manager.store.url,
-        )
         progress = self.progress
         self.logs.begin(
             global_step=progress.global_step,
             epoch=progress.epoch,
             resumed=self.restored is not None,
         )
-        self.manager.before_commit.append(self.logs.copy)
         try:
             return self._run(epochs=epochs, verbose=verbose, deadline=deadline)
         finally:
@@ -329,7 +336,8 @@ class _Runner:
         progress.finished, progress.stop_reason = False, None
         progress.total_epochs = epochs
         user = keras.callbacks.CallbackList(
-            self.callbacks,
+            # A SessionDeadline among them is the loop's to obey (it checks it every step).
+            [callback for callback in self.callbacks if callback is not deadline],
             add_history=False,
             add_progbar=False,
             model=self.model,
@@ -338,7 +346,6 @@ class _Runner:
             steps=self.data.steps_per_epoch,
         )
         self.stops = stops = StopRequests()
-        deadline.managed = True
         loop = resumable_loop(
             user_callbacks=user,
             manager=self.manager,
@@ -349,9 +356,9 @@ class _Runner:
             deadline=deadline.reached,
             clock_seconds=self.clock.monotonic,
             chief=self.chief,
+            epochs=epochs,
+            run_logs=self.logs,
         )
-        loop.epochs = epochs
-        loop.run_logs = self.logs
         stopped: str | None = None
         with stops.handle_signals():
             try:
@@ -361,9 +368,9 @@ class _Runner:
                 stopped = stop.reason
         if stopped is not None:  # fit() obeys the signal once the end is recorded and told
             return self._stopped(stopped, deadline, epochs)
-        history = _history(self.model, progress, epochs, completed=True)
-        history.durable = self._wait_durable()  # a signal during the final save: obeyed after
-        if history.durable and self.chief:
+        durable = self._wait_durable()  # a signal during the final save: obeyed after
+        history = _history(self.model, progress, epochs, completed=True, durable=durable)
+        if durable and self.chief:
             last = self.manager.last_committed
             saved = f"its last checkpoint ({last})" if last else "its checkpoints"
             say(
@@ -448,10 +455,9 @@ class _Runner:
             )
         else:
             print(f"colabkit: {reason}: saved {where}; re-run the same call to resume.")
-        history = _history(self.model, self.progress, epochs, completed=False)
-        history.stop_reason = reason
-        history.durable = durable
-        return history
+        return _history(
+            self.model, self.progress, epochs, completed=False, stop_reason=reason, durable=durable
+        )
 
     def _wait_durable(self, timeout: float | None = None) -> bool:
         """Waits until the checkpoints are in the store; a failure (or ``timeout`` seconds

@@ -10,12 +10,13 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from colabkit import __version__
 from colabkit.errors import ColabkitError
+from colabkit.validate import positive_int
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -81,13 +82,6 @@ def _cmd_ckpt_prune(args: argparse.Namespace) -> int:
 
     from colabkit.checkpoint import inventory
 
-    if args.keep < 1:
-        print(
-            "colabkit ckpt prune: error: Invalid value for argument `--keep`. "
-            f"Received: --keep={args.keep}. Expected an integer >= 1; nothing was deleted.",
-            file=sys.stderr,
-        )
-        return 2
     store = inventory.run_store(args.run_dir)
     statuses = inventory.inspect_store(store)
     deleted = inventory.prune(store, args.keep, statuses)
@@ -178,23 +172,10 @@ EXIT_STOPPED = 75
 def _cmd_train_mnist(args: argparse.Namespace) -> int:
     from colabkit import mnist
 
-    config = mnist.MnistConfig(
-        run_dir=mnist.default_run_dir() if args.run_dir is None else args.run_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        dataset=args.dataset,
-        save_every=args.save_every,
-        keep=args.keep,
-        deterministic=args.deterministic,
-        strategy=args.strategy,
-        session_limit=args.session_limit,
-        fresh=args.fresh,
-        store=args.store,
-        limit=args.limit,
-        notify=args.notify,
-        release_runtime=args.release_runtime,
-    )
+    given = {name: getattr(args, name) for name in mnist.command_line_options()}
+    if given["run_dir"] is None:
+        given["run_dir"] = mnist.default_run_dir()
+    config = mnist.MnistConfig(**given)
     from colabkit.tf_noise import quiet_tensorflow
 
     try:
@@ -228,63 +209,55 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     mnist.set_defaults(func=_cmd_train_mnist)
 
 
-def _add_mnist_arguments(mnist: argparse.ArgumentParser) -> None:
-    mnist.add_argument(
-        "--run-dir",
-        metavar="DIR",
-        help="run directory (default: ./runs/mnist; in Colab with Drive mounted: "
-        "/content/drive/MyDrive/colabkit/mnist)",
-    )
-    mnist.add_argument("--epochs", type=int, default=15, metavar="N", help="epochs (default 15)")
-    mnist.add_argument(
-        "--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)"
-    )
-    mnist.add_argument("--seed", type=int, metavar="N", help="random seed (default: chosen once)")
-    mnist.add_argument(
-        "--dataset",
-        default="auto",
-        metavar="auto|mnist|mnist-5k|FILE.npz",
-        help="auto: full MNIST if cached or downloadable, else the 5,000-image sample "
-        "(default auto)",
-    )
-    mnist.add_argument(
-        "--save-every",
-        default="epoch",
-        metavar="10m|500steps|epoch",
-        help="checkpoint interval (default epoch)",
-    )
-    mnist.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints to keep")
-    mnist.add_argument(
-        "--deterministic", action="store_true", help="deterministic ops: bitwise-exact resume"
-    )
-    mnist.add_argument(
-        "--strategy",
-        default="auto",
-        metavar="KIND",
-        help="tf.distribute strategy: auto (a TPU, several GPUs or TF_CONFIG decide), default, "
-        "mirrored, multiworker or tpu (default auto)",
-    )
-    mnist.add_argument(
-        "--session-limit",
-        metavar="12h",
-        help="save and stop cleanly 15 minutes before this session limit (default: 12h in Colab "
-        "and Kaggle, none elsewhere)",
-    )
-    mnist.add_argument(
-        "--fresh", action="store_true", help="archive old checkpoints and start over"
-    )
-    mnist.add_argument("--store", metavar="URL", help="where checkpoints go (default: run dir)")
-    mnist.add_argument(
-        "--notify",
-        metavar="URL",
-        help="webhook to POST to when the run finishes, stops or fails (never logged)",
-    )
-    mnist.add_argument(
-        "--release-runtime",
-        action="store_true",
-        help="in Colab: give the runtime back once the run and its outputs are durable",
-    )
-    mnist.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # tests: first N images
+def _add_mnist_arguments(mnist_parser: argparse.ArgumentParser) -> None:
+    """The options of ``MnistConfig``'s fields, as each field declares them."""
+    from colabkit import mnist
+
+    for name, (option, default, check) in mnist.command_line_options().items():
+        help_line = argparse.SUPPRESS if option.help is None else option.help
+        if option.parse is None:  # a switch
+            mnist_parser.add_argument(option.flag, dest=name, action="store_true", help=help_line)
+            continue
+        mnist_parser.add_argument(
+            option.flag,
+            dest=name,
+            type=option_type(name, option.flag, option.parse, check),
+            default=default,
+            metavar=option.metavar,
+            help=help_line,
+        )
+
+
+class BadOption(Exception):
+    """A value an option's validator refused, on its way out of argparse (which would turn
+    a ``ValueError`` such as ``ConfigError`` into its own usage line and lose the reason)."""
+
+    def __init__(self, error: ColabkitError, name: str, flag: str) -> None:
+        super().__init__(str(error))
+        self.error, self.options = error, {name: flag}
+
+
+def option_type(
+    name: str, flag: str, parse: Callable[[str], Any], check: Callable[[str, Any], Any] | None
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a colabkit validator (``colabkit.validate``): the text
+    parsed (``int``), then checked under the argument's Python ``name``."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {getattr(parse, '__name__', 'value')} value: {text!r}"
+            ) from None
+        if check is None:
+            return value
+        try:
+            return check(name, value)
+        except ColabkitError as e:
+            raise BadOption(e, name, flag) from None
+
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,7 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint is never deleted.",
     )
     prune.add_argument("run_dir", metavar="RUN_DIR")
-    prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many to keep")
+    prune.add_argument(
+        "--keep",
+        type=option_type("keep", "--keep", int, positive_int),
+        required=True,
+        metavar="N",
+        help="how many to keep",
+    )
     prune.add_argument("--json", action="store_true", help="print what was deleted as JSON")
     prune.set_defaults(func=_cmd_ckpt_prune)
     purge = ckpt_commands.add_parser(
@@ -428,35 +407,16 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
     return found
 
 
-# What a library error offers that only Python can give, as a command line says it instead.
-_PYTHON_ONLY = {
-    ", None (keep all), or a KeepPolicy such as KeepLast(3) | KeepBest(1, 'val_loss')": "",
-    "Received: credentials=None and neither": "Neither",
-    "Pass credentials=..., set ": "Set ",
-}
-
-
-def command_line_wording(message: str, command: argparse.ArgumentParser) -> str:
-    """Library errors speak Python (``save_every=...``, ``fresh=True``); say it as the
-    ``command``'s options and arguments."""
-    for python, command_line in _PYTHON_ONLY.items():
-        message = message.replace(python, command_line)
-    for dest, option in _options(command).items():
-        message = re.sub(
-            rf"argument `{dest}`\. Received: {dest}=", f"{option}. Received: ", message
-        )
-        message = message.replace(f"{dest}=True", option)
-    return message
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
+    except BadOption as bad:  # nothing ran: the option's value was refused while parsing
+        print(f"Error: {bad.error.for_command_line(bad.options)}", file=sys.stderr)
+        return 1
     except ColabkitError as e:
-        wording = command_line_wording(str(e), _command(parser, args))
-        print(f"Error: {wording}", file=sys.stderr)
+        print(f"Error: {e.for_command_line(_options(_command(parser, args)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

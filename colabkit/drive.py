@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.env import COLAB_DRIVE_MOUNTPOINT, Environment, detect, drive_in_mount_table
 from colabkit.errors import DriveError, invalid_argument
+from colabkit.validate import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def _check_mount_args(
         raise invalid_argument("mountpoint", mountpoint, "a folder path without spaces")
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
         raise invalid_argument("timeout_ms", timeout_ms, "a positive integer of milliseconds")
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise invalid_argument("attempts", attempts, "an integer >= 1")
+    positive_int("attempts", attempts)
     if isinstance(backoff_s, bool) or not isinstance(backoff_s, (int, float)) or backoff_s < 0:
         raise invalid_argument("backoff_s", backoff_s, "a number of seconds >= 0")
     return Path(os.fspath(mountpoint))

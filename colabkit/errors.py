@@ -7,13 +7,47 @@ callers who already catch ``ValueError`` or ``OSError`` keep working.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ColabkitError(Exception):
     """Base class of every error colabkit raises on purpose."""
 
+    def for_command_line(self, options: Mapping[str, str]) -> str:
+        """The message as a command says it. ``options`` maps the Python arguments to the
+        command's options (``fresh`` -> ``--fresh``): a remedy such as "pass fresh=True"
+        becomes "pass --fresh"."""
+        text = str(self)
+        for name, option in options.items():
+            text = text.replace(f"{name}=True", option)
+        return text
+
 
 class ConfigError(ColabkitError, ValueError):
-    """An argument or option has a value colabkit cannot use."""
+    """An argument or option has a value colabkit cannot use.
+
+    Attributes:
+        argument: The argument's Python name (None: not one argument's value).
+        value: The value received.
+        expected: What would have been accepted, as a phrase ("an integer >= 1").
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argument: str | None = None,
+        value: object = None,
+        expected: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.argument, self.value, self.expected = argument, value, expected
+
+    def for_command_line(self, options: Mapping[str, str]) -> str:
+        option = options.get(self.argument or "")
+        if option is None or self.expected is None:
+            return super().for_command_line(options)
+        return f"Invalid value for {option}. Received: {self.value!r}. Expected {self.expected}."
 
 
 class AcceleratorError(ColabkitError, RuntimeError):
@@ -75,8 +109,9 @@ def invalid_argument(name: str, value: object, expected: str) -> ConfigError:
 
     Example: ``Invalid value for argument `keep`. Received: keep=0. Expected an integer >= 1.``
     """
-    error = ConfigError(
-        f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected {expected}."
+    return ConfigError(
+        f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected {expected}.",
+        argument=name,
+        value=value,
+        expected=expected,
     )
-    error.expected = expected  # for a caller that names the argument differently
-    return error

@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from colabkit import ending
-from colabkit.checkpoint import is_url, parse_keep, parse_save_every
+from colabkit.checkpoint import is_url, parse_save_every
 from colabkit.distribute import KINDS
 from colabkit.env import check_session_limit, unmounted_drive
 from colabkit.errors import ColabkitError, ConfigError, invalid_argument
@@ -42,6 +42,15 @@ from colabkit.mnist_data import (
     load_data,
 )
 from colabkit.storage import fsspec_store, open_store
+from colabkit.validate import (
+    Validator,
+    flag,
+    fraction,
+    natural_int,
+    one_of,
+    optional,
+    positive_int,
+)
 
 __all__ = [
     "MnistConfig",
@@ -58,50 +67,144 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Option:
+    """How ``colabkit train mnist`` offers a ``MnistConfig`` field: declared once, beside it.
+
+    Attributes:
+        flag: The option (``--epochs``).
+        help: Its help line; None hides it (``--limit``, for tests).
+        metavar: Its placeholder in the help.
+        parse: Text to value, before ``check`` (``int``); None: a switch (``--fresh``).
+    """
+
+    flag: str
+    help: str | None
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = str
+
+
+def command_line_options() -> dict[str, tuple[Option, Any, Validator]]:
+    """``MnistConfig``'s options, by field name: the option, its default, its validator."""
+    return {
+        each.name: (each.metadata["option"], each.default, each.metadata["check"])
+        for each in fields(MnistConfig)
+        if each.metadata.get("option") is not None
+    }
+
+
+def _field(default: Any, check: Validator, option: Option | None = None) -> Any:
+    """A ``MnistConfig`` field: its default, its validator, and its command-line option."""
+    return field(default=default, metadata={"check": check, "option": option})
+
+
+def _returning(check: Callable[[Any], Any]) -> Validator:
+    """A validator from a check of one argument that knows its own name: the value, checked."""
+    return lambda name, value: (check(value), value)[1]
+
+
+@dataclass(frozen=True)
 class MnistConfig:
     """One MNIST training job; validated on construction, before anything heavy runs.
 
-    Attributes mirror ``colabkit train mnist``'s options. ``limit`` keeps the first N training
-    images (tests use it to train on a few hundred images through the real pipeline).
+    Each field declares its validator and its ``colabkit train mnist`` option (see ``Option``);
+    the command builds its parser from them. ``limit`` keeps the first N training images
+    (tests use it to train on a few hundred images through the real pipeline).
     """
 
-    run_dir: str
-    epochs: int = 15
-    batch_size: int = 128
-    seed: int | None = None
-    dataset: str = "auto"
-    save_every: str = "epoch"
-    keep: int = 3
-    deterministic: bool = False
-    session_limit: str | None = None
-    fresh: bool = False
-    store: str | None = None
-    limit: int | None = None
-    validation_split: float = 0.1
-    strategy: str = "auto"
-    notify: str | None = None
-    release_runtime: bool = False
+    run_dir: str = field(
+        metadata={
+            "check": _returning(lambda run_dir: check_run_dir(run_dir)),
+            "option": Option(
+                "--run-dir",
+                "run directory (default: ./runs/mnist; in Colab with Drive mounted: "
+                "/content/drive/MyDrive/colabkit/mnist)",
+                "DIR",
+            ),
+        }
+    )
+    epochs: int = _field(15, positive_int, Option("--epochs", "epochs (default 15)", "N", int))
+    batch_size: int = _field(
+        128, positive_int, Option("--batch-size", "batch size (default 128)", "N", int)
+    )
+    seed: int | None = _field(
+        None,
+        optional(natural_int),
+        Option("--seed", "random seed (default: chosen once)", "N", int),
+    )
+    dataset: str = _field(
+        "auto",
+        _returning(check_dataset),
+        Option(
+            "--dataset",
+            "auto: full MNIST if cached or downloadable, else the 5,000-image sample "
+            "(default auto)",
+            "auto|mnist|mnist-5k|FILE.npz",
+        ),
+    )
+    save_every: str = _field(
+        "epoch",
+        _returning(parse_save_every),
+        Option("--save-every", "checkpoint interval (default epoch)", "10m|500steps|epoch"),
+    )
+    keep: int = _field(3, positive_int, Option("--keep", "checkpoints to keep", "N", int))
+    deterministic: bool = _field(
+        False,
+        flag,
+        Option("--deterministic", "deterministic ops: bitwise-exact resume", parse=None),
+    )
+    session_limit: str | None = _field(
+        None,
+        optional(_returning(check_session_limit)),
+        Option(
+            "--session-limit",
+            "save and stop cleanly 15 minutes before this session limit (default: 12h in "
+            "Colab and Kaggle, none elsewhere)",
+            "12h",
+        ),
+    )
+    fresh: bool = _field(
+        False, flag, Option("--fresh", "archive old checkpoints and start over", parse=None)
+    )
+    store: str | None = _field(
+        None,
+        optional(_returning(lambda store: check_store(store))),
+        Option("--store", "where checkpoints go (default: run dir)", "URL"),
+    )
+    limit: int | None = _field(None, optional(positive_int), Option("--limit", None, parse=int))
+    validation_split: float = _field(0.1, fraction)
+    strategy: str = _field(
+        "auto",
+        one_of(KINDS),
+        Option(
+            "--strategy",
+            "tf.distribute strategy: auto (a TPU, several GPUs or TF_CONFIG decide), default, "
+            "mirrored, multiworker or tpu (default auto)",
+            "KIND",
+        ),
+    )
+    notify: str | None = _field(
+        None,
+        _returning(ending.check_notify),
+        Option(
+            "--notify",
+            "webhook to POST to when the run finishes, stops or fails (never logged)",
+            "URL",
+        ),
+    )
+    release_runtime: bool = _field(
+        False,
+        flag,
+        Option(
+            "--release-runtime",
+            "in Colab: give the runtime back once the run and its outputs are durable",
+            parse=None,
+        ),
+    )
 
     def __post_init__(self) -> None:
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        parse_keep(self.keep)
-        if self.limit is not None:
-            _check_positive_int("limit", self.limit)
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise invalid_argument("seed", self.seed, "an integer >= 0")
-        if not 0.0 <= self.validation_split < 1.0:
-            raise invalid_argument("validation_split", self.validation_split, "a float in [0, 1)")
-        parse_save_every(self.save_every)
-        if self.store is not None:
-            check_store(self.store)
-        if self.session_limit is not None:
-            check_session_limit(self.session_limit)
-        if self.strategy not in KINDS:
-            raise invalid_argument("strategy", self.strategy, f"one of {', '.join(KINDS)}")
-        check_dataset(self.dataset)
-        check_run_dir(self.run_dir)
-        ending.check_notify(self.notify)
+        for each in fields(self):  # in declaration order: the first bad option is named
+            value = each.metadata["check"](each.name, getattr(self, each.name))
+            object.__setattr__(self, each.name, value)  # numpy integers become ints
 
 
 @dataclass(frozen=True)
@@ -123,15 +226,6 @@ class MnistResult:
     resumes: tuple[dict[str, Any], ...]
     outputs_dir: Path
     source: str
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not _is_int(value) or value < 1:  # type: ignore[operator]
-        raise invalid_argument(name, value, "an integer >= 1")
 
 
 def check_store(store: object) -> None:

@@ -103,10 +103,13 @@ def test_prune_never_deletes_the_newest_good_one(run_dir, capsys):
 
 
 @pytest.mark.parametrize("keep", ["0", "-2"])
-def test_prune_keep_below_one_is_a_usage_error_and_deletes_nothing(run_dir, capsys, keep):
+def test_prune_keep_below_one_is_one_error_line_and_deletes_nothing(run_dir, capsys, keep):
     code, _, err = cli(capsys, "ckpt", "prune", str(run_dir), "--keep", keep)
-    assert code == 2
-    assert f"Received: --keep={keep}. Expected an integer >= 1" in err
+    assert code == 1  # as every option colabkit refuses: one "Error:" line, exit 1
+    assert (
+        err.strip()
+        == f"Error: Invalid value for --keep. Received: {keep}. Expected an integer >= 1."
+    )
     assert len(list((run_dir / "checkpoints").iterdir())) == 3
 
 

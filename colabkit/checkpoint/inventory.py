@@ -28,12 +28,12 @@ from colabkit.errors import (
     ColabkitError,
     CorruptCheckpointError,
     UnsupportedCheckpointError,
-    invalid_argument,
 )
 from colabkit.storage import LocalStore
 from colabkit.storage.base import ObjectInfo, Store
 from colabkit.storage.drive_folders import TEMP_PREFIX
 from colabkit.storage.drive_mount import SIGN_IN
+from colabkit.validate import positive_int
 
 
 def run_store(run_dir: str | os.PathLike[str]) -> Store:
@@ -157,8 +157,7 @@ def prune(store: Store, keep: int, statuses: list[CheckpointStatus]) -> list[str
     Returns:
         The names deleted.
     """
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise invalid_argument("keep", keep, "an integer >= 1")
+    keep = positive_int("keep", keep)
     own = in_use(statuses)
     kept = {s.name for s in own[:keep]}
     newest_good = next((s.name for s in own if s.verified), None)

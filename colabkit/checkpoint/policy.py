@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from colabkit.duration import parse_duration
 from colabkit.errors import ConfigError, invalid_argument
+from colabkit.validate import positive_int
 
 _SAVE_EXPECTED = (
     "'epoch', a number of steps such as '500steps', or a duration such as '10m' or '2h'"
@@ -222,7 +223,7 @@ class KeepLast(KeepPolicy):
     reads_metadata = False
 
     def __post_init__(self) -> None:
-        _require_positive_int("k", self.k)
+        object.__setattr__(self, "k", positive_int("k", self.k))
 
     def select(self, checkpoints, now) -> set[str]:
         newest = sorted(checkpoints, key=lambda r: r.step, reverse=True)[: self.k]
@@ -267,7 +268,7 @@ class KeepBest(KeepPolicy):
     mode: str = "min"
 
     def __post_init__(self) -> None:
-        _require_positive_int("k", self.k)
+        object.__setattr__(self, "k", positive_int("k", self.k))
         if not isinstance(self.monitor, str) or not self.monitor:
             raise invalid_argument("monitor", self.monitor, "a metric name such as 'val_loss'")
         if self.mode not in ("min", "max"):
@@ -317,11 +318,6 @@ def parse_keep(value: object, argname: str = "keep") -> KeepPolicy:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
         return KeepLast(int(value))
     raise invalid_argument(argname, value, _KEEP_EXPECTED)
-
-
-def _require_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise invalid_argument(name, value, "an integer >= 1")
 
 
 def _is_number(value: object) -> bool:

@@ -63,9 +63,9 @@ def find_credentials(
     if (in_colab or running_in_colab)():
         return _colab_user_credentials()
     raise DriveError(
-        "No Google credentials for the Drive API. Received: credentials=None and neither "
-        f"${CREDENTIALS_ENV} nor ${GOOGLE_ENV} set, outside Colab. Pass credentials=..., set "
-        f"${CREDENTIALS_ENV} to {_KEY_EXPECTED}, or use the Drive mount."
+        f"No Google credentials for the Drive API: neither ${CREDENTIALS_ENV} nor ${GOOGLE_ENV} "
+        f"is set, outside Colab. Set ${CREDENTIALS_ENV} to {_KEY_EXPECTED}, pass credentials= "
+        "(Python), or use the Drive mount."
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import StoreError, StoreFullError, UploadLimitError, invalid_argument
+from colabkit.validate import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +146,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise invalid_argument("max_attempts", self.max_attempts, "an integer >= 1")
+        positive_int("max_attempts", self.max_attempts)
         if not self.base_delay > 0 or not self.max_delay >= self.base_delay:
             raise invalid_argument("base_delay", self.base_delay, "a number > 0 and <= max_delay")
 

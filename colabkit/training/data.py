@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from colabkit.errors import invalid_argument
+from colabkit.validate import fraction
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -45,8 +46,7 @@ def train_validation_split(
     x: Any, y: Any, sample_weight: Any, validation_split: float
 ) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
     """Splits off the *last* ``validation_split`` of the samples, as ``keras.Model.fit`` does."""
-    if not 0.0 <= validation_split < 1.0:
-        raise invalid_argument("validation_split", validation_split, "a float in [0, 1)")
+    validation_split = fraction("validation_split", validation_split)
     n = num_samples(x)
     split_at = int(math.floor(n * (1.0 - validation_split)))
     if split_at == 0 or split_at == n:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import numbers
 import os
 import secrets
 import sys
@@ -37,6 +36,7 @@ from colabkit.training.data import (
 )
 from colabkit.training.deadline import SessionDeadline
 from colabkit.training.tfdata import DatasetEpochs, is_tf_dataset
+from colabkit.validate import flag, fraction, natural_int, optional
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ def check_arguments(model: Any, *, fresh: Any, callbacks: Any) -> None:
             "The model is not compiled. Call model.compile(optimizer=..., loss=...) before "
             "colabkit.fit()."
         )
-    if not isinstance(fresh, bool):
-        raise invalid_argument("fresh", fresh, "True or False")
+    flag("fresh", fresh)
     if not isinstance(callbacks, (list, tuple)) or not all(
         isinstance(c, keras.callbacks.Callback) for c in callbacks
     ):
@@ -71,13 +70,6 @@ def describe_runtime() -> dict[str, Any]:
     }
 
 
-def positive_int(name: str, value: Any) -> int:
-    """``value`` as an int: any integer type (numpy's too, as ``model.fit`` takes), not bool."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise invalid_argument(name, value, "an integer >= 1")
-    return int(value)
-
-
 def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock) -> SessionDeadline:
     for callback in callbacks:
         if isinstance(callback, SessionDeadline):
@@ -95,8 +87,7 @@ def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock)
 
 def prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data: Any):
     """Checks the training data and splits off validation data (the last samples, as Keras)."""
-    if isinstance(split, bool) or not isinstance(split, (int, float)):
-        raise invalid_argument("validation_split", split, "a float in [0, 1)")
+    split = fraction("validation_split", split)
     kind = _input_kind(x)
     if kind is not None:
         if y is not None or sample_weight is not None:
@@ -195,10 +186,7 @@ def resolve_store(run_dir: Any, store: Any) -> Store:
 def run_config(
     train: tuple, validation: Any, batch_size: int, seed: Any, restored: Any
 ) -> dict[str, Any]:
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise invalid_argument("seed", seed, "a non-negative integer or None")
-        seed = int(seed)  # numpy integers too; it is saved as JSON
+    seed = optional(natural_int)("seed", seed)  # numpy integers become ints: saved as JSON
     config = {
         "batch_size": batch_size,
         "train_samples": None if _input_kind(train[0]) else num_samples(train[0]),

@@ -29,7 +29,7 @@ from colabkit.checkpoint import (
     refuse_if_all_corrupt,
 )
 from colabkit.clock import SYSTEM_CLOCK, Clock
-from colabkit.errors import CheckpointError, RunSupersededError, invalid_argument
+from colabkit.errors import CheckpointError, RunSupersededError
 from colabkit.storage import Store
 from colabkit.training import determinism, run_setup
 from colabkit.training import state as training_state
@@ -47,6 +47,7 @@ from colabkit.training.loop import (
     resumable_loop,
 )
 from colabkit.training.progbar import RunProgbar, announce_start, say
+from colabkit.validate import flag, optional, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +137,11 @@ def fit(
     clock = clock or SYSTEM_CLOCK
     run_setup.check_arguments(model, fresh=fresh, callbacks=callbacks)
     notify = ending.check_notify(notify)
-    if not isinstance(release_runtime, bool):
-        raise invalid_argument("release_runtime", release_runtime, "True or False")
-    epochs = run_setup.positive_int("epochs", epochs)
-    batch_size = run_setup.positive_int("batch_size", batch_size)
-    if steps_per_epoch is not None:
-        steps_per_epoch = run_setup.positive_int("steps_per_epoch", steps_per_epoch)
-    if validation_batch_size is not None:
-        validation_batch_size = run_setup.positive_int(
-            "validation_batch_size", validation_batch_size
-        )
+    flag("release_runtime", release_runtime)
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
+    steps_per_epoch = optional(positive_int)("steps_per_epoch", steps_per_epoch)
+    validation_batch_size = optional(positive_int)("validation_batch_size", validation_batch_size)
     distribute.check_model_strategy(model, strategy)
     run_setup.check_input_strategy(x, strategy)
     chief = strategy is None or distribute.is_chief(strategy)

@@ -1,0 +1,94 @@
+"""Argument validators: one check per kind of value, shared by ``fit``, the callbacks, the
+policies, ``MnistConfig`` and the command line.
+
+Each validator takes the argument's name and its value, and returns the value in the type the
+caller works with (a numpy integer becomes an ``int``: ``model.fit`` takes them, JSON does not)
+or raises a :class:`~colabkit.errors.ConfigError` whose ``argument``, ``value`` and ``expected``
+let each caller word it: Python says ``Received: epochs=0``, the command line ``--epochs``
+(``colabkit.cli`` turns these same functions into argparse ``type=`` functions).
+
+A bool is never an integer here, although Python says it is: ``epochs=True`` is a mistake.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from colabkit.errors import invalid_argument
+
+__all__ = [
+    "Validator",
+    "flag",
+    "fraction",
+    "natural_int",
+    "one_of",
+    "optional",
+    "positive_int",
+]
+
+T = TypeVar("T")
+
+#: ``validator(name, value) -> value`` (converted), raising ConfigError.
+Validator = Callable[[str, Any], Any]
+
+POSITIVE_INT = "an integer >= 1"
+NATURAL_INT = "an integer >= 0"
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """An integer >= 1 (any integer type, numpy's too; not a bool)."""
+    if not _is_integer(value) or value < 1:
+        raise invalid_argument(name, value, POSITIVE_INT)
+    return int(value)
+
+
+def natural_int(name: str, value: Any) -> int:
+    """An integer >= 0 (a seed, a step)."""
+    if not _is_integer(value) or value < 0:
+        raise invalid_argument(name, value, NATURAL_INT)
+    return int(value)
+
+
+def fraction(name: str, value: Any) -> float:
+    """A number in [0, 1) (``validation_split``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise invalid_argument(name, value, "a float in [0, 1)")
+    if not math.isfinite(value):  # pragma: no cover - [0, 1) holds no inf or nan
+        raise invalid_argument(name, value, "a float in [0, 1)")
+    return float(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    """True or False (not 0, 1 or "yes": a truthy mistake must not switch a behaviour on)."""
+    if not isinstance(value, bool):
+        raise invalid_argument(name, value, "True or False")
+    return value
+
+
+def one_of(choices: Sequence[str]) -> Validator:
+    """A validator for one of ``choices`` (strings)."""
+
+    def check(name: str, value: Any) -> str:
+        if value not in choices:
+            raise invalid_argument(name, value, f"one of {', '.join(choices)}")
+        return value
+
+    check.__name__ = "choice"
+    return check
+
+
+def optional(validator: Callable[[str, Any], T]) -> Callable[[str, Any], T | None]:
+    """``validator`` that lets None through (an argument whose default is "choose for me")."""
+
+    def check(name: str, value: Any) -> T | None:
+        return None if value is None else validator(name, value)
+
+    check.__name__ = getattr(validator, "__name__", "value")
+    return check

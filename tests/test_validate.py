@@ -1,0 +1,66 @@
+"""One validator per kind of value, worded by each caller from the error's fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import colabkit
+from colabkit.cli import main
+from colabkit.errors import ConfigError
+from colabkit.mnist import MnistConfig, command_line_options
+from colabkit.validate import flag, fraction, natural_int, one_of, optional, positive_int
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.0, "3", None])
+def test_positive_int_refuses_what_is_not_one_and_names_it(bad):
+    with pytest.raises(ConfigError) as refused:
+        positive_int("epochs", bad)
+    error = refused.value
+    assert (error.argument, error.value, error.expected) == ("epochs", bad, "an integer >= 1")
+    assert str(error) == (
+        f"Invalid value for argument `epochs`. Received: epochs={bad!r}. Expected an integer >= 1."
+    )
+
+
+def test_numpy_integers_pass_as_ints_and_none_passes_where_optional():
+    assert type(positive_int("epochs", np.int64(3))) is int
+    assert natural_int("seed", 0) == 0 and optional(natural_int)("seed", None) is None
+    assert fraction("validation_split", 0.1) == 0.1
+    assert flag("fresh", False) is False and one_of(("a", "b"))("kind", "b") == "b"
+    for check, bad in [(fraction, 1.0), (flag, 1), (one_of(("a",)), "b"), (natural_int, -1)]:
+        with pytest.raises(ConfigError):
+            check("x", bad)
+
+
+def test_fit_the_config_and_the_policies_refuse_alike(tmp_path):
+    """The same value is refused with the same words wherever it is given."""
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    x = np.zeros((4, 2), "float32")
+    expected = "Received: epochs=True. Expected an integer >= 1."
+    with pytest.raises(ConfigError, match=expected):
+        colabkit.fit(model, x, x[:, :1], run_dir=tmp_path / "run", epochs=True)
+    with pytest.raises(ConfigError, match=expected):
+        MnistConfig(run_dir=str(tmp_path / "run"), epochs=True)
+    with pytest.raises(ConfigError, match="Received: k=True. Expected an integer >= 1."):
+        colabkit.checkpoint.KeepLast(True)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_every_config_option_is_declared_once_and_reaches_the_command_line():
+    """Each option comes from its field: the flag parses to that field, with its default."""
+    options = command_line_options()
+    assert "validation_split" not in options  # a field without an option stays off the CLI
+    assert {"epochs", "keep", "store", "fresh", "run_dir"} <= set(options)
+    for name, (option, default, _check) in options.items():
+        assert option.flag == "--" + name.replace("_", "-")
+        assert MnistConfig.__dataclass_fields__[name].default is default
+
+
+def test_the_command_line_names_its_option_from_the_error_fields(capsys, tmp_path):
+    assert main(["train", "mnist", "--run-dir", str(tmp_path), "--batch-size", "-5"]) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: Invalid value for --batch-size. Received: -5. Expected an integer >= 1.\n"

@@ -617,12 +617,12 @@ def test_the_default_session_limit_follows_the_environment(
     monkeypatch, marker, session_limit, hours
 ):
     from colabkit import env
-    from colabkit.training import run_setup
+    from colabkit.training.deadline import deadline_for
 
     real_detect = env.detect
     system = env.SystemView(environ={}, exists=lambda path: path == marker)
     monkeypatch.setattr(env, "detect", lambda **kw: real_detect(system=system, **kw))
-    deadline = run_setup.session_deadline([], session_limit, FakeClock())
+    deadline = deadline_for([], session_limit, FakeClock())
     if hours is None:
         assert deadline.deadline == float("inf")
     else:

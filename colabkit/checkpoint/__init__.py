@@ -67,6 +67,7 @@ from colabkit.checkpoint.runs import (
     open_manager,
     refuse_if_all_corrupt,
     run_store,
+    store_for,
 )
 from colabkit.checkpoint.sessions import PREFIX as SESSIONS_PREFIX
 from colabkit.checkpoint.sessions import Claim, Sessions
@@ -110,6 +111,7 @@ __all__ = [
     "record_from_state",
     "refuse_if_all_corrupt",
     "run_store",
+    "store_for",
     "space",
     "step_of",
     "store_call",

@@ -139,6 +139,27 @@ def forget_staging(staging: Path) -> None:
         copy.unlink(missing_ok=True)
 
 
+def store_for(run_dir: Any, store: Any) -> Store:
+    """Where ``colabkit.fit`` and the callbacks put a run's checkpoints: ``store`` (a Store or
+    a URL) if given, else the run directory's (``run_store``).
+
+    Raises:
+        ConfigError: neither is given, or ``store`` is neither a Store nor a URL.
+    """
+    if store is not None:
+        if isinstance(store, (str, Path)):
+            return open_store(store)
+        if not isinstance(store, Store):
+            raise invalid_argument("store", type(store).__name__, "a Store or a store URL")
+        return store
+    if run_dir is None or str(run_dir) == "":
+        raise ConfigError(
+            "No place for checkpoints. Received: run_dir=None, store=None. Pass "
+            "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
+        )
+    return run_store(run_dir)
+
+
 def open_manager(store: Store, staging: Path, **options: Any) -> CheckpointManager:
     """A CheckpointManager on ``staging``, refusing a staging folder another process uses.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import keras
@@ -122,3 +123,20 @@ class SessionDeadline(keras.callbacks.Callback):
         self.after_save(durable=durable)
         self._model.stop_training = True
         print("colabkit: session limit near: checkpoint saved; re-run in a new session to resume.")
+
+
+def deadline_for(callbacks: Sequence[Any], session_limit: Any, clock: Clock) -> SessionDeadline:
+    """The deadline ``colabkit.fit`` obeys: a ``SessionDeadline`` among ``callbacks``, else
+    one for ``session_limit`` (None or "auto": the environment's; False: none)."""
+    for callback in callbacks:
+        if isinstance(callback, SessionDeadline):
+            return callback
+    if session_limit is False:
+        return SessionDeadline.never()
+    from colabkit import env
+
+    if session_limit is None or session_limit is True or env.is_auto(session_limit):
+        session_limit = env.detect(session_limit=env.AUTO).session_limit_s
+        if session_limit is None:
+            return SessionDeadline.never()  # no session limit outside Colab and Kaggle
+    return SessionDeadline(session_limit=session_limit, clock=clock)

@@ -288,3 +288,21 @@ def resumable_loop(**options: Any) -> ResumableLoop:
     if not bases:
         return ResumableLoop(**options)
     return type("ResumableLoop", (*bases, ResumableLoop), {})(**options)
+
+
+def run_progress(
+    restored: CheckpointContents | None, config: dict, steps_per_epoch: int
+) -> RunState:
+    """Where the run starts: the restored checkpoint's state (refused if its epochs have
+    another length), or a new run's."""
+    if restored is None:
+        return RunState(config=config, steps_per_epoch=steps_per_epoch)
+    progress = restored.run
+    progress.config = config
+    if progress.steps_per_epoch != steps_per_epoch:
+        raise ResumeMismatchError(
+            f"Cannot resume from {restored.name}: it has {progress.steps_per_epoch} steps per "
+            f"epoch, this data has {steps_per_epoch}. Use the same data and batch size, or "
+            "fresh=True to archive the old checkpoints and start over."
+        )
+    return progress

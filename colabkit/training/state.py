@@ -64,6 +64,20 @@ def runtime_versions() -> dict[str, str]:
     return versions
 
 
+def describe_runtime() -> dict[str, Any]:
+    """Where this session trains, for the run's session log: the environment, the GPUs the
+    driver reports, and the versions checkpoints record."""
+    from colabkit import env, gpu
+
+    names = [g.name for g in gpu.query_gpus().gpus]
+    accelerator = ", ".join(f"{names.count(n)}x {n}" for n in sorted(set(names))) or "no GPU"
+    return {
+        "environment": env.detect(session_limit=None).kind,
+        "accelerator": accelerator,
+        **runtime_versions(),
+    }
+
+
 def version_drift(saved: RunState) -> list[str]:
     """How the versions a checkpoint was written with differ from this runtime's.
 

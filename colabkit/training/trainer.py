@@ -27,14 +27,15 @@ from colabkit.checkpoint import (
     parse_keep,
     parse_save_every,
     refuse_if_all_corrupt,
+    store_for,
 )
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.errors import CheckpointError, RunSupersededError
 from colabkit.storage import Store
-from colabkit.training import determinism, run_setup
+from colabkit.training import determinism, inputs
 from colabkit.training import state as training_state
 from colabkit.training.data import ResumableBatches
-from colabkit.training.deadline import SessionDeadline
+from colabkit.training.deadline import SessionDeadline, deadline_for
 from colabkit.training.frozen import checkpoint_bytes
 from colabkit.training.history import RunHistory
 from colabkit.training.interrupts import StopRequests
@@ -45,6 +46,7 @@ from colabkit.training.loop import (
     frozen_variables,
     restore_model,
     resumable_loop,
+    run_progress,
 )
 from colabkit.training.progbar import RunProgbar, announce_start, say
 from colabkit.validate import flag, optional, positive_int
@@ -135,7 +137,7 @@ def fit(
             size, dataset size or seed (nothing is overwritten).
     """
     clock = clock or SYSTEM_CLOCK
-    run_setup.check_arguments(model, fresh=fresh, callbacks=callbacks)
+    inputs.check_arguments(model, fresh=fresh, callbacks=callbacks)
     notify = ending.check_notify(notify)
     flag("release_runtime", release_runtime)
     epochs = positive_int("epochs", epochs)
@@ -143,16 +145,14 @@ def fit(
     steps_per_epoch = optional(positive_int)("steps_per_epoch", steps_per_epoch)
     validation_batch_size = optional(positive_int)("validation_batch_size", validation_batch_size)
     distribute.check_model_strategy(model, strategy)
-    run_setup.check_input_strategy(x, strategy)
+    inputs.check_input_strategy(x, strategy)
     chief = strategy is None or distribute.is_chief(strategy)
     save_policy = parse_save_every(save_every)
     keep_policy = parse_keep(keep)
-    deadline = run_setup.session_deadline(callbacks, session_limit, clock)
-    train, validation = run_setup.prepare_data(
-        x, y, sample_weight, validation_split, validation_data
-    )
-    epochs_of_dataset = run_setup.dataset_epochs(train, steps_per_epoch)
-    checkpoints = run_setup.resolve_store(run_dir, store)
+    deadline = deadline_for(callbacks, session_limit, clock)
+    train, validation = inputs.prepare_data(x, y, sample_weight, validation_split, validation_data)
+    epochs_of_dataset = inputs.dataset_epochs(train, steps_per_epoch)
+    checkpoints = store_for(run_dir, store)
     staging = Path(staging_dir) if staging_dir else default_staging(checkpoints)
     if not chief:  # a worker on the chief's machine must not share (or lock) its staging
         staging = staging.with_name(staging.name + distribute.worker_tag(strategy))
@@ -160,7 +160,7 @@ def fit(
     logs = RunLogs(callbacks if chief else (), staging / ".logs", run=checkpoints.url)
     manager = open_manager(
         checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock,
-        before_commit=logs.copy, runtime=run_setup.describe_runtime,
+        before_commit=logs.copy, runtime=training_state.describe_runtime,
     )  # fmt: skip
     history: RunHistory | None = None
     progress: RunState | None = None
@@ -177,11 +177,11 @@ def fit(
         restored = manager.restore()
         if restored is None:
             refuse_if_all_corrupt(manager)
-        config = run_setup.run_config(train, validation, batch_size, seed, restored)
-        data = epochs_of_dataset or run_setup.training_batches(
+        config = inputs.run_config(train, validation, batch_size, seed, restored)
+        data = epochs_of_dataset or inputs.training_batches(
             train, batch_size, config["seed"], model
         )
-        progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
+        progress = run_progress(restored, config, data.steps_per_epoch)
         if _already_done(progress, epochs):
             history = _return_finished(model, data, restored, progress, epochs, verbose, manager)
             return history

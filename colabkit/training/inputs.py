@@ -1,7 +1,8 @@
-"""What a ``colabkit.fit`` call settles before training: arguments, data, store, run identity.
+"""The training inputs of a ``colabkit.fit`` call: the model and callbacks checked, the data
+split and put in the run's order, and the run's identity (batch size, sample counts, seed).
 
-Everything here runs before anything is written, so a bad argument or a checkpoint made by
-another model, batch size, dataset or seed fails with one line and leaves the run untouched.
+Everything here runs before anything is written, so a bad argument or a checkpoint made with
+another batch size, dataset or seed fails with one line and leaves the run untouched.
 """
 
 from __future__ import annotations
@@ -11,22 +12,16 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 
-from colabkit.checkpoint import CheckpointContents, RunState, run_store
-from colabkit.clock import Clock
 from colabkit.errors import (
     ConfigError,
     ResumeMismatchError,
     invalid_argument,
 )
 from colabkit.staging import data_finding
-from colabkit.storage import Store, open_store
-from colabkit.training import state as training_state
 from colabkit.training.data import (
     ArrayBatches,
     DatasetBatches,
@@ -34,7 +29,6 @@ from colabkit.training.data import (
     num_samples,
     train_validation_split,
 )
-from colabkit.training.deadline import SessionDeadline
 from colabkit.training.tfdata import DatasetEpochs, is_tf_dataset
 from colabkit.validate import flag, fraction, natural_int, optional
 
@@ -54,35 +48,6 @@ def check_arguments(model: Any, *, fresh: Any, callbacks: Any) -> None:
         isinstance(c, keras.callbacks.Callback) for c in callbacks
     ):
         raise invalid_argument("callbacks", callbacks, "a list of keras.callbacks.Callback")
-
-
-def describe_runtime() -> dict[str, Any]:
-    """Where this session trains, for the run's session log: the environment, the GPUs the
-    driver reports, and the versions checkpoints record."""
-    from colabkit import env, gpu
-
-    names = [g.name for g in gpu.query_gpus().gpus]
-    accelerator = ", ".join(f"{names.count(n)}x {n}" for n in sorted(set(names))) or "no GPU"
-    return {
-        "environment": env.detect(session_limit=None).kind,
-        "accelerator": accelerator,
-        **training_state.runtime_versions(),
-    }
-
-
-def session_deadline(callbacks: Sequence[Any], session_limit: Any, clock: Clock) -> SessionDeadline:
-    for callback in callbacks:
-        if isinstance(callback, SessionDeadline):
-            return callback
-    if session_limit is False:
-        return SessionDeadline.never()
-    from colabkit import env
-
-    if session_limit is None or session_limit is True or env.is_auto(session_limit):
-        session_limit = env.detect(session_limit=env.AUTO).session_limit_s
-        if session_limit is None:
-            return SessionDeadline.never()  # no session limit outside Colab and Kaggle
-    return SessionDeadline(session_limit=session_limit, clock=clock)
 
 
 def prepare_data(x: Any, y: Any, sample_weight: Any, split: Any, validation_data: Any):
@@ -166,21 +131,6 @@ def _check_arrays(x: Any, y: Any, sample_weight: Any) -> None:
         )
     if lengths["x"] == 0:
         raise invalid_argument("x", "0 samples", "at least one training sample")
-
-
-def resolve_store(run_dir: Any, store: Any) -> Store:
-    if store is not None:
-        if isinstance(store, (str, Path)):
-            return open_store(store)
-        if not isinstance(store, Store):
-            raise invalid_argument("store", type(store).__name__, "a Store or a store URL")
-        return store
-    if run_dir is None or str(run_dir) == "":
-        raise ConfigError(
-            "No place for checkpoints. Received: run_dir=None, store=None. Pass "
-            "run_dir='runs/my-run' (or a Drive folder), or store='gdrive://colabkit/my-run'."
-        )
-    return run_store(run_dir)
 
 
 def run_config(
@@ -267,19 +217,3 @@ def takes_tf_data_only(model: Any) -> bool:
     """KerasHub's task models (a ``PipelineModel``: preprocessing inside ``fit``) turn their
     input into a ``tf.data.Dataset`` and refuse a PyDataset on JAX (keras-hub 0.32)."""
     return any(cls.__name__ == "PipelineModel" for cls in type(model).__mro__)
-
-
-def run_progress(
-    restored: CheckpointContents | None, config: dict, steps_per_epoch: int, clock: Clock
-) -> RunState:
-    if restored is None:
-        return RunState(config=config, steps_per_epoch=steps_per_epoch)
-    progress = restored.run
-    progress.config = config
-    if progress.steps_per_epoch != steps_per_epoch:
-        raise ResumeMismatchError(
-            f"Cannot resume from {restored.name}: it has {progress.steps_per_epoch} steps per "
-            f"epoch, this data has {steps_per_epoch}. Use the same data and batch size, or "
-            "fresh=True to archive the old checkpoints and start over."
-        )
-    return progress

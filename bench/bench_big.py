@@ -42,7 +42,7 @@ is printed ("+dirty" when a tracked or untracked file other than this script dif
 Run time on the 2-core development VM at 21c2bb5 (before frozen variables were stored once),
 other tests running on the same cores, one pair of each model: 7.5 min (processes: lora 36 and
 75 s, full 105 and 236 s; colabkit's blocking copy of 3.2 GB took 27-38 s a save there). Disk: up
-to ~4 checkpoints of the full model (13 GB) in ``--dir`` at once, plus its staging copies. Not a
+to ~4 checkpoints of the full model (13 GB) in ``--dir`` at once, plus its cache copies. Not a
 test: it prints tables and never fails on a number.
 """
 
@@ -221,7 +221,7 @@ def colabkit_fit(model, x, y, args, run_dir: Path, saves: list) -> None:
             x,
             y,
             run_dir=run_dir,
-            staging_dir=run_dir.parent / "staging",
+            cache_dir=run_dir.parent / "cache",
             epochs=1,
             batch_size=args.batch,
             seed=0,

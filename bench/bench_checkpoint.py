@@ -9,7 +9,7 @@ tutorial's MNIST convnet, measures:
 - ``copy+save()``: the same plus the caller's own copy of the arrays (what a training step pays;
   for the tutorial model, the device-to-host copy of every variable as ``colabkit.fit`` does);
 - ``durable``: from ``save()`` until ``wait()`` returns with the checkpoint verified in the store
-  (staging write + copy into the store + pruning).
+  (cache write + copy into the store + pruning).
 
 Two stores: a ``LocalStore`` on the same disk, and the same store behind ``ThrottledStore``, which
 paces every put and get to ``--bandwidth`` MB/s (default 20, the Drive mount's order of
@@ -127,7 +127,7 @@ def bench(capture, floor_arrays, kind: str, repeat: int, folder: Path, bandwidth
     work = Path(tempfile.mkdtemp(prefix="colabkit-bench-", dir=folder))
     try:
         store = make_store(kind, work / "store", bandwidth)
-        manager = CheckpointManager(store, staging_dir=work / "staging", keep_policy=1)
+        manager = CheckpointManager(store, cache_dir=work / "cache", keep_policy=1)
         floor = [copy_and_write(floor_arrays, work / "floor.bin") for _ in range(repeat)]
         runs = [one_save(manager, step, capture) for step in range(1, repeat + 1)]
         manager.close()

@@ -25,7 +25,7 @@ that resumes a run killed mid-epoch, to its first resumed step (same script, sam
 Part 3 (work lost per kill): a child process runs colabkit.fit with --kill-every (default
 "20steps") and prints each finished global step; the parent SIGKILLs it at a random moment,
 then reads the newest checkpoint that verifies (in the store, and in the store or local
-staging) and reports the steps that must be redone. The next child resumes the same run.
+cache) and reports the steps that must be redone. The next child resumes the same run.
 
 Not a test: it prints tables and never fails on a number.
 """
@@ -107,7 +107,7 @@ def train(kind: str, model, x, y, *, epochs: int, run: Path, callbacks, save_eve
             x,
             y,
             run_dir=run,
-            staging_dir=str(run) + "-staging",
+            cache_dir=str(run) + "-cache",
             epochs=epochs,
             seed=0,
             save_every=save_every,
@@ -210,7 +210,7 @@ class First(keras.callbacks.Callback):
             print(json.dumps({{"first_step": time.time()}}), flush=True)
         if self.n == {exit_after}:
             os.kill(os.getpid(), 9)
-colabkit.fit(model, x, y, run_dir={run!r}, staging_dir={run!r} + "-staging", epochs=2,
+colabkit.fit(model, x, y, run_dir={run!r}, cache_dir={run!r} + "-cache", epochs=2,
              batch_size=128, seed=0, save_every="{save_every}", session_limit=False,
              callbacks=[First()], verbose=0)
 """
@@ -261,7 +261,7 @@ class Steps(keras.callbacks.Callback):
         self.epoch = epoch
     def on_train_batch_end(self, batch, logs=None):
         print(self.epoch * self.params["steps"] + batch + 1, flush=True)
-colabkit.fit(model, x, y, run_dir={run!r}, staging_dir={run!r} + "-staging", epochs=1000,
+colabkit.fit(model, x, y, run_dir={run!r}, cache_dir={run!r} + "-cache", epochs=1000,
              batch_size=128, seed=0, save_every={save_every!r}, session_limit=False,
              callbacks=[Steps()], verbose=0)
 """
@@ -275,19 +275,19 @@ def _read_steps(stream, steps: list[int], first: threading.Event) -> None:
             first.set()
 
 
-def newest_step(run: Path, staging: Path) -> int:
+def newest_step(run: Path, cache: Path) -> int:
     """Global step of the newest checkpoint that verifies (0 when there is none)."""
     from colabkit.checkpoint.manager import CheckpointManager
     from colabkit.storage import LocalStore
 
-    with CheckpointManager(LocalStore(run / "checkpoints"), staging_dir=staging) as manager:
+    with CheckpointManager(LocalStore(run / "checkpoints"), cache_dir=cache) as manager:
         record = manager.latest()
     return 0 if record is None else record.step
 
 
 def one_kill(run: Path, samples: int, save_every: str, window: float, rng) -> tuple[int, int, int]:
     """Starts (or resumes) the run in a child, SIGKILLs it at a random moment after its first
-    step; returns (steps done, newest step in the store, newest step in store or staging)."""
+    step; returns (steps done, newest step in the store, newest step in store or cache)."""
     job = KILL_JOB.format(
         bench=str(Path(__file__).parent), samples=samples, run=str(run), save_every=save_every
     )
@@ -312,7 +312,7 @@ def one_kill(run: Path, samples: int, save_every: str, window: float, rng) -> tu
     reader.join()
     with tempfile.TemporaryDirectory() as empty:
         in_store = newest_step(run, Path(empty))
-    return steps[-1], in_store, newest_step(run, Path(str(run) + "-staging"))
+    return steps[-1], in_store, newest_step(run, Path(str(run) + "-cache"))
 
 
 def work_lost(args) -> None:
@@ -334,10 +334,10 @@ def work_lost(args) -> None:
             lost_any.append(done - anywhere)
             print(
                 f"kill {i + 1}: {done} steps done, newest checkpoint step {store} in the store, "
-                f"{anywhere} in store or staging: {done - store} / {done - anywhere} steps lost",
+                f"{anywhere} in store or cache: {done - store} / {done - anywhere} steps lost",
                 flush=True,
             )
-    for name, lost in (("store (VM lost)", lost_store), ("store or staging", lost_any)):
+    for name, lost in (("store (VM lost)", lost_store), ("store or cache", lost_any)):
         print(
             f"steps lost, {name}: median {statistics.median(lost)}, max {max(lost)} "
             f"(interval {args.kill_every})"

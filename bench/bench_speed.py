@@ -78,7 +78,7 @@ def child(args: argparse.Namespace) -> None:
         else:
             fit(
                 model, **inputs, epochs=args.epochs, seed=0, run_dir=run_dir,
-                staging_dir=Path(run_dir) / "staging", callbacks=[timer], verbose=0,
+                cache_dir=Path(run_dir) / "cache", callbacks=[timer], verbose=0,
                 session_limit=False,
             )  # fmt: skip
         total, cpu = time.time() - started, time.process_time() - cpu0

@@ -80,7 +80,8 @@ class DoctorReport:
             "time_left_s": env.time_left(self.checked_at),
             "drive_mounted": env.drive_mounted,
             "durable_root": str(env.durable_root),
-            "staging_root": str(env.staging_root),
+            "cache_root": str(env.cache_root),
+            "staging_root": str(env.cache_root),  # deprecated: the old name of cache_root
         }
         accel = self.accelerator
         space = self.drive.space

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ Kind = Literal["colab", "kaggle", "local"]
 COLAB_MARKER = "/var/colab/hostname"
 KAGGLE_ROOT = "/kaggle"
 COLAB_DRIVE_MOUNTPOINT = Path("/content/drive")
-COLAB_STAGING_ROOT = Path("/content/colabkit-cache")
+COLAB_CACHE_ROOT = Path("/content/colabkit-cache")
 KAGGLE_DURABLE_ROOT = Path("/kaggle/working/colabkit")
 DEFAULT_SESSION_LIMIT = "12h"
 #: ``session_limit="auto"``: Colab's and Kaggle's 12 h limit there, no limit elsewhere.
@@ -141,7 +142,7 @@ class Environment:
         drive_mounted: Whether Google Drive is mounted at ``drive_mountpoint``.
         drive_mountpoint: Where Colab mounts Drive.
         durable_root: Default parent of run directories (survives the VM where possible).
-        staging_root: Default parent of local staging directories (fast, lost with the VM).
+        cache_root: Default parent of local cache directories (fast, lost with the VM).
     """
 
     kind: Kind
@@ -153,7 +154,18 @@ class Environment:
     drive_mounted: bool
     drive_mountpoint: Path
     durable_root: Path
-    staging_root: Path
+    cache_root: Path
+
+    @property
+    def staging_root(self) -> Path:
+        """Deprecated: the old name of ``cache_root`` (stops working in colabkit 0.4)."""
+        warnings.warn(
+            "`staging_root` is now called `cache_root`; `staging_root` stops working in "
+            "colabkit 0.4.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.cache_root
 
     @property
     def deadline(self) -> float | None:
@@ -202,7 +214,7 @@ def detect(
         drive_mounted=mounted,
         drive_mountpoint=COLAB_DRIVE_MOUNTPOINT,
         durable_root=_durable_root(kind, mounted, system),
-        staging_root=_staging_root(kind, system),
+        cache_root=_cache_root(kind, system),
     )
 
 
@@ -274,9 +286,9 @@ def _durable_root(kind: Kind, drive_mounted: bool, system: SystemView) -> Path:
     return system.cwd() / "runs"
 
 
-def _staging_root(kind: Kind, system: SystemView) -> Path:
+def _cache_root(kind: Kind, system: SystemView) -> Path:
     if kind == "colab":
-        return COLAB_STAGING_ROOT
+        return COLAB_CACHE_ROOT
     xdg = system.environ.get("XDG_CACHE_HOME")
     cache = Path(xdg) if xdg else system.home() / ".cache"
     return cache / "colabkit"
@@ -309,17 +321,17 @@ def default_run_dir(run_name: str, env: Environment | None = None) -> Path:
     return (env or detect()).durable_root / run_name
 
 
-def staging_dir_for(store_url: str, env: Environment | None = None) -> Path:
-    """The fast local staging directory of the run whose checkpoints live at ``store_url``.
+def cache_dir_for(store_url: str, env: Environment | None = None) -> Path:
+    """The fast local cache directory of the run whose checkpoints live at ``store_url``.
 
-    ``<staging root>/<run>-<first 10 hex digits of sha256(store_url)>``: two runs of one name in
-    different places never share a staging folder. The staging root is
+    ``<cache root>/<run>-<first 10 hex digits of sha256(store_url)>``: two runs of one name in
+    different places never share a cache folder. The cache root is
     ``/content/colabkit-cache`` in Colab, elsewhere ``$XDG_CACHE_HOME/colabkit``, defaulting to
-    ``~/.cache/colabkit``. Staging is never the only copy of anything.
+    ``~/.cache/colabkit``. Cache is never the only copy of anything.
     """
     tag = hashlib.sha256(store_url.encode()).hexdigest()[:10]
     name = Path(store_url.rstrip("/")).parent.name or "run"
-    return (env or detect()).staging_root / f"{name}-{tag}"
+    return (env or detect()).cache_root / f"{name}-{tag}"
 
 
 def resolve_session_limit(session_limit: object, kind: Kind) -> float | None:

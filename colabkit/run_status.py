@@ -1,6 +1,6 @@
 """``colabkit status``: where a run is, from its newest durable checkpoint.
 
-Reads the store only (what survives the VM), never the local staging of the machine it runs on,
+Reads the store only (what survives the VM), never the local cache of the machine it runs on,
 and never changes anything. The newest checkpoint of the run's own trajectory (not one a
 superseded session left, see ``colabkit.checkpoint.sessions``) whose state reads is the run's
 position; its state holds the history, the sessions and the time trained.

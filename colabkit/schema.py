@@ -76,7 +76,8 @@ DOCTOR_SCHEMA: dict[str, Any] = _object(
                 "time_left_s": _NUMBER_OR_NULL,
                 "drive_mounted": {"type": "boolean"},
                 "durable_root": _STRING,
-                "staging_root": _STRING,
+                "cache_root": _STRING,
+                "staging_root": _STRING,  # deprecated (colabkit 0.2's name of cache_root)
             }
         ),
         "accelerator": _object(

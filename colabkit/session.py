@@ -1,7 +1,7 @@
 """``colabkit.setup()``: one call at the top of a notebook before training.
 
 It detects where it runs, checks the accelerator, mounts Drive in Colab, picks and creates the run
-and staging directories, and shows one summary. Everything that can fail for a user-fixable
+and cache directories, and shows one summary. Everything that can fail for a user-fixable
 reason fails here, before any training starts: arguments first, then the GPU (before the Drive
 consent dialog, so a CPU runtime is caught without clicking through it), then Drive.
 """
@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,10 @@ from colabkit.drive import MountResult, mount_drive
 from colabkit.env import (
     AUTO,
     Environment,
+    cache_dir_for,
     check_run_name,
     detect,
     resolve_session_limit,
-    staging_dir_for,
 )
 from colabkit.errors import DriveError, invalid_argument
 from colabkit.findings import Finding
@@ -51,7 +52,7 @@ class Session:
         environment: Where this runs and the session clock.
         accelerator: GPUs, what Keras' backend sees, TPU, with findings.
         run_dir: Durable run directory (checkpoints and outputs), created.
-        staging_dir: Fast local staging directory, created (lost with the VM).
+        cache_dir: Fast local cache directory, created (lost with the VM).
         drive: What mounting Drive did, or None when Drive was not involved.
         data: The training data's paths given to ``setup`` (judged for the Drive mount).
     """
@@ -60,9 +61,19 @@ class Session:
     environment: Environment
     accelerator: AcceleratorReport
     run_dir: Path
-    staging_dir: Path
+    cache_dir: Path
     drive: MountResult | None
     data: tuple[str, ...] = ()
+
+    @property
+    def staging_dir(self) -> Path:
+        """Deprecated: the old name of ``cache_dir`` (stops working in colabkit 0.4)."""
+        warnings.warn(
+            "`staging_dir` is now called `cache_dir`; `staging_dir` stops working in colabkit 0.4.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.cache_dir
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -79,7 +90,7 @@ class Session:
         rows = summary_rows(self.environment, self.accelerator, self.environment.detected_at)
         drive = "not used" if self.drive is None else self.drive.status
         rows += [("Drive", drive), ("Run dir", str(self.run_dir))]
-        return [*rows, ("Staging", f"{self.staging_dir} (local, lost with the VM)")]
+        return [*rows, ("Cache", f"{self.cache_dir} (local, lost with the VM)")]
 
     def summary_text(self) -> str:
         """The summary as plain text."""
@@ -146,9 +157,9 @@ def setup(
     )
     run_dir = root / name
     # The folder colabkit.fit(run_dir=session.run_dir) will stage in (its checkpoints' store).
-    staging = staging_dir_for(LocalStore(run_dir / "checkpoints").url, env)
+    cache = cache_dir_for(LocalStore(run_dir / "checkpoints").url, env)
     paths = (data,) if isinstance(data, (str, os.PathLike)) else tuple(data)
-    session = Session(name, env, accel, run_dir, staging, mount, tuple(map(os.fspath, paths)))
+    session = Session(name, env, accel, run_dir, cache, mount, tuple(map(os.fspath, paths)))
     _create_dirs(session)
     logger.info("colabkit session %r: run dir %s", name, session.run_dir)
     if show:
@@ -204,7 +215,7 @@ def _mount(
 
 
 def _create_dirs(session: Session) -> None:
-    for folder in (session.run_dir, session.staging_dir):
+    for folder in (session.run_dir, session.cache_dir):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ __all__ = [
     "one_of",
     "optional",
     "positive_int",
+    "renamed",
 ]
 
 T = TypeVar("T")
@@ -92,3 +94,18 @@ def optional(validator: Callable[[str, Any], T]) -> Callable[[str, Any], T | Non
 
     check.__name__ = getattr(validator, "__name__", "value")
     return check
+
+
+def renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """The value of an argument renamed in 0.3 (``staging_dir`` is ``cache_dir``): the old
+    name still works for a release, with a DeprecationWarning; both at once is refused."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise invalid_argument(old, old_value, f"None: it is the old name of `{new}`, given too")
+    warnings.warn(
+        f"`{old}` is now called `{new}`; `{old}` stops working in colabkit 0.4.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value

@@ -46,7 +46,7 @@ def matches(step: int, arrays: dict[str, np.ndarray]) -> bool:
 def open_manager(run_dir: str) -> CheckpointManager:
     return CheckpointManager(
         LocalStore(os.path.join(run_dir, "store")),
-        staging_dir=os.path.join(run_dir, "staging"),
+        cache_dir=os.path.join(run_dir, "cache"),
         save_policy=1,
         keep_policy=2,
         retry_delays=(0,),

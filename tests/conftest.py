@@ -1,4 +1,4 @@
-"""Test-wide setup: keep colabkit's local staging cache out of the user's home folder."""
+"""Test-wide setup: keep colabkit's local checkpoint cache out of the user's home folder."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _staging_cache_in_tmp(tmp_path_factory):
-    """colabkit.fit's default staging folder is $XDG_CACHE_HOME/colabkit/<run>: point it (for this
+def _checkpoint_cache_in_tmp(tmp_path_factory):
+    """colabkit.fit's default cache folder is $XDG_CACHE_HOME/colabkit/<run>: point it (for this
     process and the subprocesses tests start) at a temporary folder."""
     previous = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))

@@ -72,7 +72,7 @@ def main() -> int:
                 os.kill(os.getpid(), 9)
 
     history = colabkit.fit(
-        model, x, y, run_dir=run_dir, staging_dir=run_dir + "-staging", epochs=3, batch_size=32,
+        model, x, y, run_dir=run_dir, cache_dir=run_dir + "-cache", epochs=3, batch_size=32,
         validation_split=0.1, seed=3, save_every="5steps", deterministic=True,
         session_limit=False, verbose=0, callbacks=[Kill()], strategy=strategy,
     )  # fmt: skip

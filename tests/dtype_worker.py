@@ -226,7 +226,7 @@ def build_model(name: str) -> keras.Model:
 def fit(model: keras.Model, run_dir: Path, epochs: int):
     x, y = data()
     return colabkit.fit(
-        model, x, y, run_dir=str(run_dir), staging_dir=str(run_dir) + "-staging", epochs=epochs,
+        model, x, y, run_dir=str(run_dir), cache_dir=str(run_dir) + "-cache", epochs=epochs,
         batch_size=BATCH, seed=5, deterministic=True, session_limit=False, verbose=0,
     )  # fmt: skip
 

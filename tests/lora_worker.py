@@ -161,7 +161,7 @@ def main() -> int:
         model,
         **data_args,
         run_dir=args.run_dir,
-        staging_dir=args.run_dir + "-staging",
+        cache_dir=args.run_dir + "-cache",
         epochs=EPOCHS,
         seed=0,
         save_every=SAVE_EVERY,

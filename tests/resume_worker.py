@@ -1,12 +1,12 @@
 """A training job for the exact-resume tests, run as a real subprocess.
 
 Usage: python resume_worker.py RUN_DIR OUT.npz [--kill-after-step K] [--kill-at-fsync N]
-           [--kill-at-replace N] [--epochs E] [--staging DIR] [--pause-after-step K]
+           [--kill-at-replace N] [--epochs E] [--cache DIR] [--pause-after-step K]
 
 --kill-after-step K: SIGKILL itself right after global training step K.
 --kill-at-fsync N / --kill-at-replace N: SIGKILL itself at the Nth os.fsync / os.replace call of
-    the process (inside a checkpoint write to staging or inside the store's put).
---staging DIR: its local staging folder (default RUN_DIR-staging); another one plays another VM.
+    the process (inside a checkpoint write to cache or inside the store's put).
+--cache DIR: its local cache folder (default RUN_DIR-cache); another one plays another VM.
 --pause-after-step K: after global step K, prints "paused" and waits for a line on stdin.
 --logs DIR: also a TensorBoard (update_freq="batch") into DIR/tensorboard and a CSVLogger
     into DIR/log.csv, as a user would add them.
@@ -124,7 +124,7 @@ def main() -> int:
     p.add_argument("--kill-at-fsync", type=int)
     p.add_argument("--kill-at-replace", type=int)
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--staging")
+    p.add_argument("--cache")
     p.add_argument("--pause-after-step", type=int)
     p.add_argument("--logs")
     args = p.parse_args()
@@ -161,7 +161,7 @@ def main() -> int:
         x,
         y,
         run_dir=args.run_dir,
-        staging_dir=args.staging or args.run_dir + "-staging",
+        cache_dir=args.cache or args.run_dir + "-cache",
         epochs=args.epochs,
         batch_size=batch_size,
         validation_split=0.1,

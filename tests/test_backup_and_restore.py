@@ -284,7 +284,7 @@ def test_an_unreadable_only_backup_stops_the_fit_instead_of_starting_over(
 
 
 def test_ours_resumes_from_its_local_copy_when_the_copy_in_backup_dir_is_corrupt(tmp_path):
-    """Ours: each backup is also in a local staging folder, and the copy that verifies is used.
+    """Ours: each backup is also in a local cache folder, and the copy that verifies is used.
     Keras (one backup) raises OSError here; with double_checkpoint it loses an epoch."""
     backup_dir = tmp_path / "backup"
     callback = OURS(str(backup_dir))

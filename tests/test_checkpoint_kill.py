@@ -66,7 +66,7 @@ def finish(proc: subprocess.Popen, mode: str, n: int) -> list[str]:
 
 def check_after_kill(run_dir: Path, durable: int) -> None:
     """Asserts what a resuming process would find."""
-    for folder in ("store", "staging"):
+    for folder in ("store", "cache"):
         for path in sorted((run_dir / folder).glob("*.ckpt")):
             contents = read_checkpoint(path)  # raises if any visible checkpoint is incomplete
             assert ckpt_worker.matches(step_of(path.name), contents.arrays), path
@@ -74,7 +74,7 @@ def check_after_kill(run_dir: Path, durable: int) -> None:
     if durable:
         assert record is not None and record.step >= durable
     if record is not None:
-        contents = read_checkpoint(run_dir / "staging" / record.name)
+        contents = read_checkpoint(run_dir / "cache" / record.name)
         assert ckpt_worker.matches(record.step, contents.arrays)
 
 
@@ -89,7 +89,7 @@ def test_sigkill_at_many_points_never_leaves_a_bad_checkpoint_in_use(tmp_path):
             if i < len(plan):
                 mode, n = plan[i]
                 if i % 6 == 5:  # the VM died too: only the store is left
-                    shutil.rmtree(run_dir / "staging", ignore_errors=True)
+                    shutil.rmtree(run_dir / "cache", ignore_errors=True)
                 running.append((start(run_dir, mode, n), mode, n, run_dir, seen))
         for proc, mode, n, run_dir, seen in running:
             lines = finish(proc, mode, n)

@@ -38,7 +38,7 @@ def make(tmp_path, store, clock):
     managers = []
 
     def make(**kwargs):
-        kwargs.setdefault("staging_dir", tmp_path / "staging")
+        kwargs.setdefault("cache_dir", tmp_path / "cache")
         manager = CheckpointManager(kwargs.pop("store", store), clock=clock, **kwargs)
         managers.append(manager)
         return manager
@@ -81,7 +81,7 @@ def test_resume_on_a_new_vm_downloads_from_the_store(make, store, tmp_path):
     first = make()
     save(first, 5)
     first.close()
-    fresh = make(staging_dir=tmp_path / "new-vm")
+    fresh = make(cache_dir=tmp_path / "new-vm")
     assert fresh.latest().step == 5
     assert fresh.restore().state["step"] == 5
 
@@ -109,13 +109,13 @@ def test_restore_restarts_the_step_count_of_the_policy(make):
     assert resumed.should_save(step=350, epoch_end=False)
 
 
-def test_pruning_keeps_policy_and_newest_in_store_and_little_in_staging(make, store, tmp_path):
+def test_pruning_keeps_policy_and_newest_in_store_and_little_in_cache(make, store, tmp_path):
     manager = make(keep_policy=KeepLast(2) | KeepBest(1, "val_loss"))
     for step, loss in [(10, 0.9), (20, 0.1), (30, 0.5), (40, 0.6), (50, 0.7)]:
         save(manager, step, val_loss=loss)
         manager.wait()
     assert names(store) == [checkpoint_name(s) for s in (20, 40, 50)]
-    assert sorted(p.name for p in (tmp_path / "staging").glob("*.ckpt")) == [checkpoint_name(50)]
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.ckpt")) == [checkpoint_name(50)]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_failure_lasts_then_a_later_save_retries_once(make, store):
     assert names(store)[-1] == checkpoint_name(2)
 
 
-def test_slow_store_supersedes_pending_uploads_and_keeps_staging_small(make, store, tmp_path):
+def test_slow_store_supersedes_pending_uploads_and_keeps_cache_small(make, store, tmp_path):
     manager = make(keep_policy=10)
     put_waiting = store.hold_puts()
     save(manager, 1)
@@ -181,7 +181,7 @@ def test_slow_store_supersedes_pending_uploads_and_keeps_staging_small(make, sto
     for step in range(2, 8):
         save(manager, step)
         manager.wait_staged()
-        staged = list((tmp_path / "staging").glob("*.ckpt"))
+        staged = list((tmp_path / "cache").glob("*.ckpt"))
         assert len(staged) <= 3
     store.release_puts()
     manager.wait()
@@ -227,7 +227,7 @@ def test_bad_newest_checkpoint_falls_back_to_previous_with_one_warning(
     newest = store.path(checkpoint_name(20))
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00junk" * 100)
-    resumed = make(store=store, staging_dir=tmp_path / "vm2")
+    resumed = make(store=store, cache_dir=tmp_path / "vm2")
     with caplog.at_level(logging.WARNING):
         assert resumed.latest().step == 10
         assert resumed.latest().step == 10
@@ -246,16 +246,16 @@ def test_store_that_cannot_be_asked_is_not_no_checkpoint(make, store):
         manager.restore()
 
 
-def test_checkpoint_only_in_staging_is_restored_and_then_uploaded(make, store, tmp_path):
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    write_checkpoint(staging / checkpoint_name(70), arrays_for(70), {"step": 70})
-    (staging / f".{checkpoint_name(80)}.tmp-1-abcd").write_bytes(b"half")  # crash leftover
+def test_checkpoint_only_in_cache_is_restored_and_then_uploaded(make, store, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    write_checkpoint(cache / checkpoint_name(70), arrays_for(70), {"step": 70})
+    (cache / f".{checkpoint_name(80)}.tmp-1-abcd").write_bytes(b"half")  # crash leftover
     manager = make()
     assert manager.restore().state["step"] == 70
     manager.wait()
     assert names(store) == [checkpoint_name(70)]
-    assert sorted(p.name for p in staging.glob("*.ckpt")) == [checkpoint_name(70)]
+    assert sorted(p.name for p in cache.glob("*.ckpt")) == [checkpoint_name(70)]
 
 
 def test_archive_moves_everything_and_deletes_nothing(make, store, clock, tmp_path):
@@ -300,7 +300,7 @@ def test_bad_save_arguments_raise_before_anything_is_written(make, store, tmp_pa
     with pytest.raises(ConfigError, match="step"):
         manager.save(1, arrays_for(1), {"step": 2})
     manager.wait()
-    assert names(store) == [] and list((tmp_path / "staging").iterdir()) == []
+    assert names(store) == [] and list((tmp_path / "cache").iterdir()) == []
 
 
 def test_close_reports_failure_and_refuses_later_saves(make, store):
@@ -335,7 +335,7 @@ def test_keep_last_prunes_without_downloading_old_checkpoints(make, store, tmp_p
         save(first, step)
         first.wait()
     gets = checkpoint_calls(store, "get")
-    resumed = make(keep_policy=2, staging_dir=tmp_path / "new-vm")
+    resumed = make(keep_policy=2, cache_dir=tmp_path / "new-vm")
     resumed.restore()  # downloads the newest: 1 get
     save(resumed, 4)
     resumed.wait()
@@ -368,22 +368,22 @@ def test_close_with_a_timeout_gives_up_on_a_hung_store_and_keeps_the_staged_copy
     with pytest.raises(TimeoutError, match="not yet durable"):
         manager.close(timeout=0)
     store.release_puts()
-    assert verify(tmp_path / "staging" / checkpoint_name(1))  # whole, ready for the next run
+    assert verify(tmp_path / "cache" / checkpoint_name(1))  # whole, ready for the next run
 
 
 def test_a_damaged_checkpoint_is_named_where_the_user_keeps_it(tmp_path, clock, caplog):
     """The warning names the run directory's file (the one to look at or delete), not the
-    copy in the local cache it was read from; one never uploaded is named in staging."""
+    copy in the local cache it was read from; one never uploaded is named in cache."""
     from colabkit.storage import LocalStore
 
     store = LocalStore(tmp_path / "run" / "checkpoints")
-    writer = CheckpointManager(store, staging_dir=tmp_path / "vm1", clock=clock)
+    writer = CheckpointManager(store, cache_dir=tmp_path / "vm1", clock=clock)
     for step in (1, 2):
         save(writer, step)
         writer.wait()
     writer.close()
     (tmp_path / "run" / "checkpoints" / checkpoint_name(2)).write_bytes(b"damaged on Drive")
-    reader = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=clock)  # a new VM
+    reader = CheckpointManager(store, cache_dir=tmp_path / "vm2", clock=clock)  # a new VM
     with caplog.at_level(logging.WARNING):
         assert reader.restore().state["step"] == 1
     (warning,) = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]

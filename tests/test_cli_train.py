@@ -23,7 +23,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "3",
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # fit's local staging stays in tmp
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # fit's local cache stays in tmp
     }
 
 

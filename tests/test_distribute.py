@@ -186,7 +186,7 @@ def test_through_fit_a_worker_that_is_not_the_chief_trains_and_writes_nothing(
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
             model.compile(optimizer="sgd", loss="mse")
         return colabkit.fit(
-            model, x, y, run_dir=run, staging_dir=tmp_path / "staging", epochs=2,
+            model, x, y, run_dir=run, cache_dir=tmp_path / "cache", epochs=2,
             batch_size=16, seed=1, strategy=mirrored, session_limit=False, verbose=0,
         )  # fmt: skip
 

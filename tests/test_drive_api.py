@@ -250,7 +250,7 @@ def test_uploads_a_crash_left_behind_are_removed_once_an_hour_old(drive, tmp_pat
 
     again = drive.add(".colabkit-upload-again", checkpoints, b"v", app_properties=temporary)
     again.created = "2026-01-01T09:00:00.000Z"
-    CheckpointManager(store, staging_dir=tmp_path / "staging").close()
+    CheckpointManager(store, cache_dir=tmp_path / "cache").close()
     assert again.id not in drive.files and young.id in drive.files
 
 

@@ -18,7 +18,7 @@ def checkpoint_names(store):
 def test_checkpoints_reach_drive_verified_and_a_new_vm_resumes_from_them(drive, tmp_path):
     clock = FakeClock()
     store = open_store(drive, clock=clock)
-    manager = CheckpointManager(store, staging_dir=tmp_path / "vm1", keep_policy=2, clock=clock)
+    manager = CheckpointManager(store, cache_dir=tmp_path / "vm1", keep_policy=2, clock=clock)
     drive.fail("multipart", 503, "backendError")  # Drive hiccups once during mirroring
     for step in (1, 2, 3):
         manager.save(step, {"w": np.full(5, step, np.float32)}, {"epoch": step})
@@ -27,7 +27,7 @@ def test_checkpoints_reach_drive_verified_and_a_new_vm_resumes_from_them(drive, 
     assert checkpoint_names(store) == [checkpoint_name(2), checkpoint_name(3)]
 
     fresh = CheckpointManager(
-        open_store(drive, clock=clock), staging_dir=tmp_path / "vm2", clock=clock
+        open_store(drive, clock=clock), cache_dir=tmp_path / "vm2", clock=clock
     )
     contents = fresh.restore()
     fresh.close()
@@ -42,7 +42,7 @@ def test_a_shared_drive_content_manager_prunes_to_the_trash(drive, tmp_path):
     drive.add_shared_drive("sd1", role="fileOrganizer")
     clock = FakeClock()
     store = open_store(drive, clock=clock, root="sd1")
-    manager = CheckpointManager(store, staging_dir=tmp_path / "vm1", keep_policy=1, clock=clock)
+    manager = CheckpointManager(store, cache_dir=tmp_path / "vm1", keep_policy=1, clock=clock)
     for step in (1, 2, 3):
         manager.save(step, {"w": np.full(5, step, np.float32)}, {"epoch": step})
         manager.wait()

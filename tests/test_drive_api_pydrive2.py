@@ -171,10 +171,10 @@ def test_a_run_resumes_through_a_real_pydrive2_sign_in(signed_in, drive, tmp_pat
                              chunk_size=1024 * 1024, clock=FakeClock())  # fmt: skip
 
     with pytest.raises(RuntimeError, match="the VM went away"):
-        colabkit.fit(model(), x, y, store=store(), staging_dir=tmp_path / "vm1",
+        colabkit.fit(model(), x, y, store=store(), cache_dir=tmp_path / "vm1",
                      callbacks=[Disconnect()], **train)  # fmt: skip
     resumed = model()
-    history = colabkit.fit(resumed, x, y, store=store(), staging_dir=tmp_path / "vm2", **train)
+    history = colabkit.fit(resumed, x, y, store=store(), cache_dir=tmp_path / "vm2", **train)
     assert history.completed and history.resumes and history.resumes[0]["step"] > 0
     reference = model()
     colabkit.fit(reference, x, y, run_dir=tmp_path / "reference", **train)

@@ -64,11 +64,11 @@ def tiny_data():
 
 
 def fit(store, clock, tmp_path, callbacks, model=None, **kw):
-    """``colabkit.fit`` as a user calls it, with the test's store, clock and staging folder."""
+    """``colabkit.fit`` as a user calls it, with the test's store, clock and cache folder."""
     x, y = tiny_data()
     options = dict(
         store=store,
-        staging_dir=tmp_path / "vm-staging",
+        cache_dir=tmp_path / "vm-cache",
         epochs=8,
         batch_size=SAMPLES,
         seed=1,
@@ -106,7 +106,7 @@ def ckpt_bytes(tmp_path_factory) -> int:
         x,
         y,
         run_dir=run / "run",
-        staging_dir=run / "staging",
+        cache_dir=run / "cache",
         epochs=1,
         batch_size=SAMPLES,
         seed=1,
@@ -370,7 +370,7 @@ def test_drive_full_at_the_5th_save_training_finishes_warns_by_cause_and_a_new_v
     4th checkpoint: training goes on to the end; one warning says "Drive is full" (not an I/O
     error) and names the 4th as the newest durable one, said again at most every 30 minutes
     (once here through the API); nothing on Drive is deleted. After a kill, a new VM (in this
-    process: the staging folder deleted, and on the mount a new mount holding what Drive holds,
+    process: the cache folder deleted, and on the mount a new mount holding what Drive holds,
     as the VM's disk and Drive cache die with it) with room again resumes from the 4th and ends
     where the run that was not killed did; the 4 durable checkpoints were never touched."""
     drive.quota = SCALE_QUOTA * ckpt_bytes
@@ -427,8 +427,8 @@ def test_drive_full_at_the_5th_save_training_finishes_warns_by_cause_and_a_new_v
     assert {n: f.md5 for n, f in checkpoints_on(drive).items()} == full["md5"]
     assert sorted(full["md5"]) == [checkpoint_name(s) for s in (1, 2, 3, 4)]
 
-    # After a kill: a new VM (its disk is new: the staging folder is gone), room on Drive again.
-    shutil.rmtree(tmp_path / "vm-staging")
+    # After a kill: a new VM (its disk is new: the cache folder is gone), room on Drive again.
+    shutil.rmtree(tmp_path / "vm-cache")
     drive.other_usage = 0
     later = clock.time() + 3600
     if where == "gdrive":
@@ -609,7 +609,7 @@ def test_pruning_on_the_mount_deletes_only_pruned_checkpoints_and_empties_them_f
     (mount / RUN / "README.md").write_bytes(b"the run's notes")
     pass_time(clock, 2 * MINUTE)  # DriveFS uploads them
     store = mount_store(mount, clock, signed_in=signed_in)
-    manager = CheckpointManager(store, staging_dir=tmp_path / "staging", keep_policy=1, clock=clock)
+    manager = CheckpointManager(store, cache_dir=tmp_path / "cache", keep_policy=1, clock=clock)
 
     def save(step, then_wait: float) -> list[str]:
         manager.save(step, {"w": np.full(2000, step, np.float32)}, {"epoch": step})

@@ -26,7 +26,7 @@ LAG = 20.0  # seconds of (fake) time between a write to the mount and Drive hold
 
 
 def manager_on(store, clock, tmp_path):
-    return CheckpointManager(store, staging_dir=tmp_path / "staging", clock=clock)
+    return CheckpointManager(store, cache_dir=tmp_path / "cache", clock=clock)
 
 
 def save(manager, step):
@@ -59,7 +59,7 @@ def test_an_upload_that_never_lands_is_not_durable_and_the_retry_does_not_rewrit
     root = mount / "colabkit" / "run" / "checkpoints"
     store = DriveMountStore(root, my_drive=mount, credentials=fake_credentials(), clock=clock,
                             confirm_delays=(5, 10))  # fmt: skip
-    manager = CheckpointManager(store, staging_dir=tmp_path / "staging", clock=clock,
+    manager = CheckpointManager(store, cache_dir=tmp_path / "cache", clock=clock,
                                 retry_delays=(1,))  # fmt: skip
     with caplog.at_level(logging.DEBUG, logger="colabkit"):
         save(manager, 1)

@@ -70,7 +70,7 @@ def train(model: keras.Model, tmp_path: Path, **kwargs) -> keras.callbacks.Histo
     x, y = make_data()
     options = dict(epochs=2, batch_size=16, seed=5, keep=3, session_limit=False, verbose=0)
     options.update(kwargs)
-    options.setdefault("staging_dir", tmp_path / "staging")
+    options.setdefault("cache_dir", tmp_path / "cache")
     return colabkit.fit(model, x, y, **options)
 
 
@@ -294,26 +294,26 @@ def test_on_the_mount_signed_in_a_new_runs_room_is_drives_own_figures_too(
 # -- 3. this VM's disk, where checkpoints are staged ----------------------------------------------
 
 
-def test_a_local_disk_without_room_for_two_checkpoints_is_said_naming_the_staging_folder(
+def test_a_local_disk_without_room_for_two_checkpoints_is_said_naming_the_cache_folder(
     drive, disks, tmp_path, caplog
 ):
     model = make_model()
     free = int(1.5 * one_checkpoint(model))
     leave_free(drive, 100 * one_checkpoint(model))  # Drive has room: only the disk is short
-    staging = tmp_path / "staging"
-    disks.add(staging, lambda: (free, 100 * 10**9))
+    cache = tmp_path / "cache"
+    disks.add(cache, lambda: (free, 100 * 10**9))
     with caplog.at_level(logging.DEBUG, logger="colabkit"):
         history = train(
-            model, tmp_path, store=open_store(drive), staging_dir=staging, clock=FakeClock()
+            model, tmp_path, store=open_store(drive), cache_dir=cache, clock=FakeClock()
         )
 
     assert history.completed and history.durable
     (line,) = room_lines(caplog)
-    assert line.startswith(f"This VM's disk has {format_size(free)} free at {staging}, ")
+    assert line.startswith(f"This VM's disk has {format_size(free)} free at {cache}, ")
     said = re.search(r"the run needs (\S+ [KMG]?B) more there \(the newest checkpoint while", line)
     written = [f.size for f in drive.files.values() if f.name.startswith("ckpt-")]
     assert near(size_of(said[1]), 2 * written[0])  # two checkpoints: the newest and the next
-    assert "staging_dir=" in line
+    assert "cache_dir=" in line
     assert first_index(caplog, "the run needs") < first_index(caplog, "is durable in")
 
 
@@ -326,7 +326,7 @@ def test_the_room_is_checked_again_only_when_a_checkpoint_is_more_than_10_percen
     leave_free(drive, 1_200_000)
     clock = FakeClock()
     manager = CheckpointManager(
-        open_store(drive, clock=clock), staging_dir=tmp_path / "vm", keep_policy=3, clock=clock
+        open_store(drive, clock=clock), cache_dir=tmp_path / "vm", keep_policy=3, clock=clock
     )
     rng = np.random.default_rng(0)
 

@@ -78,7 +78,7 @@ Y = X[:, :1]
 def train(tmp_path, **kwargs):
     kwargs.setdefault("run_dir", tmp_path / "run")
     options = dict(epochs=3, batch_size=8, session_limit=False, verbose=0,
-                   staging_dir=tmp_path / "staging")  # fmt: skip
+                   cache_dir=tmp_path / "cache")  # fmt: skip
     return colabkit.fit(model(), X, Y, **{**options, **kwargs})
 
 

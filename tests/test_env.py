@@ -10,10 +10,10 @@ from colabkit.clock import FakeClock
 from colabkit.duration import format_duration, parse_duration
 from colabkit.env import (
     SystemView,
+    cache_dir_for,
     default_run_dir,
     detect,
     mount_type,
-    staging_dir_for,
 )
 from colabkit.errors import ConfigError
 
@@ -83,9 +83,9 @@ def test_local_session_is_this_process_not_the_machine_boot(tmp_path):
     assert env.session_start == BOOT + 3600  # parsed past the ')' inside the command name
     assert env.session_start_source.startswith("process start")
     assert default_run_dir("exp1", env) == tmp_path / "work" / "runs" / "exp1"
-    staging = staging_dir_for("file:///work/runs/exp1/checkpoints", env)
-    assert staging.parent == tmp_path / "home" / ".cache" / "colabkit"
-    assert staging.name.startswith("exp1-")
+    cache = cache_dir_for("file:///work/runs/exp1/checkpoints", env)
+    assert cache.parent == tmp_path / "home" / ".cache" / "colabkit"
+    assert cache.name.startswith("exp1-")
 
 
 def test_session_start_falls_back_to_boot_time_then_to_now():
@@ -131,20 +131,20 @@ def test_colab_run_dir_is_on_drive_only_when_drive_is_mounted():
     mounted = detect(system=machine(files=PROC, exists=marker | {"/content/drive/MyDrive"}))
     assert mounted.drive_mounted
     assert default_run_dir("mnist", mounted) == Path("/content/drive/MyDrive/colabkit/mnist")
-    staging = staging_dir_for("file:///content/drive/MyDrive/colabkit/mnist/checkpoints", mounted)
-    assert staging.parent == Path("/content/colabkit-cache") and staging.name.startswith("mnist-")
+    cache = cache_dir_for("file:///content/drive/MyDrive/colabkit/mnist/checkpoints", mounted)
+    assert cache.parent == Path("/content/colabkit-cache") and cache.name.startswith("mnist-")
 
 
 def test_xdg_cache_home_is_respected_outside_colab(tmp_path):
     env = detect(system=machine(environ={"XDG_CACHE_HOME": str(tmp_path / "xdg")}))
-    assert staging_dir_for("file:///a/r/checkpoints", env).parent == tmp_path / "xdg" / "colabkit"
+    assert cache_dir_for("file:///a/r/checkpoints", env).parent == tmp_path / "xdg" / "colabkit"
 
 
-def test_two_runs_of_one_name_in_different_places_never_share_a_staging_folder(tmp_path):
+def test_two_runs_of_one_name_in_different_places_never_share_a_cache_folder(tmp_path):
     env = detect(system=machine(environ={"XDG_CACHE_HOME": str(tmp_path)}))
-    here = staging_dir_for("file:///a/mnist/checkpoints", env)
-    there = staging_dir_for("file:///b/mnist/checkpoints", env)
-    assert here != there and here == staging_dir_for("file:///a/mnist/checkpoints", env)
+    here = cache_dir_for("file:///a/mnist/checkpoints", env)
+    there = cache_dir_for("file:///b/mnist/checkpoints", env)
+    assert here != there and here == cache_dir_for("file:///a/mnist/checkpoints", env)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".hidden", "-x", "a b", None, 3, "x" * 200])

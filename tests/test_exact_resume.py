@@ -112,19 +112,19 @@ def store_contents(run_dir: Path) -> dict[str, bytes]:
 
 
 def test_a_second_vm_takes_the_run_over_and_the_first_stops_by_itself(backend, reference, tmp_path):
-    """Two live trainers on one run directory with their own staging (two VMs): the newer one
+    """Two live trainers on one run directory with their own cache (two VMs): the newer one
     takes over at once, the older one stops at its next save and commits nothing after the
     takeover, and the run ends bitwise equal to an uninterrupted one."""
     run_dir = tmp_path / "run"
     first = start_worker(
-        backend, run_dir, tmp_path / "first.npz", "--staging", str(tmp_path / "vm1"),
+        backend, run_dir, tmp_path / "first.npz", "--cache", str(tmp_path / "vm1"),
         "--pause-after-step", "10",
     )  # fmt: skip
     try:
         assert first.stdout.readline().strip() == "paused", first.stderr.read()[-3000:]
         # The second VM: "Run all" while the first still trains (it is paused mid-epoch, alive).
         second = tmp_path / "second.npz"
-        assert run_worker(backend, run_dir, second, "--staging", str(tmp_path / "vm2")) == 0
+        assert run_worker(backend, run_dir, second, "--cache", str(tmp_path / "vm2")) == 0
         after_takeover = store_contents(run_dir)
         first.stdin.write("go\n")
         first.stdin.flush()
@@ -143,8 +143,7 @@ def test_a_second_vm_takes_the_run_over_and_the_first_stops_by_itself(backend, r
         np.testing.assert_array_equal(arrays[key], ref_arrays[key], err_msg=key)
     # The run is finished: a third session loads the second one's final weights.
     assert (
-        run_worker(backend, run_dir, tmp_path / "third.npz", "--staging", str(tmp_path / "vm1"))
-        == 0
+        run_worker(backend, run_dir, tmp_path / "third.npz", "--cache", str(tmp_path / "vm1")) == 0
     )
     _, third = load(tmp_path / "third.npz")
     for key in ref_arrays:

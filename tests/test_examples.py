@@ -22,7 +22,7 @@ def _load(name: str):
 
 
 @pytest.fixture
-def local_staging(tmp_path, monkeypatch):
+def local_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # fit's snapshots stay in tmp
 
 
@@ -43,7 +43,7 @@ def test_train_mnist_script_trains_and_writes_outputs(tmp_path):
 
 @pytest.mark.slow
 def test_custom_model_with_colabkit_fit_continues_when_run_again(
-    tmp_path, local_staging, monkeypatch
+    tmp_path, local_cache, monkeypatch
 ):
     from colabkit.training.data import ArrayBatches
 
@@ -72,7 +72,7 @@ def test_custom_model_with_colabkit_fit_continues_when_run_again(
 
 @pytest.mark.slow
 def test_custom_model_with_its_own_model_fit_continues_when_run_again(
-    tmp_path, local_staging, capsys
+    tmp_path, local_cache, capsys
 ):
     example = _load("custom_model")
     x, y = example.make_data(samples=400)

@@ -68,7 +68,7 @@ def fit(model, run_dir, **kw):
     x, y = kw.pop("data", make_data())
     options = dict(
         run_dir=run_dir,
-        staging_dir=str(run_dir) + "-staging",
+        cache_dir=str(run_dir) + "-cache",
         epochs=3,
         batch_size=BATCH,
         seed=5,
@@ -344,7 +344,7 @@ def test_session_deadline_stops_at_the_right_step_with_a_durable_checkpoint(tmp_
     history = fit(model, tmp_path / "run", callbacks=[Tick(), deadline], clock=clock)
     assert not history.completed and history.stop_reason == "deadline"
     assert counter(model) == 5
-    # durable: the checkpoint is in the store (not only in staging), at step 5
+    # durable: the checkpoint is in the store (not only in cache), at step 5
     assert checkpoints(tmp_path / "run")[-1] == "ckpt-000000000005.ckpt"
     resumed = make_model()
     done = fit(resumed, tmp_path / "run")
@@ -353,7 +353,7 @@ def test_session_deadline_stops_at_the_right_step_with_a_durable_checkpoint(tmp_
 
 def test_a_store_that_hangs_at_the_session_limit_is_given_up_before_the_limit(tmp_path, capsys):
     """The store takes nothing (a hung Drive mount): fit must say so while the VM lives, not
-    wait past the session limit; the checkpoint stays in local staging."""
+    wait past the session limit; the checkpoint stays in local cache."""
     from colabkit.storage import LocalStore
     from colabkit.storage.faults import FaultyStore
 
@@ -380,7 +380,7 @@ def test_a_store_that_hangs_at_the_session_limit_is_given_up_before_the_limit(tm
     history = result["history"]
     assert history.stop_reason == "deadline" and not history.durable
     assert "NOT yet durable" in capsys.readouterr().out
-    assert (tmp_path / "run-staging" / "ckpt-000000000005.ckpt").exists()
+    assert (tmp_path / "run-cache" / "ckpt-000000000005.ckpt").exists()
 
 
 @pytest.mark.parametrize("store_hangs", [False, True])
@@ -399,7 +399,7 @@ def test_session_deadline_in_a_plain_model_fit(tmp_path, caplog, store_hangs):
             clock.advance(60.0 * minutes[batch])
 
     store = FaultyStore(LocalStore(tmp_path / "store"))
-    checkpoint = Checkpoint(store=store, staging_dir=tmp_path / "staging", clock=clock)
+    checkpoint = Checkpoint(store=store, cache_dir=tmp_path / "cache", clock=clock)
     deadline = SessionDeadline(
         "15m", session_limit="20m", session_start=1_000.0, clock=clock, checkpoint=checkpoint
     )
@@ -419,7 +419,7 @@ def test_session_deadline_in_a_plain_model_fit(tmp_path, caplog, store_hangs):
     store.release_puts()
     assert result.get("done"), "model.fit kept waiting for a store that hangs past the limit"
     assert counter(model) == 5  # stopped after the step that reached the deadline
-    staged = tmp_path / "staging" / "ckpt-000000000005.ckpt"
+    staged = tmp_path / "cache" / "ckpt-000000000005.ckpt"
     if store_hangs:
         assert "Checkpoint not durable" in caplog.text and staged.exists()
     else:
@@ -519,7 +519,7 @@ def test_failing_store_delays_durability_not_training(tmp_path, caplog):
     history = fit(model, tmp_path / "unused", store=store, clock=FakeClock())
     assert history.completed and counter(model) == 18  # training was not held hostage
     assert history.durable is False
-    assert "only in local staging" in caplog.text
+    assert "only in local cache" in caplog.text
     assert store.inner.list() == []
     store.heal()  # the mount is back: the re-run uploads the final checkpoint, trains nothing
     again = make_model()
@@ -531,20 +531,20 @@ def test_failing_store_delays_durability_not_training(tmp_path, caplog):
 def test_deleting_the_run_directory_starts_over(tmp_path, caplog):
     import shutil
 
-    with pytest.raises(RuntimeError):  # an unfinished run keeps its newest copy in staging
+    with pytest.raises(RuntimeError):  # an unfinished run keeps its newest copy in cache
         fit(make_model(), tmp_path / "run", save_every="1steps", callbacks=[RaiseAt(0, 3)])
-    assert list(tmp_path.glob("run-staging/*.ckpt"))
+    assert list(tmp_path.glob("run-cache/*.ckpt"))
     shutil.rmtree(tmp_path / "run")  # the user starts over by deleting the run directory
     model = make_model()
     history = fit(model, tmp_path / "run", epochs=1)
     assert history.resumes == [] and counter(model) == 6  # trained again, not resumed
     assert "No checkpoint in" in caplog.text
-    assert list(tmp_path.glob("run-staging.stale-*/*.ckpt"))  # set aside, not deleted
+    assert list(tmp_path.glob("run-cache.stale-*/*.ckpt"))  # set aside, not deleted
 
 
-def test_a_finished_durable_run_leaves_no_copy_in_the_staging_cache(tmp_path):
+def test_a_finished_durable_run_leaves_no_copy_in_the_checkpoint_cache(tmp_path):
     fit(make_model(), tmp_path / "run", epochs=1)
-    assert not list(tmp_path.glob("run-staging/*.ckpt"))
+    assert not list(tmp_path.glob("run-cache/*.ckpt"))
     assert checkpoints(tmp_path / "run")  # the store keeps them
 
 
@@ -576,11 +576,11 @@ def test_every_checkpoint_corrupt_refuses_instead_of_starting_over(tmp_path):
 def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
     from colabkit.checkpoint import runs
 
-    staging = tmp_path / "run-staging"
+    cache = tmp_path / "run-cache"
     job = (
         f"import sys, time; sys.path.insert(0, {str(Path(__file__).parents[1])!r});"
         "from pathlib import Path; from colabkit.checkpoint import runs;"
-        f"runs._lock(Path({str(staging)!r})); print('locked', flush=True); time.sleep(60)"
+        f"runs._lock(Path({str(cache)!r})); print('locked', flush=True); time.sleep(60)"
     )
     other = subprocess.Popen([sys.executable, "-c", job], stdout=subprocess.PIPE, text=True)
     try:

@@ -358,7 +358,7 @@ def test_over_the_drive_api_a_new_vm_resumes_without_downloading_the_frozen_obje
     from fake_drive import open_store
 
     def vm(name: str, model: keras.Model, epochs: int) -> keras.Model:
-        fit(model, None, epochs, store=open_store(drive), staging_dir=tmp_path / name)
+        fit(model, None, epochs, store=open_store(drive), cache_dir=tmp_path / name)
         return model
 
     vm("vm1", make_model(), 2)

@@ -299,7 +299,7 @@ def test_checkpoint_manager_mirrors_to_a_bucket_and_a_new_vm_restores(bucket, tm
     fs, root = bucket
     url = f"fsspec+memory://{root.lstrip('/')}/run"
     arrays = {"model/0000": np.arange(12, dtype=np.float32).reshape(4, 3)}
-    with CheckpointManager(url, staging_dir=tmp_path / "vm-1", keep_policy=2) as first:
+    with CheckpointManager(url, cache_dir=tmp_path / "vm-1", keep_policy=2) as first:
         for step in (10, 20, 30):
             first.save(step, arrays | {"step": np.array([step])}, {"epoch": step // 10})
             first.wait()
@@ -308,7 +308,7 @@ def test_checkpoint_manager_mirrors_to_a_bucket_and_a_new_vm_restores(bucket, tm
         f"{root}/run/{checkpoint_name(30)}",
         f"{root}/run/sessions",  # the session's claim on the run
     ]
-    fresh = CheckpointManager(url, staging_dir=tmp_path / "vm-2")
+    fresh = CheckpointManager(url, cache_dir=tmp_path / "vm-2")
     contents = fresh.restore()
     fresh.close()
     assert contents.state["step"] == 30 and contents.state["epoch"] == 3

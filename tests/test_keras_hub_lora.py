@@ -161,7 +161,7 @@ def test_gemma_lora_example_tiny_path_trains_and_checkpoints(tmp_path, keras_hub
     colabkit.fit) on a small random Gemma, on JAX as the tutorial, with no download."""
     pytest.importorskip("jax")
     env = worker_env("jax")
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # fit's staging stays in tmp
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # fit's cache stays in tmp
     done = subprocess.run(
         [sys.executable, str(EXAMPLE), "--tiny", "--runs", str(tmp_path / "runs")],
         env=env,

@@ -40,7 +40,7 @@ def test_fit_with_a_gdrive_url_as_run_dir_checkpoints_to_drive_not_to_a_local_fo
     x, y = data()
     history = colabkit.fit(
         make_model(), x, y, run_dir="gdrive://colabkit/mnist", epochs=2, batch_size=16,
-        staging_dir=tmp_path / "staging", verbose=0,
+        cache_dir=tmp_path / "cache", verbose=0,
     )  # fmt: skip
     assert history.durable and history.completed
     assert nothing_named_after_a_scheme(tmp_path) == []

@@ -46,7 +46,7 @@ def colab_env(tmp_path):
         env,
         drive_mountpoint=tmp_path / "drive",
         durable_root=tmp_path / "content" / "runs",
-        staging_root=tmp_path / "content" / "colabkit-cache",
+        cache_root=tmp_path / "content" / "colabkit-cache",
     )
 
 
@@ -60,19 +60,19 @@ def test_setup_is_the_public_entry_point():
     assert colabkit.setup is setup and colabkit.Session is Session
 
 
-def test_local_setup_creates_the_run_and_staging_dirs_and_prints_a_summary(tmp_path, capsys):
+def test_local_setup_creates_the_run_and_cache_dirs_and_prints_a_summary(tmp_path, capsys):
     session = setup("mnist", environment=local_env(tmp_path), accelerator=accelerator("t4"))
     assert session.run_dir == tmp_path / "runs" / "mnist" and session.run_dir.is_dir()
-    assert session.staging_dir.parent == tmp_path / "home" / ".cache" / "colabkit"
-    assert session.staging_dir.name.startswith("mnist-")
-    assert session.staging_dir.is_dir()
+    assert session.cache_dir.parent == tmp_path / "home" / ".cache" / "colabkit"
+    assert session.cache_dir.name.startswith("mnist-")
+    assert session.cache_dir.is_dir()
     assert session.drive is None
     out = capsys.readouterr().out
     assert "local machine" in out and "Tesla T4" in out and str(session.run_dir) in out
     assert session.deadline is None and "no session limit" in out  # as colabkit.fit locally
 
 
-def test_the_staging_folder_setup_reports_is_the_one_fit_stages_in(tmp_path):
+def test_the_cache_folder_setup_reports_is_the_one_fit_caches_in(tmp_path):
     import keras
     import numpy as np
 
@@ -91,7 +91,7 @@ def test_the_staging_folder_setup_reports_is_the_one_fit_stages_in(tmp_path):
         colabkit.fit(model, x, x[:, :1], run_dir=session.run_dir, epochs=1, batch_size=8,
                      save_every="1steps", session_limit=False, verbose=0,
                      callbacks=[Interrupt()])  # fmt: skip
-    assert any(session.staging_dir.glob("*.ckpt"))  # the interrupted run's local copies
+    assert any(session.cache_dir.glob("*.ckpt"))  # the interrupted run's local copies
 
 
 def test_in_colab_auto_mounts_drive_and_puts_the_run_on_it(tmp_path, colab_drive):
@@ -259,7 +259,7 @@ def test_fit_into_the_drive_folder_before_mounting_refuses_and_setup_then_works(
     model.compile(optimizer="sgd", loss="mse")
     x = np.zeros((32, 3), "float32")
     train = dict(run_dir=run_dir, epochs=1, batch_size=8, session_limit=False, verbose=0,
-                 staging_dir=tmp_path / "staging")  # fmt: skip
+                 cache_dir=tmp_path / "cache")  # fmt: skip
     with pytest.raises(OSError, match="Google Drive is not mounted at") as refused:
         colabkit.fit(model, x, x[:, :1], **train)
     assert "\n" not in str(refused.value) and "Mount it first" in str(refused.value)

@@ -1,7 +1,7 @@
 """One run, one writer: session claims, takeover by the newest session, and the chain a resume
 follows (colabkit.checkpoint.sessions through the CheckpointManager).
 
-Each manager has its own staging folder, as on two VMs. The end-to-end version, two real
+Each manager has its own cache folder, as on two VMs. The end-to-end version, two real
 trainers in two processes, is in test_exact_resume.py.
 """
 
@@ -29,14 +29,14 @@ def store():
 
 @pytest.fixture
 def vm(tmp_path, store):
-    """``vm("a")``: a manager on the shared store with its own staging (its own VM)."""
+    """``vm("a")``: a manager on the shared store with its own cache (its own VM)."""
     managers = []
     clock = FakeClock(start=1_790_000_000.0)
 
     def vm(name, **kwargs):
         clock.advance(60)
         kwargs.setdefault("keep_policy", 10)
-        manager = CheckpointManager(store, staging_dir=tmp_path / name, clock=clock, **kwargs)
+        manager = CheckpointManager(store, cache_dir=tmp_path / name, clock=clock, **kwargs)
         managers.append(manager)
         return manager
 
@@ -179,10 +179,10 @@ def test_the_superseded_trainer_stops_on_a_local_folder_too(tmp_path):
     """The same on a plain folder (what the Drive mount is, seen from the VM)."""
     store = LocalStore(tmp_path / "run" / "checkpoints")
     clock = FakeClock()
-    a = CheckpointManager(store, staging_dir=tmp_path / "a", clock=clock)
+    a = CheckpointManager(store, cache_dir=tmp_path / "a", clock=clock)
     a.restore()
     save(a, 1).wait()
-    b = CheckpointManager(store, staging_dir=tmp_path / "b", clock=clock)
+    b = CheckpointManager(store, cache_dir=tmp_path / "b", clock=clock)
     b.restore()
     b.claim()
     save(a, 2)
@@ -219,7 +219,7 @@ def test_a_checkpoint_staged_by_a_session_that_never_claimed_still_continues_the
     save(a, 1).wait()
     b = died_before_its_first_commit(vm, store, "b", 2)
     assert not [c for c in store.list("sessions/") if b.sessions.id in c.name]
-    again = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock())  # same VM
+    again = CheckpointManager(store, cache_dir=tmp_path / "b", clock=FakeClock())  # same VM
     restored = again.restore()
     assert restored.state["step"] == 2 and restored.state["session"] == b.sessions.id
     again.claim()
@@ -240,7 +240,7 @@ def test_but_not_when_it_continues_an_older_point_than_the_owner(vm, store, tmp_
     newer = vm("newer")  # then a third VM takes the run over from a's step 3
     assert newer.restore().state["step"] == 3
     newer.claim()
-    again = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock())
+    again = CheckpointManager(store, cache_dir=tmp_path / "b", clock=FakeClock())
     with caplog.at_level(logging.WARNING):
         assert again.restore().state["step"] == 3  # b's staged step 5 branched off at step 1
     assert f"session {b.sessions.id} wrote it" in caplog.text
@@ -255,10 +255,10 @@ def test_the_cli_marks_a_superseded_checkpoint_and_neither_verifies_nor_prunes_b
     from colabkit.cli import main
 
     store = LocalStore(tmp_path / "run" / "checkpoints")
-    a = CheckpointManager(store, staging_dir=tmp_path / "a", clock=FakeClock(), keep_policy=10)
+    a = CheckpointManager(store, cache_dir=tmp_path / "a", clock=FakeClock(), keep_policy=10)
     a.restore()
     save(a, 4).wait()
-    b = CheckpointManager(store, staging_dir=tmp_path / "b", clock=FakeClock(), keep_policy=10)
+    b = CheckpointManager(store, cache_dir=tmp_path / "b", clock=FakeClock(), keep_policy=10)
     b.restore()
     b.claim()
     a.sessions.check = lambda: None  # a's view lags: it commits once more
@@ -295,7 +295,7 @@ def test_two_sessions_that_resumed_from_one_point_and_died_early_leave_a_usable_
     b.restore()
     b.claim()  # claimed, then killed before its first commit
     c = died_before_its_first_commit(vm, store, "c", 2)
-    again = CheckpointManager(store, staging_dir=tmp_path / "c", clock=FakeClock())
+    again = CheckpointManager(store, cache_dir=tmp_path / "c", clock=FakeClock())
     assert again.restore().state["session"] == c.sessions.id
     again.close()
 
@@ -311,7 +311,7 @@ def test_sessions_that_died_before_their_claims_one_after_another_still_continue
     save(a, 1).wait()
     b = died_before_its_first_commit(vm, store, "vm2", 2)
     c = died_before_its_first_commit(vm, store, "vm2", 3)
-    again = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
+    again = CheckpointManager(store, cache_dir=tmp_path / "vm2", clock=FakeClock())
     with caplog.at_level(logging.WARNING):
         assert again.restore().state["session"] == c.sessions.id
     assert "Not resuming" not in caplog.text
@@ -339,7 +339,7 @@ def test_when_the_newest_sessions_checkpoints_died_with_their_vm_the_branch_that
     a.restore()
     save(a, 1).wait()
     b = died_before_its_first_commit(vm, store, "vm2", 2, claimed=True)
-    c = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
+    c = CheckpointManager(store, cache_dir=tmp_path / "vm2", clock=FakeClock())
     c._pipeline.queue_upload = lambda name: None  # killed before it re-uploaded b's step 2
     assert c.restore().state["session"] == b.sessions.id
     c.claim()
@@ -347,7 +347,7 @@ def test_when_the_newest_sessions_checkpoints_died_with_their_vm_the_branch_that
     c._pipeline.stop()
     shutil.rmtree(tmp_path / "vm2")  # the VM died: only the store is left
     d = died_before_its_first_commit(vm, store, "vm2", 2)
-    again = CheckpointManager(store, staging_dir=tmp_path / "vm2", clock=FakeClock())
+    again = CheckpointManager(store, cache_dir=tmp_path / "vm2", clock=FakeClock())
     with caplog.at_level(logging.WARNING):
         restored = again.restore()
     assert restored.state["step"] == 2 and restored.state["session"] == d.sessions.id

@@ -4,7 +4,7 @@ Colab upgrades its runtime under running projects (Keras 3.10 -> 3.13.2 in March
 next session of a run may resume a checkpoint written with other versions: it says so in one
 line and goes on. A checkpoint in a newer checkpoint format is refused with one line and left
 exactly as it was: skipping it would resume an older checkpoint and lose its work.
-Real Keras training on a tiny model; a new VM is simulated by dropping the staging folder.
+Real Keras training on a tiny model; a new VM is simulated by dropping the cache folder.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def newest(run_dir: Path) -> Path:
 
 
 def new_vm(run_dir: Path) -> None:
-    shutil.rmtree(str(run_dir) + "-staging")
+    shutil.rmtree(str(run_dir) + "-cache")
 
 
 def rewrite_state(path: Path, change) -> None:
@@ -136,13 +136,13 @@ def test_the_callbacks_path_says_so_too(tmp_path, caplog):
     x, y = make_data()
     folder = tmp_path / "backup"
     model = make_model()
-    first = colabkit.callbacks.Checkpoint(folder, staging_dir=tmp_path / "vm1")
+    first = colabkit.callbacks.Checkpoint(folder, cache_dir=tmp_path / "vm1")
     model.fit(x, y, epochs=1, verbose=0, callbacks=[first])
     rewrite_state(newest(folder), lambda s: s["versions"].update(keras="3.0.1"))
 
     with caplog.at_level(logging.WARNING):
         model = make_model()
-        second = colabkit.callbacks.Checkpoint(folder, staging_dir=tmp_path / "vm2")
+        second = colabkit.callbacks.Checkpoint(folder, cache_dir=tmp_path / "vm2")
         model.fit(x, y, epochs=2, verbose=0, callbacks=[second])
 
     (line,) = drift_warnings(caplog)

@@ -218,7 +218,7 @@ def child(args) -> None:
         x,
         y,
         run_dir=run,
-        staging_dir=str(run) + "-staging",
+        cache_dir=str(run) + "-cache",
         epochs=args.resume_epochs,
         batch_size=128,
         validation_split=0.1,

@@ -3,7 +3,7 @@
 The public face of the package: everything outside it imports from here (import-linter checks
 it, see ``pyproject.toml``); the modules behind it are its own business.
 
-- Saving and resuming: :class:`CheckpointManager` (background writing to local staging,
+- Saving and resuming: :class:`CheckpointManager` (background writing to local cache,
   mirroring to a store, pruning, resume), :func:`run_store` (a run directory or URL to its
   store, the one route).
 - What to save and keep: :func:`parse_save_every`, :func:`parse_keep` and the policies
@@ -61,8 +61,8 @@ from colabkit.checkpoint.policy import (
 from colabkit.checkpoint.run_state import RunState
 from colabkit.checkpoint.runs import (
     CHECKPOINTS_FOLDER,
-    default_staging,
-    forget_staging,
+    default_cache,
+    forget_cache,
     is_url,
     open_manager,
     refuse_if_all_corrupt,
@@ -92,11 +92,11 @@ __all__ = [
     "Sessions",
     "array_digest",
     "checkpoint_name",
-    "default_staging",
+    "default_cache",
     "describe_failure",
     "dtype_from_name",
     "dtype_name",
-    "forget_staging",
+    "forget_cache",
     "frozen_object_name",
     "frozen_object_of",
     "inventory",

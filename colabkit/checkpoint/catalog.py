@@ -1,4 +1,4 @@
-"""Finding checkpoints in local staging and in a store, and saying why a store failed.
+"""Finding checkpoints in local cache and in a store, and saying why a store failed.
 
 The manager's read side: which checkpoint names exist where, which one is the newest that
 verifies, and what is known about each (step, epoch, creation time, metrics). "Could not ask the
@@ -72,10 +72,10 @@ def _or(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def staging_names(staging: Path) -> list[str]:
-    """Checkpoint files in the staging folder (temporary leftovers excluded)."""
+def cache_names(cache: Path) -> list[str]:
+    """Checkpoint files in the cache folder (temporary leftovers excluded)."""
     try:
-        return [n for n in os.listdir(staging) if step_of(n) is not None]
+        return [n for n in os.listdir(cache) if step_of(n) is not None]
     except FileNotFoundError:
         return []
 
@@ -124,24 +124,24 @@ def store_checkpoints(store: Store) -> dict[str, ObjectInfo]:
 
 @dataclass
 class Verifier:
-    """Verifies checkpoints by name, downloading from the store into staging when needed.
+    """Verifies checkpoints by name, downloading from the store into cache when needed.
 
     Each corrupt checkpoint is reported with one warning, however often it is looked at.
     """
 
     store: Store
-    staging: Path
+    cache: Path
 
     def __post_init__(self) -> None:
         self._warned: set[tuple[str, int]] = set()
 
     def verified(self, name: str, in_store: ObjectInfo | None) -> CheckpointRecord | None:
-        """The record of ``name`` if a copy of it verifies (staging first), else None.
+        """The record of ``name`` if a copy of it verifies (cache first), else None.
 
         Raises:
             StoreError: the store holds ``name`` but could not hand it over.
         """
-        local = self.staging / name
+        local = self.cache / name
         if local.exists():
             try:
                 return record_from_state(name, verify(local), local.stat().st_size)
@@ -149,7 +149,7 @@ class Verifier:
                 if in_store is None:
                     self.warn(name, local.stat().st_size, e, in_store=False)
                     return None
-                log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
+                log.debug("Cache copy of %s is bad (%s); fetching it again", name, e)
         if in_store is None:
             return None
         if not self.fetch(name):
@@ -164,7 +164,7 @@ class Verifier:
 
     def describe(self, name: str, in_store: ObjectInfo | None) -> CheckpointRecord:
         """A record from the checkpoint's state alone (no full verification; for listings)."""
-        local = self.staging / name
+        local = self.cache / name
         if not local.exists() and in_store is not None:
             self.fetch(name)
         try:
@@ -178,29 +178,29 @@ class Verifier:
         """A verified local copy of the run's frozen object ``name`` (fetched if need be).
 
         Raises:
-            FileNotFoundError: it is neither in staging nor in the store.
+            FileNotFoundError: it is neither in cache nor in the store.
             CorruptCheckpointError: no copy of it verifies.
             StoreError: the store could not hand it over.
         """
-        local = self.staging / name
+        local = self.cache / name
         if local.exists():
             try:
                 verify(local)
                 return local
             except CorruptCheckpointError as e:
-                log.debug("Staging copy of %s is bad (%s); fetching it again", name, e)
+                log.debug("Cache copy of %s is bad (%s); fetching it again", name, e)
         if not self.fetch(name):
             raise FileNotFoundError(f"{name} is not in {self.store.url}")
         verify(local)
         return local
 
     def has(self, name: str) -> bool:
-        """Whether ``name`` is in staging or in the store (not verified).
+        """Whether ``name`` is in cache or in the store (not verified).
 
         Raises:
             StoreError: the store could not be asked.
         """
-        if (self.staging / name).exists():
+        if (self.cache / name).exists():
             return True
         try:
             store_call(self.store.stat, name)
@@ -209,9 +209,9 @@ class Verifier:
         return True
 
     def fetch(self, name: str) -> bool:
-        """Copies ``name`` from the store into staging; False if it vanished meanwhile."""
+        """Copies ``name`` from the store into cache; False if it vanished meanwhile."""
         try:
-            self.store.get(name, self.staging / name)
+            self.store.get(name, self.cache / name)
         except FileNotFoundError:
             return False
         except OSError as e:
@@ -223,16 +223,16 @@ class Verifier:
 
     def warn(self, name: str, size: int, error: Exception, *, in_store: bool) -> None:
         """One warning per damaged checkpoint, naming it where the user keeps it (the store),
-        not the local copy it was read from; one only in staging is named there."""
+        not the local copy it was read from; one only in cache is named there."""
         if (name, size) in self._warned:
             return
         self._warned.add((name, size))
-        where = f"{self.store.url.rstrip('/')}/{name}" if in_store else str(self.staging / name)
+        where = f"{self.store.url.rstrip('/')}/{name}" if in_store else str(self.cache / name)
         reason = getattr(error, "reason", str(error))
         log.warning(
             "Skipping checkpoint %s%s: %s. It will not be loaded; resume uses the newest "
             "checkpoint that verifies.",
             where,
-            "" if in_store else " (only in local staging, never uploaded)",
+            "" if in_store else " (only in local cache, never uploaded)",
             reason,
         )

@@ -24,7 +24,7 @@ class Chain:
     it resumed from, that parent's parent's up to where the parent resumed, and so on. With no
     claim at all (runs from before claims existed) every checkpoint belongs.
 
-    A session can write checkpoints into its local staging and die before its claim reached the
+    A session can write checkpoints into its local cache and die before its claim reached the
     store (the claim goes with the first commit). Each checkpoint records its lineage (the
     session and step its session resumed from, and on back through others that never claimed),
     so such a checkpoint *branches* off the chain at a point of it. It belongs while the chain

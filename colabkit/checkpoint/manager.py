@@ -1,7 +1,7 @@
 """``CheckpointManager``: save without stopping training, mirror to a store, resume from the best.
 
 ``save()`` only registers a snapshot (arrays the caller already copied) and returns. A writer
-thread writes it into the local staging folder (atomic, fsynced); a mirror thread copies it into
+thread writes it into the local cache folder (atomic, fsynced); a mirror thread copies it into
 the store (the Drive mount, the Drive API, ...), retrying with backoff on the injected clock. When
 the store is slower than training, a snapshot or upload that has not started yet is replaced by
 the newer one, so memory and disk stay bounded and the newest state is what reaches the store.
@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from colabkit.errors import (
 )
 from colabkit.storage import open_store
 from colabkit.storage.base import Store
+from colabkit.validate import renamed
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class CheckpointManager:
 
     Args:
         store: Where checkpoints live durably: a Store, or a path/URL for ``open_store``.
-        staging_dir: A fast local folder for snapshots before they reach the store.
+        cache_dir: A fast local folder for snapshots before they reach the store.
         save_policy: When ``should_save`` says yes (see ``parse_save_every``).
         keep_policy: What survives pruning (see ``parse_keep``).
         clock: Time source for policies and retry backoff.
@@ -81,7 +83,7 @@ class CheckpointManager:
         self,
         store: Store | str | os.PathLike[str],
         *,
-        staging_dir: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str] | None = None,
         save_policy: object = "epoch",
         keep_policy: object = 3,
         clock: Clock | None = None,
@@ -89,17 +91,21 @@ class CheckpointManager:
         run_lock: Any = None,
         before_commit: Callable[[], None] | None = None,
         runtime: Callable[[], dict] | None = None,
+        staging_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        cache_dir = renamed("staging_dir", "cache_dir", staging_dir, cache_dir)
+        if cache_dir is None:
+            raise invalid_argument("cache_dir", None, "a local folder for the checkpoint cache")
         self.store = store if isinstance(store, Store) else open_store(store)
-        self.staging = Path(staging_dir)
+        self.cache = Path(cache_dir)
         self._save_policy = parse_save_every(save_policy, "save_policy")
         self._keep_policy = parse_keep(keep_policy, "keep_policy")
         self._clock = clock or SYSTEM_CLOCK
         self._delays = _check_delays(retry_delays)
-        self.staging.mkdir(parents=True, exist_ok=True)
-        catalog.remove_temporary_files(self.staging)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        catalog.remove_temporary_files(self.cache)
         catalog.remove_store_leftovers(self.store)
-        self.verifier = catalog.Verifier(self.store, self.staging)  # frozen objects read it too
+        self.verifier = catalog.Verifier(self.store, self.cache)  # frozen objects read it too
         self._lock = threading.Lock()  # guards the records and the last-save bookkeeping
         self._records: dict[str, CheckpointRecord] = {}
         self._last_save_step: int | None = None
@@ -107,13 +113,13 @@ class CheckpointManager:
         self._closed = False
         self._run_lock = run_lock
         self._space_checked_for = 0  # bytes of the checkpoint the last room check was for
-        self.sessions = Sessions(self.store, self.staging / ".sessions", self._clock, runtime)
+        self.sessions = Sessions(self.store, self.cache / ".sessions", self._clock, runtime)
         self._seen_at_restore: set[str] | None = None  # the store's checkpoints when we took over
         self._orphans: set[str] = set()  # committed by a superseded session after a takeover
         self._commit_hook = before_commit
         self._pipeline = SavePipeline(
             self.store,
-            self.staging,
+            self.cache,
             self._clock,
             self._delays,
             self._written,
@@ -121,8 +127,18 @@ class CheckpointManager:
             before_commit=self._before_commit,
         )
 
+    @property
+    def staging(self) -> Path:
+        """Deprecated: the old name of ``cache`` (stops working in colabkit 0.4)."""
+        warnings.warn(
+            "`staging` is now called `cache`; `staging` stops working in colabkit 0.4.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.cache
+
     def __repr__(self) -> str:
-        return f"CheckpointManager({self.store.url!r}, staging={str(self.staging)!r})"
+        return f"CheckpointManager({self.store.url!r}, cache={str(self.cache)!r})"
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -186,7 +202,7 @@ class CheckpointManager:
         return name
 
     def wait_staged(self, timeout: float | None = None) -> None:
-        """Waits until every registered snapshot is written (or failed) in local staging."""
+        """Waits until every registered snapshot is written (or failed) in local cache."""
         self._pipeline.wait_staged(timeout)
 
     def wait(self, timeout: float | None = None) -> None:
@@ -194,7 +210,7 @@ class CheckpointManager:
 
         Raises:
             StoreError: the store keeps failing (the reason says why and how to fix it).
-            CheckpointError: the newest snapshot could not be written to staging.
+            CheckpointError: the newest snapshot could not be written to cache.
             TimeoutError: ``timeout`` seconds passed first.
         """
         self._pipeline.wait(timeout)
@@ -204,7 +220,7 @@ class CheckpointManager:
 
         Args:
             timeout: Seconds to wait for pending work (None: until done or failed). After it,
-                whatever is not in the store stays in staging, a store call in progress is left
+                whatever is not in the store stays in cache, a store call in progress is left
                 to finish on its own, and ``TimeoutError`` is raised.
         """
         if self._closed:
@@ -279,7 +295,7 @@ class CheckpointManager:
     # ----------------------------------------------------------------------------- reading
 
     def latest(self) -> CheckpointRecord | None:
-        """The newest checkpoint that verifies, in staging or in the store (by step, never mtime).
+        """The newest checkpoint that verifies, in cache or in the store (by step, never mtime).
 
         Raises:
             StoreError: the store could not be asked (that is not "no checkpoint").
@@ -302,7 +318,7 @@ class CheckpointManager:
     def restore(self, record: CheckpointRecord | None = None) -> CheckpointContents | None:
         """Loads ``record`` (default: the latest), falling back to older ones that verify.
 
-        A checkpoint found only in staging (its upload never finished) is queued for upload.
+        A checkpoint found only in cache (its upload never finished) is queued for upload.
         Only the newest session's chain is followed (see ``colabkit.checkpoint.sessions``);
         ``claim()`` then continues that chain.
 
@@ -314,7 +330,7 @@ class CheckpointManager:
         candidates = self._verified(in_store, up_to=record.step if record is not None else None)
         for found in Chain(claims).select(candidates, outside=self._set_aside):
             try:
-                contents = read_checkpoint(self.staging / found.name)
+                contents = read_checkpoint(self.cache / found.name)
             except CorruptCheckpointError as e:
                 self.verifier.warn(found.name, found.size or 0, e, in_store=found.name in in_store)
                 continue
@@ -337,13 +353,13 @@ class CheckpointManager:
         )
 
     def list(self) -> list[CheckpointRecord]:
-        """Every checkpoint in staging or the store, oldest first (read, not verified)."""
+        """Every checkpoint in cache or the store, oldest first (read, not verified)."""
         in_store = catalog.store_checkpoints(self.store)
         names = reversed(self._candidates(in_store))
         return [self._describe(name, in_store.get(name)) for name in names]
 
     def _candidates(self, in_store: Mapping[str, object]) -> list[str]:
-        names = set(in_store) | set(catalog.staging_names(self.staging))
+        names = set(in_store) | set(catalog.cache_names(self.cache))
         return sorted(names, key=step_of, reverse=True)
 
     def _describe(self, name: str, info) -> CheckpointRecord:
@@ -377,9 +393,9 @@ class CheckpointManager:
     def check_space(
         self, checkpoint_bytes: int, frozen_bytes: int | None = None, *, if_grown: bool = False
     ) -> list[str]:
-        """Warns (one line each) where the store or local staging lacks room for this run's
+        """Warns (one line each) where the store or local cache lacks room for this run's
         checkpoints of ``checkpoint_bytes`` each, plus ``frozen_bytes`` stored once (None: the
-        frozen objects in staging); returns the lines. See ``colabkit.checkpoint.space``.
+        frozen objects in cache); returns the lines. See ``colabkit.checkpoint.space``.
 
         Trainers call it with an estimate before the first save; the manager calls it again
         (``if_grown``) with each checkpoint written that is 10 % bigger than the last check's.
@@ -390,7 +406,7 @@ class CheckpointManager:
                 return []
             self._space_checked_for = max(self._space_checked_for, checkpoint_bytes)
         kept = space.kept_at_most(self._keep_policy)
-        lines = space.check_run(self.store, self.staging, checkpoint_bytes, frozen_bytes, kept)
+        lines = space.check_run(self.store, self.cache, checkpoint_bytes, frozen_bytes, kept)
         for line in lines:
             log.warning(line)
         return lines
@@ -410,7 +426,7 @@ class CheckpointManager:
         """Moves every checkpoint into ``archive/<UTC stamp>/`` in the store; never deletes one.
 
         Each is copied (and verified by the store) before the original is removed; checkpoints
-        only in staging are archived too. Returns the prefix, e.g. ``archive/20260101T120000Z``
+        only in cache are archived too. Returns the prefix, e.g. ``archive/20260101T120000Z``
         (None: there was no checkpoint to archive).
         """
         self.wait()
@@ -423,7 +439,7 @@ class CheckpointManager:
             listed = catalog.store_call(self.store.list)
             frozen = [info.name for info in listed if is_frozen_object(info.name)]
             for name in names + frozen:  # the frozen objects too: the archive must still load
-                local = self.staging / name
+                local = self.cache / name
                 if not local.exists():
                     self.verifier.fetch(name)
                 catalog.store_call(self.store.put, local, f"{prefix}/{name}")
@@ -466,7 +482,7 @@ class CheckpointManager:
             return  # said once by the next commit, which does not happen
         except (OSError, CheckpointError) as e:
             log.warning("Could not prune old checkpoints: %s", catalog.describe_failure(e))
-        self._pipeline.prune_staging()
+        self._pipeline.prune_cache()
 
     def _ours(self, name: str) -> bool:
         """Whether pruning may delete ``name``: it was in the store when this session took the

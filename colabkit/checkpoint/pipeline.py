@@ -1,6 +1,6 @@
-"""The background half of checkpointing: snapshot -> local staging -> store, off the training path.
+"""The background half of checkpointing: snapshot -> local cache -> store, off the training path.
 
-One writer thread writes registered snapshots into the staging folder; one mirror thread copies
+One writer thread writes registered snapshots into the cache folder; one mirror thread copies
 written checkpoints into the store, retrying failures with backoff on the injected clock. Each
 stage holds at most one waiting item: a newer snapshot or upload replaces one that has not
 started, so a store slower than training bounds memory and disk instead of queueing. A failure
@@ -36,7 +36,7 @@ from colabkit.storage.base import Store
 
 log = logging.getLogger(__name__)
 
-#: A file in staging naming the last checkpoint this staging folder delivered to the store. A
+#: A file in cache naming the last checkpoint this cache folder delivered to the store. A
 #: store with no checkpoint next to it means they were deleted there (not "not uploaded yet").
 IN_STORE_MARKER = ".in-store"
 
@@ -95,7 +95,7 @@ class SavePipeline:
 
     Args:
         store: Destination of committed checkpoints.
-        staging: Local folder for written snapshots.
+        cache: Local folder for written snapshots.
         clock: Sleeps between retries.
         delays: Seconds between retries of one upload; after the last, the failure is lasting.
         on_written: Called (in the writer thread) with each checkpoint's record once on disk.
@@ -109,14 +109,14 @@ class SavePipeline:
     def __init__(
         self,
         store: Store,
-        staging: Path,
+        cache: Path,
         clock: Clock,
         delays: tuple[float, ...],
         on_written: Callable[[CheckpointRecord], None],
         on_committed: Callable[[str], None],
         before_commit: Callable[[], None] = lambda: None,
     ) -> None:
-        self.store, self.staging, self._clock, self._delays = store, staging, clock, delays
+        self.store, self.cache, self._clock, self._delays = store, cache, clock, delays
         self._on_written, self._on_committed = on_written, on_committed
         self._before_commit = before_commit
         self.superseded: RunSupersededError | None = None
@@ -157,14 +157,14 @@ class SavePipeline:
         self._start_threads()
 
     def require(self, name: str | None) -> None:
-        """``name`` (a frozen object in staging or the store) reaches the store before the next
+        """``name`` (a frozen object in cache or the store) reaches the store before the next
         commit: a checkpoint that leaves variables to it is never durable without it."""
         if name is not None:
             with self.cond:
                 self._required.add(name)
 
     def queue_upload(self, name: str) -> None:
-        """Queues a checkpoint already in staging for the store, unless a newer one is queued."""
+        """Queues a checkpoint already in cache for the store, unless a newer one is queued."""
         with self.cond:
             if self._to_upload is None or step_of(self._to_upload) < step_of(name):
                 self._to_upload, self._poked = name, True
@@ -174,7 +174,7 @@ class SavePipeline:
     def wait_staged(self, timeout: float | None = None) -> None:
         with self.cond:
             if not self.cond.wait_for(lambda: not (self._pending or self._writing), timeout):
-                raise TimeoutError(f"Snapshots not yet written to {self.staging} after {timeout} s")
+                raise TimeoutError(f"Snapshots not yet written to {self.cache} after {timeout} s")
 
     def wait(self, timeout: float | None = None) -> None:
         with self.cond:
@@ -195,13 +195,13 @@ class SavePipeline:
             if self._exhausted and self._store_failure:
                 raise StoreError(
                     f"{self._store_failure}. Training goes on; the newest checkpoint waits in "
-                    f"{self.staging} and is retried at the next save or wait()."
+                    f"{self.cache} and is retried at the next save or wait()."
                 )
             if self._write_failure:
                 raise CheckpointError(self._write_failure)
 
     def stop(self, join_timeout: float = 60.0) -> None:
-        """Stops both threads (after ``wait()``: whatever is still queued stays in staging).
+        """Stops both threads (after ``wait()``: whatever is still queued stays in cache).
 
         A thread stuck in the store (a hung mount) cannot be interrupted: it is waited for at
         most ``join_timeout`` seconds, then left to finish or die with the process (daemon).
@@ -244,7 +244,7 @@ class SavePipeline:
         )
 
     def busy(self) -> set[str]:
-        """Names that staging must keep: being written, waiting for the store, being copied."""
+        """Names that cache must keep: being written, waiting for the store, being copied."""
         with self.cond:
             return {n for n in (self._writing, self._to_upload, self._uploading) if n}
 
@@ -282,12 +282,12 @@ class SavePipeline:
             self._written(name, written, failure)
             if written is not None:
                 try:
-                    self.prune_staging()
+                    self.prune_cache()
                 except Exception:
-                    log.exception("Unexpected error pruning %s", self.staging)
+                    log.exception("Unexpected error pruning %s", self.cache)
 
     def _write(self, snapshot: Snapshot) -> tuple[CheckpointRecord | None, str | None]:
-        path = self.staging / snapshot.record.name
+        path = self.cache / snapshot.record.name
         try:
             created = snapshot.record.created
             arrays, state = dict(snapshot.arrays), snapshot.state
@@ -297,7 +297,7 @@ class SavePipeline:
             return replace(snapshot.record, size=path.stat().st_size), None
         except Exception as e:  # noqa: BLE001 -- reported by status/wait, never kills training
             reason = catalog.describe_failure(e)
-            return None, f"Could not write {snapshot.record.name} to {self.staging}: {reason}"
+            return None, f"Could not write {snapshot.record.name} to {self.cache}: {reason}"
 
     def _written(self, name: str, record: CheckpointRecord | None, failure: str | None) -> None:
         with self.cond:
@@ -310,7 +310,7 @@ class SavePipeline:
         if failure is not None:
             log.warning("%s; training continues", failure)
         else:
-            log.debug("Checkpoint %s written to staging (%s bytes)", name, record.size)
+            log.debug("Checkpoint %s written to cache (%s bytes)", name, record.size)
 
     def _mirror_loop(self) -> None:
         failures = 0
@@ -324,7 +324,7 @@ class SavePipeline:
             try:
                 self._before_commit()
                 self._deliver_required()
-                self.store.put(self.staging / name, name)
+                self.store.put(self.cache / name, name)
             except RunSupersededError as e:
                 self._stop_uploads(name, e)
                 continue
@@ -352,7 +352,7 @@ class SavePipeline:
         with self.cond:
             missing = sorted(self._required - self._delivered)
         for name in missing:
-            local = self.staging / name
+            local = self.cache / name
             try:
                 in_store = self.store.stat(name).size
             except FileNotFoundError:
@@ -412,7 +412,7 @@ class SavePipeline:
             what,
             self.store.url,
             newest,
-            self.staging,
+            self.cache,
             fix,
             reason,
         )
@@ -440,15 +440,15 @@ class SavePipeline:
         else:
             log.debug("Checkpoint %s is durable in %s", name, self.store.url)
         with contextlib.suppress(OSError):  # tells a later run that the store had checkpoints
-            (self.staging / IN_STORE_MARKER).write_text(name)
+            (self.cache / IN_STORE_MARKER).write_text(name)
 
-    def prune_staging(self) -> None:
-        """Keeps in staging what is not yet in the store, plus the newest (for a quick resume)."""
+    def prune_cache(self) -> None:
+        """Keeps in cache what is not yet in the store, plus the newest (for a quick resume)."""
         with self.prune_lock:
-            names = catalog.staging_names(self.staging)
+            names = catalog.cache_names(self.cache)
             busy = self.busy()
             newest = max(names, key=step_of, default=None)
             for name in names:
                 if name != newest and name not in busy:
                     with contextlib.suppress(FileNotFoundError):
-                        (self.staging / name).unlink()
+                        (self.cache / name).unlink()

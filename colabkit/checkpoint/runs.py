@@ -9,7 +9,7 @@ never turned into a local folder named after its scheme (``./gdrive:/...`` would
 the VM).
 
 Opening a run for training lives here too: :func:`open_manager` takes the run's lock (one
-trainer per run on a machine; ``CheckpointManager.close()`` releases it), sets aside a staging
+trainer per run on a machine; ``CheckpointManager.close()`` releases it), sets aside a cache
 cache whose run was deleted from the store, and :func:`refuse_if_all_corrupt` stops a run
 whose every checkpoint fails to verify rather than start it over.
 """
@@ -100,42 +100,42 @@ def holds_checkpoints(folder: Path) -> bool:
         return False
 
 
-# -- opening a run for training: the staging folder, its lock, the manager -------------------
+# -- opening a run for training: the cache folder, its lock, the manager -------------------
 
 
-def default_staging(store: Store) -> Path:
+def default_cache(store: Store) -> Path:
     from colabkit import env
 
-    return env.staging_dir_for(store.url, env.detect(session_limit=None))
+    return env.cache_dir_for(store.url, env.detect(session_limit=None))
 
 
-def set_aside_stale_staging(store: Store, staging: Path) -> None:
-    """Keeps checkpoints deleted from the store from coming back out of the staging cache.
+def set_aside_stale_cache(store: Store, cache: Path) -> None:
+    """Keeps checkpoints deleted from the store from coming back out of the checkpoint cache.
 
-    Staging may hold a checkpoint newer than the store (not uploaded yet: the process died
-    first), so it is trusted next to the store. But once this staging folder has delivered a
+    Cache may hold a checkpoint newer than the store (not uploaded yet: the process died
+    first), so it is trusted next to the store. But once this cache folder has delivered a
     checkpoint to the store (the marker says so) and the store now holds none, they were
     deleted there: a run folder removed to start over, ``BackupAndRestore`` cleaning up. What
     is staged belongs to a run that is gone; it is moved aside, not deleted.
     """
-    if not (staging / IN_STORE_MARKER).exists() or store_checkpoints(store):
+    if not (cache / IN_STORE_MARKER).exists() or store_checkpoints(store):
         return
-    if any(staging.glob("*.ckpt")):
-        aside = staging.with_name(f"{staging.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
-        staging.rename(aside)
+    if any(cache.glob("*.ckpt")):
+        aside = cache.with_name(f"{cache.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+        cache.rename(aside)
         log.warning(
-            "No checkpoint in %s any more: not resuming from the copies left in local staging "
+            "No checkpoint in %s any more: not resuming from the copies left in local cache "
             "(moved to %s).",
             store.url,
             aside,
         )
     else:
-        (staging / IN_STORE_MARKER).unlink()
+        (cache / IN_STORE_MARKER).unlink()
 
 
-def forget_staging(staging: Path) -> None:
+def forget_cache(cache: Path) -> None:
     """Drops the local copies of a finished run that is durable in its store."""
-    for copy in [*staging.glob("*.ckpt"), staging / IN_STORE_MARKER]:
+    for copy in [*cache.glob("*.ckpt"), cache / IN_STORE_MARKER]:
         copy.unlink(missing_ok=True)
 
 
@@ -160,34 +160,34 @@ def store_for(run_dir: Any, store: Any) -> Store:
     return run_store(run_dir)
 
 
-def open_manager(store: Store, staging: Path, **options: Any) -> CheckpointManager:
-    """A CheckpointManager on ``staging``, refusing a staging folder another process uses.
+def open_manager(store: Store, cache: Path, **options: Any) -> CheckpointManager:
+    """A CheckpointManager on ``cache``, refusing a cache folder another process uses.
 
     Raises:
-        ColabkitError: the staging folder cannot be created, or another process is training
+        ColabkitError: the cache folder cannot be created, or another process is training
             this run (two writers would overwrite each other's checkpoints).
     """
     try:
-        staging.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise invalid_argument(
-            "staging_dir",
-            str(staging),
-            f"a writable local folder ({e.strerror}); pass staging_dir= or set XDG_CACHE_HOME",
+            "cache_dir",
+            str(cache),
+            f"a writable local folder ({e.strerror}); pass cache_dir= or set XDG_CACHE_HOME",
         ) from None
-    lock = _lock(staging)
-    previous = _OPEN.pop(str(staging), None)
+    lock = _lock(cache)
+    previous = _OPEN.pop(str(cache), None)
     if previous is not None:  # left open by a fit that raised (a notebook cell run again)
         previous.wait_staged()  # its last snapshot: restore() must see it, whole
         previous.sessions.wait_claimed()  # and its claim: ours must come after it
-    set_aside_stale_staging(store, staging)
-    staging.mkdir(parents=True, exist_ok=True)
-    manager = CheckpointManager(store, staging_dir=staging, run_lock=lock, **options)
-    _OPEN[str(staging)] = manager
+    set_aside_stale_cache(store, cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    manager = CheckpointManager(store, cache_dir=cache, run_lock=lock, **options)
+    _OPEN[str(cache)] = manager
     return manager
 
 
-#: The manager open on each staging folder in this process (until its close()).
+#: The manager open on each cache folder in this process (until its close()).
 _OPEN: dict[str, CheckpointManager] = {}
 
 
@@ -197,14 +197,14 @@ _HELD: dict[str, RunLock] = {}
 
 
 class RunLock:
-    """An exclusive lock on a run's staging folder, held while a manager trains the run
+    """An exclusive lock on a run's cache folder, held while a manager trains the run
     (released by the OS if the process dies). ``CheckpointManager.close()`` releases it."""
 
-    def __init__(self, staging: Path, path: str, handle: Any) -> None:
-        self.staging, self.path, self._handle = staging, path, handle
+    def __init__(self, cache: Path, path: str, handle: Any) -> None:
+        self.cache, self.path, self._handle = cache, path, handle
 
     def release(self) -> None:
-        _OPEN.pop(str(self.staging), None)
+        _OPEN.pop(str(self.cache), None)
         if _HELD.get(self.path) is self:
             del _HELD[self.path]
         if self._handle is not None:
@@ -212,15 +212,15 @@ class RunLock:
             self._handle = None
 
 
-def _lock(staging: Path) -> RunLock:
+def _lock(cache: Path) -> RunLock:
     """The run's lock, taken (or this process's own, already held)."""
-    path = str(staging.parent / f".{staging.name}.lock")
+    path = str(cache.parent / f".{cache.name}.lock")
     if path in _HELD:
         return _HELD[path]
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        return RunLock(staging, path, None)
+        return RunLock(cache, path, None)
     handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -229,14 +229,14 @@ def _lock(staging: Path) -> RunLock:
         owner = handle.read().strip() or "another process"
         handle.close()
         raise ColabkitError(
-            f"This run is being trained by {owner} (lock on {staging}). Wait for it to finish "
+            f"This run is being trained by {owner} (lock on {cache}). Wait for it to finish "
             "or stop it; two processes training one run would overwrite each other's checkpoints."
         ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
     handle.flush()
-    _HELD[path] = lock = RunLock(staging, path, handle)
+    _HELD[path] = lock = RunLock(cache, path, handle)
     return lock
 
 

@@ -1,8 +1,8 @@
-"""Room for a run's checkpoints: what the store and the local staging folder need, and have.
+"""Room for a run's checkpoints: what the store and the local cache folder need, and have.
 
 A run keeps ``keep`` checkpoints in its store and uploads one more before the oldest is pruned,
 so the store needs ``(keep + 1)`` checkpoints, plus the frozen weights stored once; the local
-staging folder holds the newest checkpoint while the next one is written: two. On Google Drive
+cache folder holds the newest checkpoint while the next one is written: two. On Google Drive
 the room is the account's quota, shared with Gmail and Photos, which the trash counts toward
 until it is emptied (or 30 days pass). What is short is said in one line, with both figures and
 the fixes; training goes on either way (a full store only stops uploads, see ``pipeline``).
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from colabkit.checkpoint.catalog import staging_names, store_call
+from colabkit.checkpoint.catalog import cache_names, store_call
 from colabkit.checkpoint.format import is_frozen_object, step_of
 from colabkit.checkpoint.policy import KeepAny, KeepBest, KeepLast, KeepPolicy
 from colabkit.duration import format_size
@@ -63,7 +63,7 @@ class Need:
         return ((self.kept or 1) + 1) * self.checkpoint + self.frozen
 
     @property
-    def in_staging(self) -> int:
+    def in_cache(self) -> int:
         return 2 * self.checkpoint + self.frozen
 
     def store_parts(self) -> str:
@@ -106,10 +106,10 @@ def describe(space: Space) -> str:
 def shortfalls(
     need: Need,
     store: Any,
-    staging: Path,
+    cache: Path,
     *,
     held_in_store: int = 0,
-    held_in_staging: int = 0,
+    held_in_cache: int = 0,
 ) -> list[str]:
     """One line for each place that lacks the room ``need`` says (none: both have it).
 
@@ -125,27 +125,27 @@ def shortfalls(
             f"VM's disk while there is no room. To make room: {_fixes(store, space)}."
         )
     try:
-        local = disk_space(staging)
+        local = disk_space(cache)
     except OSError:
         return lines
-    more = need.in_staging - held_in_staging
+    more = need.in_cache - held_in_cache
     if local.free is not None and local.free < more:
         lines.append(
-            f"This VM's disk has {format_size(local.free)} free at {staging}, and the run "
+            f"This VM's disk has {format_size(local.free)} free at {cache}, and the run "
             f"needs {format_size(more)} more there (the newest checkpoint while the next one "
             "is written). Free disk space (datasets copied to /content, old runs in "
-            "~/.cache/colabkit), or pass staging_dir= a folder on a bigger disk."
+            "~/.cache/colabkit), or pass cache_dir= a folder on a bigger disk."
         )
     return lines
 
 
 def check_run(
-    store: Any, staging: Path, checkpoint_bytes: int, frozen_bytes: int | None, kept: int | None
+    store: Any, cache: Path, checkpoint_bytes: int, frozen_bytes: int | None, kept: int | None
 ) -> list[str]:
     """``shortfalls`` for a run whose checkpoints are ``checkpoint_bytes`` each, counting what
-    of the run the store and ``staging`` hold already; ``frozen_bytes`` None: the frozen
-    objects in ``staging``."""
-    frozen = [staging / n for n in os.listdir(staging) if is_frozen_object(n)]
+    of the run the store and ``cache`` hold already; ``frozen_bytes`` None: the frozen
+    objects in ``cache``."""
+    frozen = [cache / n for n in os.listdir(cache) if is_frozen_object(n)]
     need = Need(
         checkpoint=checkpoint_bytes,
         frozen=sum(p.stat().st_size for p in frozen) if frozen_bytes is None else frozen_bytes,
@@ -159,13 +159,13 @@ def check_run(
         ]
     except OSError:
         held = []
-    in_staging = [staging / n for n in staging_names(staging)] + frozen
+    in_cache = [cache / n for n in cache_names(cache)] + frozen
     return shortfalls(
         need,
         store,
-        staging,
+        cache,
         held_in_store=sum(held),
-        held_in_staging=sum(p.stat().st_size for p in in_staging if p.exists()),
+        held_in_cache=sum(p.stat().st_size for p in in_cache if p.exists()),
     )
 
 

@@ -24,8 +24,8 @@ from colabkit.checkpoint import (
     SESSIONS_PREFIX,
     CheckpointManager,
     RunState,
-    default_staging,
-    forget_staging,
+    default_cache,
+    forget_cache,
     is_colabkit_file,
     open_manager,
     refuse_if_all_corrupt,
@@ -39,6 +39,7 @@ from colabkit.training.deadline import FINAL_WORDS_S, SessionDeadline
 from colabkit.training.frozen import FrozenVariables
 from colabkit.training.loop import frozen_variables
 from colabkit.training.progbar import say
+from colabkit.validate import renamed
 
 __all__ = ["FINAL_WORDS_S", "BackupAndRestore", "Checkpoint", "SessionDeadline"]
 
@@ -59,7 +60,9 @@ class Checkpoint(keras.callbacks.Callback):
         save_every: ``"epoch"``, ``"500steps"``, ``"10m"`` or a combination.
         keep: How many checkpoints to keep.
         store: A Store to use instead of ``directory``.
-        staging_dir: Fast local folder for snapshots.
+        cache_dir: The run's checkpoint cache: a fast local folder where checkpoints are
+            written before they reach the store (default: as ``colabkit.fit``'s).
+        staging_dir: Deprecated: the old name of ``cache_dir``.
         clock: Injected clock (tests).
     """
 
@@ -70,10 +73,12 @@ class Checkpoint(keras.callbacks.Callback):
         save_every: Any = "epoch",
         keep: Any = 3,
         store: Store | None = None,
-        staging_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
         clock: Clock | None = None,
+        staging_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        cache_dir = renamed("staging_dir", "cache_dir", staging_dir, cache_dir)
         from colabkit.checkpoint import parse_keep, parse_save_every
 
         if store is None and directory is None:
@@ -81,7 +86,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.save_policy = parse_save_every(save_every)
         self.keep_policy = parse_keep(keep)
         self.store = store if store is not None else run_store(directory, argname="directory")
-        self.staging_dir = staging_dir
+        self.cache_dir = cache_dir
         self.clock = clock or SYSTEM_CLOCK
         self.manager: CheckpointManager | None = None
         self.frozen: FrozenVariables | None = None
@@ -93,11 +98,11 @@ class Checkpoint(keras.callbacks.Callback):
 
     def _open(self) -> CheckpointManager:
         if self.manager is None:
-            staging = Path(self.staging_dir) if self.staging_dir else None
-            staging = staging or default_staging(self.store)
+            cache = Path(self.cache_dir) if self.cache_dir else None
+            cache = cache or default_cache(self.store)
             self.manager = open_manager(
                 self.store,
-                staging,
+                cache,
                 save_policy=self.save_policy,
                 keep_policy=self.keep_policy,
                 clock=self.clock,
@@ -276,14 +281,14 @@ class BackupAndRestore(Checkpoint):
             super().on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs: Any = None) -> None:
-        staging = self.manager.staging if self.manager is not None else None
+        cache = self.manager.cache if self.manager is not None else None
         super().on_train_end(logs)
         if self.delete_checkpoint and not self.interrupted:
             for info in self.store.list():
                 if is_colabkit_file(info.name) or info.name.startswith(SESSIONS_PREFIX):
                     self.store.delete(info.name)  # its own files only: a file of yours stays
-            if staging is not None:  # the local copies go too, or they would come back
-                forget_staging(staging)
+            if cache is not None:  # the local copies go too, or they would come back
+                forget_cache(cache)
             self._remove_empty_folders()
 
     def _remove_empty_folders(self) -> None:

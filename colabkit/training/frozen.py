@@ -72,16 +72,16 @@ class FrozenVariables:
     """Which model variables a trainer's checkpoints leave to the run's frozen object.
 
     Args:
-        staging: Local folder where a new frozen object is written before it is uploaded (the
+        cache: Local folder where a new frozen object is written before it is uploaded (the
             checkpoint pipeline uploads it before the first checkpoint that names it).
         open_object: Fetches a frozen object named by a checkpoint (only when a variable of
             the rebuilt model differs from it).
     """
 
     def __init__(
-        self, staging: Path, open_object: OpenObject, has_object: Callable[[str], bool]
+        self, cache: Path, open_object: OpenObject, has_object: Callable[[str], bool]
     ) -> None:
-        self._staging = Path(staging)
+        self._cache = Path(cache)
         self._open, self._has = open_object, has_object
         self.name: str | None = None
         self._candidates: dict[str, _Candidate] = {}
@@ -156,17 +156,17 @@ class FrozenVariables:
     def _write_object(self, variables: Sequence[Any], chosen: list[int]) -> None:
         if not chosen:
             return
-        self._staging.mkdir(parents=True, exist_ok=True)
-        pending = self._staging / "frozen-pending.ckpt"
+        self._cache.mkdir(parents=True, exist_ok=True)
+        pending = self._cache / "frozen-pending.ckpt"
         pairs = ((_key(i), host_copy(variables[i])) for i in chosen)
         digests = write_checkpoint(pending, pairs, {"kind": "frozen"})
         self.name = frozen_object_name(digests)
-        os.replace(pending, self._staging / self.name)
+        os.replace(pending, self._cache / self.name)
         for i in chosen:
             digest = digests[_key(i)]
             baseline = _baseline(variables[i], digest)
             self._candidates[_key(i)] = _Candidate(i, variables[i].path, digest, baseline)
-        size = (self._staging / self.name).stat().st_size
+        size = (self._cache / self.name).stat().st_size
         log.info(
             "Stored %d frozen variables (%.1f MB) once in %s; checkpoints leave them out while "
             "they stay unchanged",

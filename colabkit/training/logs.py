@@ -2,7 +2,7 @@
 
 Inside ``colabkit.fit`` each ``keras.callbacks.TensorBoard`` and ``keras.callbacks.CSVLogger``
 whose destination is a local path (a folder on the Drive mount included) writes to this VM's
-staging folder instead; colabkit copies what they wrote to the destination before each
+cache folder instead; colabkit copies what they wrote to the destination before each
 checkpoint is committed (in the background, like the checkpoint itself) and at the end. So:
 
 - a Drive hiccup never raises into training (errno 107 from a TensorBoard writer on Drive

@@ -223,7 +223,7 @@ class ResumableLoop(keras.callbacks.Callback):
 def frozen_variables(manager: CheckpointManager) -> FrozenVariables:
     """The run's frozen variables, stored once beside its checkpoints (see ``frozen.py``)."""
     objects = manager.verifier
-    return FrozenVariables(manager.staging, objects.frozen_object, objects.has)
+    return FrozenVariables(manager.cache, objects.frozen_object, objects.has)
 
 
 def restore_model(

@@ -21,8 +21,8 @@ from colabkit.checkpoint import (
     CheckpointContents,
     CheckpointManager,
     RunState,
-    default_staging,
-    forget_staging,
+    default_cache,
+    forget_cache,
     open_manager,
     parse_keep,
     parse_save_every,
@@ -49,7 +49,7 @@ from colabkit.training.loop import (
     run_progress,
 )
 from colabkit.training.progbar import RunProgbar, announce_start, say
-from colabkit.validate import flag, optional, positive_int
+from colabkit.validate import flag, optional, positive_int, renamed
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,12 @@ def fit(
     session_limit: str | float | bool | None = None,
     verbose: Any = "auto",
     fresh: bool = False,
-    staging_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     strategy: Any = None,
     notify: str | None = None,
     release_runtime: bool = False,
     clock: Clock | None = None,
+    staging_dir: str | Path | None = None,
 ) -> RunHistory:
     """Trains ``model`` like ``model.fit``, checkpointing so that a re-run resumes exactly.
 
@@ -114,7 +115,10 @@ def fit(
         fresh: Archive existing checkpoints (never deleted) and start over.
         strategy: A ``tf.distribute`` strategy (or a ``keras.distribution`` on JAX) whose scope
             the model was built in; see ``colabkit.distribute``. Only the chief writes.
-        staging_dir: Fast local folder for snapshots (default: a per-run cache folder).
+        cache_dir: The run's checkpoint cache: a fast local folder where checkpoints are
+            written before they reach the store (default: a per-run folder under
+            ``/content/colabkit-cache`` in Colab, ``~/.cache/colabkit`` elsewhere).
+        staging_dir: Deprecated: the old name of ``cache_dir``.
         notify: A webhook URL (a secret: never logged): one POST when the run finishes, stops
             (session limit, signal) or fails, once its checkpoint is durable or known not to
             be; see ``colabkit.ending``. A failed notification is a warning, never an error.
@@ -137,6 +141,7 @@ def fit(
             size, dataset size or seed (nothing is overwritten).
     """
     clock = clock or SYSTEM_CLOCK
+    cache_dir = renamed("staging_dir", "cache_dir", staging_dir, cache_dir)
     inputs.check_arguments(model, fresh=fresh, callbacks=callbacks)
     notify = ending.check_notify(notify)
     flag("release_runtime", release_runtime)
@@ -153,13 +158,13 @@ def fit(
     train, validation = inputs.prepare_data(x, y, sample_weight, validation_split, validation_data)
     epochs_of_dataset = inputs.dataset_epochs(train, steps_per_epoch)
     checkpoints = store_for(run_dir, store)
-    staging = Path(staging_dir) if staging_dir else default_staging(checkpoints)
-    if not chief:  # a worker on the chief's machine must not share (or lock) its staging
-        staging = staging.with_name(staging.name + distribute.worker_tag(strategy))
+    cache = Path(cache_dir) if cache_dir else default_cache(checkpoints)
+    if not chief:  # a worker on the chief's machine must not share (or lock) its cache
+        cache = cache.with_name(cache.name + distribute.worker_tag(strategy))
     # The user's TensorBoard and CSVLogger write to local disk; copied before each commit.
-    logs = RunLogs(callbacks if chief else (), staging / ".logs", run=checkpoints.url)
+    logs = RunLogs(callbacks if chief else (), cache / ".logs", run=checkpoints.url)
     manager = open_manager(
-        checkpoints, staging, save_policy=save_policy, keep_policy=keep_policy, clock=clock,
+        checkpoints, cache, save_policy=save_policy, keep_policy=keep_policy, clock=clock,
         before_commit=logs.copy, runtime=training_state.describe_runtime,
     )  # fmt: skip
     history: RunHistory | None = None
@@ -201,7 +206,7 @@ def fit(
         finished = history is not None and history.completed and history.durable
         # Stopped at the session limit before the store took the checkpoint: no more waiting.
         gave_up = history is not None and history.stop_reason == "deadline" and not history.durable
-        closed = _close(manager, drop_staging=finished, timeout=0.0 if gave_up else None)
+        closed = _close(manager, drop_cache=finished, timeout=0.0 if gave_up else None)
         if chief and training:
             ending.end_of_run(history, failure, closed, progress, epochs, checkpoints.url,
                               notify_url=notify, release=release_runtime, deadline=deadline,
@@ -212,12 +217,12 @@ def fit(
             runner.stops.reraise()
 
 
-def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | None) -> bool:
+def _close(manager: CheckpointManager, *, drop_cache: bool, timeout: float | None) -> bool:
     """Stops the background threads and releases the run.
 
     A store failure was already reported by ``_wait_durable`` (or an exception is on its way
     out): it must not replace the result or the exception. Once a finished run is durable in
-    the store, its local copies go: the staging cache would otherwise keep a full checkpoint
+    the store, its local copies go: the checkpoint cache would otherwise keep a full checkpoint
     of every run forever. Returns whether everything saved reached the store.
     """
     durable = True
@@ -225,9 +230,9 @@ def _close(manager: CheckpointManager, *, drop_staging: bool, timeout: float | N
         manager.close(timeout)
     except (OSError, CheckpointError, RunSupersededError) as e:
         log.debug("Checkpoint manager closed with a failure: %s", e)
-        drop_staging = durable = False
-    if drop_staging:
-        forget_staging(manager.staging)
+        drop_cache = durable = False
+    if drop_cache:
+        forget_cache(manager.cache)
     return durable
 
 
@@ -463,9 +468,9 @@ class _Runner:
             self.manager.wait(timeout)
         except (OSError, CheckpointError) as e:
             log.error(
-                "The newest checkpoint is only in local staging (%s), not in %s: %s. "
+                "The newest checkpoint is only in local cache (%s), not in %s: %s. "
                 "Fix the store and re-run the same call to upload it.",
-                self.manager.staging,
+                self.manager.cache,
                 self.manager.store.url,
                 e,
             )

@@ -250,7 +250,7 @@ def check_store(store: object) -> None:
     except ConfigError as e:
         # a bucket's own reason (its driver not installed) says more than the list of URLs
         bucket = fsspec_store.handles(parts.scheme) and (parts.netloc + parts.path).strip("/")
-        reason = getattr(e, "expected", None) if bucket else None
+        reason = e.expected if bucket else None
         raise invalid_argument("store", store, reason or expected) from None
 
 
@@ -364,7 +364,7 @@ def train(config: MnistConfig, *, origin: str = MNIST_URL) -> MnistResult:
         strategy=strategy,
         notify=config.notify,
     )
-    if not getattr(history, "completed", True):  # stopped before the end: no outputs yet
+    if not history.completed:  # stopped before the end: no outputs yet
         if config.release_runtime and history.stop_reason == "deadline":
             ending.release_runtime(durable=history.durable)
         raise TrainingStopped(
@@ -463,7 +463,7 @@ def save_outputs(
         test_loss=float(test_loss),
         test_accuracy=float(test_accuracy),
         epochs_done=len(next(iter(metrics.values()), [])),
-        resumes=tuple(dict(r) for r in getattr(history, "resumes", [])),
+        resumes=tuple(dict(r) for r in history.resumes),
         outputs_dir=Path(run_dir).expanduser() / "outputs",
         source=data.source,
     )

@@ -58,6 +58,9 @@ def test_what_model_fit_iterates_runs_without_autotuning(tmp_path, inputs, kwarg
     colabkit.fit(model, *inputs, run_dir=tmp_path / "run", epochs=2, verbose=0, **kwargs)
     assert model.given, "colabkit.fit did not call model.fit"
     for given in model.given:
+        if isinstance(given, keras.utils.PyDataset):  # arrays off TensorFlow: no tf.data
+            assert keras.backend.backend() != "tensorflow" and inputs[0] is X
+            continue
         assert isinstance(given, tf.data.Dataset)
         assert given.options().autotune.enabled is False
 

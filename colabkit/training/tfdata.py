@@ -254,6 +254,10 @@ class DatasetEpochs(ResumableBatches):
         options = tf.data.Options()
         # Fused, shuffle().repeat() could draw the passes' orders otherwise than separate passes.
         options.experimental_optimization.shuffle_and_repeat_fusion = False
+        # A prefetch TensorFlow injects after repeat() reads past the last batch of a pass, and
+        # so starts the next pass, whose order it draws, unread and uncounted: a later fit
+        # call on this object would skip an order. colabkit's reader prefetches instead.
+        options.experimental_optimization.inject_prefetch = False
         self._stream = iter(repeated.with_options(options))
         if not self.pass_per_epoch:
             for _ in range(epoch * self.steps_per_epoch):  # read again, not trained

@@ -275,14 +275,14 @@ def _from_state(url: str, info: Any, state: dict) -> RunStatus:
     epochs = int(epochs) if isinstance(epochs, int) else None
     history = state.get("history") or {}
     train_seconds = float(state.get("train_seconds") or 0.0)
+    finished = bool(state.get("finished"))
     plan = None
     if steps:
         pace = train_seconds / step if step > 0 and train_seconds > 0 else None
         plan = Forecast(
             step, steps, epochs, seconds_per_step=pace, measured="the sessions so far",
-            limits_known=False,
+            limits_known=False, ended=finished,
         )  # fmt: skip
-    finished = bool(state.get("finished"))
     return RunStatus(
         run=url,
         state="finished" if finished else "in progress",

@@ -12,7 +12,7 @@ import logging
 
 import pytest
 from test_fit import RaiseAt, fit, make_model
-from two_vms import AtStep, FirstVm, checkpoints, takeover
+from two_vms import AtStep, FirstVm, checkpoints, stray_after_takeover, takeover
 
 import colabkit
 from colabkit.checkpoint import checkpoint_name
@@ -53,21 +53,8 @@ def test_a_stray_checkpoint_neither_counts_in_keep_nor_is_resumed_from_and_goes_
     took over from 4 and committed 6. A third session (keep=2) resumes from the run's own 6,
     not the stray 8; at its next commit (12) it keeps the run's two newest (6 and 12), the stray
     8 neither counting among them nor staying."""
-    run = tmp_path / "run"
+    run = stray_after_takeover(tmp_path)
     store = LocalStore(run / "checkpoints")
-    first = FirstVm(store, hold=checkpoint_name(4), lagging=True)
-
-    def second_vm():
-        with pytest.raises(RuntimeError, match="interrupted"):
-            fit(make_model(), run, staging_dir=tmp_path / "vm2", keep=2,
-                callbacks=[RaiseAt(1, 1)])  # fmt: skip
-
-    with pytest.raises(RuntimeError, match="interrupted"):
-        fit(make_model(), None, store=first, staging_dir=tmp_path / "vm1", save_every="4steps",
-            keep=2, callbacks=[AtStep(5, lambda: takeover(first, second_vm)),
-                               RaiseAt(1, 3)])  # fmt: skip
-    assert checkpoints(store) == [4, 6, 8]  # 4 resumed from, the new VM's 6, the stray 8
-
     with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="interrupted"):
         fit(make_model(), run, staging_dir=tmp_path / "vm3", keep=2,
             callbacks=[RaiseAt(2, 0)])  # fmt: skip

@@ -11,11 +11,14 @@ mount's delays: the first VM never sees the second one's claim, so it commits on
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import keras
-from test_fit import BATCH, N
+import pytest
+from test_fit import BATCH, N, RaiseAt, fit, make_model
 
-from colabkit.checkpoint import step_of
+from colabkit.checkpoint import checkpoint_name, step_of
+from colabkit.storage import LocalStore
 from colabkit.storage.faults import FaultyStore
 
 STEPS = N // BATCH  # steps an epoch in test_fit's runs
@@ -84,3 +87,28 @@ def takeover(first: FirstVm, second) -> None:
 def checkpoints(store) -> list[int]:
     """The steps of the checkpoints in ``store``."""
     return sorted(step_of(i.name) for i in store.list() if step_of(i.name) is not None)
+
+
+def stray_after_takeover(tmp_path: Path) -> Path:
+    """A run whose superseded VM committed a checkpoint after the takeover; returns its run
+    directory.
+
+    The first VM (``vm1``, saving every 4 steps, keep=2) commits step 4; a second VM (``vm2``,
+    saving at epoch ends) resumes from it, claims the run, commits step 6 and is stopped after
+    step 8. The first VM never sees that claim (Drive's delays), commits step 8 (the stray
+    checkpoint, newer by step than anything of the run's own) and is stopped after step 10.
+    """
+    run = tmp_path / "run"
+    first = FirstVm(LocalStore(run / "checkpoints"), hold=checkpoint_name(4), lagging=True)
+
+    def second_vm():
+        with pytest.raises(RuntimeError, match="interrupted"):
+            fit(make_model(), run, staging_dir=tmp_path / "vm2", keep=2,
+                callbacks=[RaiseAt(1, 1)])  # fmt: skip
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(make_model(), None, store=first, staging_dir=tmp_path / "vm1", save_every="4steps",
+            keep=2, callbacks=[AtStep(5, lambda: takeover(first, second_vm)),
+                               RaiseAt(1, 3)])  # fmt: skip
+    assert checkpoints(first) == [4, 6, 8]  # 4 resumed from, the new VM's 6, the stray 8
+    return run

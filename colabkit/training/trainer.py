@@ -187,6 +187,9 @@ def fit(
         )
         progress = run_setup.run_progress(restored, config, data.steps_per_epoch, clock)
         if _already_done(progress, epochs):
+            if chief:  # the final checkpoint may be one a killed session staged here: its logs too
+                logs = RunLogs(callbacks, staging / ".logs", run=manager.store.url)
+                logs.recover(restored.state.get("session"))
             history = _return_finished(model, data, restored, progress, epochs, verbose, manager)
             return history
         if deterministic:
@@ -301,12 +304,14 @@ class _Runner:
             self.callbacks if self.chief else (),
             self.manager.staging / ".logs",
             run=self.manager.store.url,
+            session=self.manager.sessions.id,
         )
         progress = self.progress
         self.logs.begin(
             global_step=progress.global_step,
             epoch=progress.epoch,
             resumed=self.restored is not None,
+            continues=self.restored.state.get("session") if self.restored is not None else None,
         )
         self.manager.before_commit.append(self.logs.copy)
         try:

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import keras
 import pytest
-from test_ending import SECRET, Webhook, everything_said, train
+from test_ending import SECRET, everything_said, train
+from test_ending import webhook as webhook  # the fixture
 
 from colabkit.clock import FakeClock
 from colabkit.storage import LocalStore
 from colabkit.storage.faults import ENOTCONN, FaultyStore
 from colabkit.training.deadline import SessionDeadline
-
-
-@pytest.fixture
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.hold.set()
-    hook.server.shutdown()
 
 
 @pytest.fixture

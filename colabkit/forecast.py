@@ -33,6 +33,8 @@ class Forecast:
         limits_known: False where the plan is made away from the session that trains (e.g.
             ``colabkit status``): its session limit is not known there, so ``more_sessions`` and
             ``finish`` are None, never "0" and a date in 1970.
+        ended: The run has ended (a callback such as EarlyStopping may end it before
+            ``epochs``): nothing is left to train.
     """
 
     global_step: int
@@ -44,6 +46,7 @@ class Forecast:
     session_length: float | None = None
     now: float = 0.0
     limits_known: bool = True
+    ended: bool = False
 
     @property
     def epoch(self) -> int:
@@ -57,6 +60,8 @@ class Forecast:
 
     @property
     def steps_left(self) -> int | None:
+        if self.ended:
+            return 0
         if self.epochs is None:
             return None
         return max(0, self.epochs * self.steps_per_epoch - self.global_step)

@@ -278,7 +278,7 @@ def _from_state(url: str, info: Any, state: dict) -> RunStatus:
         pace = seconds / step if step > 0 and seconds > 0 else None
         plan = Forecast(
             step, steps, run.total_epochs, seconds_per_step=pace, measured="the sessions so far",
-            limits_known=False,
+            limits_known=False, ended=run.finished,
         )  # fmt: skip
     return RunStatus(
         run=url,

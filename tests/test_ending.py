@@ -27,10 +27,12 @@ SECRET = "T000/B000/XXXXsecretXXXX"  # a webhook's token, in its path as Slack's
 
 
 class Webhook:
-    """A chat webhook on loopback: records each POST's JSON; ``hold`` keeps it from answering."""
+    """A chat webhook on loopback: records each POST's JSON and answers ``status`` (200; 204
+    without a body, as Discord's do); ``hold`` keeps it from answering."""
 
     def __init__(self) -> None:
         self.received: list[dict] = []
+        self.status = 200
         self.hold = threading.Event()
         self.hold.set()
         hook = self
@@ -40,11 +42,12 @@ class Webhook:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.received.append(json.loads(body))
                 hook.hold.wait(30)
+                answer = b"" if hook.status == 204 else b"ok"
                 try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", "2")
+                    self.send_response(hook.status)
+                    self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(answer)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (the slow-server test)
 

@@ -64,3 +64,27 @@ def test_the_command_line_names_its_option_from_the_error_fields(capsys, tmp_pat
     assert main(["train", "mnist", "--run-dir", str(tmp_path), "--batch-size", "-5"]) == 1
     err = capsys.readouterr().err
     assert err == "Error: Invalid value for --batch-size. Received: -5. Expected an integer >= 1.\n"
+
+
+def test_the_renamed_staging_dir_still_works_for_a_release_with_a_warning(tmp_path):
+    """colabkit 0.2's ``staging_dir`` is ``cache_dir`` now: old notebooks keep running."""
+    import keras
+
+    from colabkit.checkpoint import CheckpointManager
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    x = np.zeros((4, 2), "float32")
+    with pytest.warns(DeprecationWarning, match="`staging_dir` is now called `cache_dir`"):
+        colabkit.fit(
+            model, x, x[:, :1], run_dir=tmp_path / "run", epochs=1, verbose=0,
+            staging_dir=tmp_path / "old-name", session_limit=False,
+        )  # fmt: skip
+    assert any((tmp_path / "old-name").iterdir())  # the folder it names is the one used
+    with pytest.raises(ConfigError, match="staging_dir"):  # both names: refused, not guessed
+        CheckpointManager(tmp_path / "s", cache_dir=tmp_path / "a", staging_dir=tmp_path / "b")
+    with pytest.warns(DeprecationWarning):
+        manager = CheckpointManager(tmp_path / "s", staging_dir=tmp_path / "b")
+    with pytest.warns(DeprecationWarning):
+        assert manager.staging == manager.cache == tmp_path / "b"
+    manager.close()

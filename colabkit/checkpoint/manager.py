@@ -251,6 +251,14 @@ class CheckpointManager:
             return self._pipeline.status()
 
     @property
+    def upload_pending(self) -> str | None:
+        """Why the checkpoints committed to the Drive mount are not confirmed on Drive (Drive's
+        client uploads them in the background), or None where commits are durable."""
+        if not getattr(self.store, "upload_pending", False):
+            return None
+        return str(self.store.unconfirmed_because)
+
+    @property
     def last_committed(self) -> str | None:
         """The newest checkpoint this manager made durable in the store (None: none yet)."""
         with self._pipeline.cond:

@@ -433,9 +433,10 @@ class SavePipeline:
         if getattr(self.store, "upload_pending", False):
             log.debug(
                 "Checkpoint %s is on the Drive mount (%s); Drive uploads it in the background "
-                "(not confirmed: no Drive API sign-in)",
+                "(not confirmed: %s)",
                 name,
                 self.store.url,
+                self.store.unconfirmed_because,
             )
         else:
             log.debug("Checkpoint %s is durable in %s", name, self.store.url)

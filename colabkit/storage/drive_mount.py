@@ -73,6 +73,7 @@ class DriveMountStore(LocalStore):
         self._emptied: list[tuple[Path, float]] = []  # pruned, emptied, to delete later
         self._warned_trash = False
         self._told_unconfirmed = False
+        self._api_failure: str | None = None  # why confirming stopped, if the API failed
 
     @property
     def signed_in(self) -> bool:
@@ -177,6 +178,13 @@ class DriveMountStore(LocalStore):
     def upload_pending(self) -> bool:
         """True when a committed put only means "in this VM's Drive cache"."""
         return self.confirms is False
+
+    @property
+    def unconfirmed_because(self) -> str:
+        """Why puts are not confirmed on Drive (where ``upload_pending``), in a few words."""
+        if self._api_failure is not None:
+            return f"the Drive API failed while confirming ({self._api_failure})"
+        return "no Drive API sign-in"
 
     def put(self, local_path: str | os.PathLike[str], name: str) -> ObjectInfo:
         self._check_mounted()
@@ -289,6 +297,7 @@ class DriveMountStore(LocalStore):
 
     def _stop_confirming(self, error: Exception) -> None:
         self.confirms = False
+        self._api_failure = str(error)
         self._told_unconfirmed = True  # said just below, with the reason
         log.warning(
             "Cannot confirm uploads through the Drive API (%s): checkpoints in %s now count "

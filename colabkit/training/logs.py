@@ -12,9 +12,10 @@ checkpoint is committed (in the background, like the checkpoint itself) and at t
   log folder they share;
 - the destination holds at least everything up to the newest committed checkpoint, and a
   resume on the same VM (which may continue from a checkpoint its killed predecessor staged but
-  never committed) first copies what that session left locally: a resume leaves no gap. What a
-  killed session logged past the checkpoint resumed from is removed from the destination, so
-  nothing is logged twice;
+  never committed, the run's final one included) first copies what that session left locally:
+  a resume leaves no gap. Only when it continues that session's own checkpoint: what a session
+  that another VM took over left here is never copied. What a killed session logged past the
+  checkpoint resumed from is removed from the destination, so nothing is logged twice;
 - TensorBoard's batch counter continues from the checkpoint's step (Keras resets it to 0 in
   ``on_train_begin``), epochs keep their numbers, and a ``CSVLogger`` keeps the rows of earlier
   sessions (Keras opens it with "w" unless ``append=True``) with each epoch once.
@@ -76,12 +77,22 @@ class RunLogs:
     def __bool__(self) -> bool:
         return bool(self.tensorboards or self.csv_loggers)
 
-    def begin(self, *, global_step: int, epoch: int, resumed: bool) -> None:
+    def begin(
+        self,
+        *,
+        global_step: int,
+        epoch: int,
+        resumed: bool,
+        session: str | None = None,
+        continues: str | None = None,
+    ) -> None:
         """Before the callbacks see the model: trim what a killed session logged past the
-        checkpoint (``global_step``, ``epoch`` complete epochs) and point the writers here."""
+        checkpoint (``global_step``, ``epoch`` complete epochs; ``continues``: the session
+        that wrote it) and point the writers here. ``session``: this session's id (its
+        checkpoints carry it), so that the local folder says whose files it holds."""
         if not self:
             return
-        self._recover()
+        self._recover(continues)
         shutil.rmtree(self.local, ignore_errors=True)
         self.local.mkdir(parents=True, exist_ok=True)
         for i, callback in enumerate(self.tensorboards):
@@ -104,8 +115,15 @@ class RunLogs:
                 self._redirect(callback, "append", True)
             self._redirect(callback, "filename", str(here))
             self._copies.append((here, destination))
-        manifest = {str(here.relative_to(self.local)): str(dest) for here, dest in self._copies}
+        destinations = {str(here.relative_to(self.local)): str(d) for here, d in self._copies}
+        manifest = {"session": session, "destinations": destinations}
         (self.local / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    def recover(self, continues: str | None) -> None:
+        """A run that had finished: its final checkpoint may be one a session killed on this
+        VM staged (``continues`` wrote it) before its logs were copied; they are copied now."""
+        if self:
+            self._recover(continues)
 
     def continue_steps(self, global_step: int) -> None:
         """After the callbacks' ``on_train_begin``: TensorBoard counts on from the checkpoint."""
@@ -158,14 +176,22 @@ class RunLogs:
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _recover(self) -> None:
+    def _recover(self, continues: str | None) -> None:
         """Copies what a session killed on this VM logged after its last copy: a checkpoint it
-        staged but never committed is resumed from, and its steps must be in the logs."""
+        staged but never committed is resumed from, and its steps must be in the logs. Not when
+        the run continues from another session's checkpoint (this VM's session was taken over):
+        its files would bring back what the run replaced."""
         try:
             manifest = json.loads((self.local / MANIFEST).read_text())
         except (OSError, ValueError):
             return
-        for name, destination in manifest.items():
+        destinations = manifest.get("destinations", manifest)  # older: the mapping alone
+        if "destinations" in manifest and manifest.get("session") != continues:
+            log.debug(
+                "Not copying the logs in %s: another session's checkpoint is resumed.", self.local
+            )
+            return
+        for name, destination in destinations.items():
             try:
                 self._copy_tree(self.local / name, Path(destination))
             except OSError as e:

@@ -188,6 +188,8 @@ def fit(
         )
         progress = run_progress(restored, config, data.steps_per_epoch)
         if _already_done(progress, epochs):
+            # The final checkpoint may be one a killed session staged here: its logs too.
+            logs.recover(progress.session)
             history = _return_finished(model, data, restored, progress, epochs, verbose, manager)
             return history
         if deterministic:
@@ -312,6 +314,8 @@ class _Runner:
             global_step=progress.global_step,
             epoch=progress.epoch,
             resumed=self.restored is not None,
+            session=self.manager.sessions.id,
+            continues=progress.session if self.restored is not None else None,
         )
         try:
             return self._run(epochs=epochs, verbose=verbose, deadline=deadline)
@@ -374,10 +378,16 @@ class _Runner:
         if durable and self.chief:
             last = self.manager.last_committed
             saved = f"its last checkpoint ({last})" if last else "its checkpoints"
+            pending = self.manager.upload_pending
+            where = (
+                f"is on the Drive mount ({self.manager.store.url}), upload pending: Drive "
+                f"uploads it in the background (not confirmed: {pending})"
+                if pending
+                else f"is durable in {self.manager.store.url}"
+            )
             say(
                 f"run finished at epoch {progress.epoch}/{epochs}"
-                f"{f' ({progress.stop_reason})' if progress.stop_reason else ''}; {saved} is "
-                f"durable in {self.manager.store.url}.",
+                f"{f' ({progress.stop_reason})' if progress.stop_reason else ''}; {saved} {where}.",
                 verbose,
             )
         return history

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Literal
 from colabkit.clock import SYSTEM_CLOCK, Clock
 from colabkit.duration import parse_duration
 from colabkit.errors import invalid_argument
+from colabkit.validate import renamed_attribute
 
 Kind = Literal["colab", "kaggle", "local"]
 
@@ -156,16 +156,7 @@ class Environment:
     durable_root: Path
     cache_root: Path
 
-    @property
-    def staging_root(self) -> Path:
-        """Deprecated: the old name of ``cache_root`` (stops working in colabkit 0.4)."""
-        warnings.warn(
-            "`staging_root` is now called `cache_root`; `staging_root` stops working in "
-            "colabkit 0.4.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.cache_root
+    staging_root = renamed_attribute("staging_root", "cache_root")
 
     @property
     def deadline(self) -> float | None:

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from colabkit.gpu import require_gpu as _require_gpu
 from colabkit.staging import data_finding
 from colabkit.storage.local import LocalStore
 from colabkit.summary import render_html, render_text, summary_rows
+from colabkit.validate import renamed_attribute
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +65,7 @@ class Session:
     drive: MountResult | None
     data: tuple[str, ...] = ()
 
-    @property
-    def staging_dir(self) -> Path:
-        """Deprecated: the old name of ``cache_dir`` (stops working in colabkit 0.4)."""
-        warnings.warn(
-            "`staging_dir` is now called `cache_dir`; `staging_dir` stops working in colabkit 0.4.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.cache_dir
+    staging_dir = renamed_attribute("staging_dir", "cache_dir")
 
     @property
     def findings(self) -> tuple[Finding, ...]:

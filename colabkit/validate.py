@@ -29,6 +29,7 @@ __all__ = [
     "optional",
     "positive_int",
     "renamed",
+    "renamed_attribute",
 ]
 
 T = TypeVar("T")
@@ -103,9 +104,23 @@ def renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
         return new_value
     if new_value is not None:
         raise invalid_argument(old, old_value, f"None: it is the old name of `{new}`, given too")
+    _warn_renamed(old, new, stacklevel=4)  # the line that called fit(staging_dir=...)
+    return old_value
+
+
+def renamed_attribute(old: str, new: str) -> property:
+    """A read-only attribute ``old`` that warns and reads ``new`` (renamed in 0.3)."""
+
+    def read(self: Any) -> Any:
+        _warn_renamed(old, new, stacklevel=3)  # the line that reads it
+        return getattr(self, new)
+
+    return property(read, doc=f"Deprecated: the old name of ``{new}`` (gone in colabkit 0.4).")
+
+
+def _warn_renamed(old: str, new: str, *, stacklevel: int) -> None:
     warnings.warn(
         f"`{old}` is now called `{new}`; `{old}` stops working in colabkit 0.4.",
         DeprecationWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
-    return old_value

@@ -22,7 +22,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from colabkit.errors import (
 )
 from colabkit.storage import open_store
 from colabkit.storage.base import Store
-from colabkit.validate import renamed
+from colabkit.validate import renamed, renamed_attribute
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +126,7 @@ class CheckpointManager:
             before_commit=self._before_commit,
         )
 
-    @property
-    def staging(self) -> Path:
-        """Deprecated: the old name of ``cache`` (stops working in colabkit 0.4)."""
-        warnings.warn(
-            "`staging` is now called `cache`; `staging` stops working in colabkit 0.4.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.cache
+    staging = renamed_attribute("staging", "cache")
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.store.url!r}, cache={str(self.cache)!r})"

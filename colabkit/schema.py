@@ -77,7 +77,7 @@ DOCTOR_SCHEMA: dict[str, Any] = _object(
                 "drive_mounted": {"type": "boolean"},
                 "durable_root": _STRING,
                 "cache_root": _STRING,
-                "staging_root": _STRING,  # deprecated (colabkit 0.2's name of cache_root)
+                "staging_root": _STRING,  # deprecated (colabkit 0.1's name of cache_root)
             }
         ),
         "accelerator": _object(

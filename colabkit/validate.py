@@ -98,7 +98,7 @@ def optional(validator: Callable[[str, Any], T]) -> Callable[[str, Any], T | Non
 
 
 def renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
-    """The value of an argument renamed in 0.3 (``staging_dir`` is ``cache_dir``): the old
+    """The value of an argument renamed in 0.2 (``staging_dir`` is ``cache_dir``): the old
     name still works for a release, with a DeprecationWarning; both at once is refused."""
     if old_value is None:
         return new_value
@@ -109,18 +109,18 @@ def renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
 
 
 def renamed_attribute(old: str, new: str) -> property:
-    """A read-only attribute ``old`` that warns and reads ``new`` (renamed in 0.3)."""
+    """A read-only attribute ``old`` that warns and reads ``new`` (renamed in 0.2)."""
 
     def read(self: Any) -> Any:
         _warn_renamed(old, new, stacklevel=3)  # the line that reads it
         return getattr(self, new)
 
-    return property(read, doc=f"Deprecated: the old name of ``{new}`` (gone in colabkit 0.4).")
+    return property(read, doc=f"Deprecated: the old name of ``{new}`` (gone in colabkit 0.3).")
 
 
 def _warn_renamed(old: str, new: str, *, stacklevel: int) -> None:
     warnings.warn(
-        f"`{old}` is now called `{new}`; `{old}` stops working in colabkit 0.4.",
+        f"`{old}` is now called `{new}`; `{old}` stops working in colabkit 0.3.",
         DeprecationWarning,
         stacklevel=stacklevel,
     )

@@ -114,7 +114,7 @@ def _default_root() -> Path:
     env = detect(session_limit=None)
     if env.kind == "colab":
         return COLAB_DATA_ROOT
-    return env.staging_root / "data"
+    return env.cache_root / "data"
 
 
 def _archive_suffix(name: str) -> str:

@@ -85,6 +85,52 @@ def test_mirrored_run_killed_mid_epoch_resumes_each_replicas_metric_accumulators
     killed_and_resumed_equals_uninterrupted(tmp_path, [kill], reference=mirrored_reference)
 
 
+def test_a_mirrored_checkpoint_without_per_replica_values_still_resumes(
+    tmp_path, mirrored_reference
+):
+    """A checkpoint from before colabkit kept each replica's metric accumulators (only their
+    total, ``metrics/NNNN``) resumes as it did: the total is split evenly across the replicas,
+    so the epoch's sums carry over (to the last bits, not promised) and the weights stay exact."""
+    from colabkit.checkpoint.format import read_checkpoint, write_checkpoint
+
+    run = tmp_path / "run"
+    assert worker(str(run), str(tmp_path / "out.npz"), "6") == -9  # the newest checkpoint: 4
+    stripped = 0
+    for path in sorted(tmp_path.rglob("ckpt-*.ckpt")):  # the run's and its staging's
+        contents = read_checkpoint(path)
+        old = {k: v for k, v in contents.arrays.items() if not k.startswith("replicas/")}
+        stripped += len(contents.arrays) - len(old)
+        write_checkpoint(path, old, contents.state, created=contents.state["created"])
+    assert stripped > 0
+    assert worker(str(run), str(tmp_path / "out.npz")) == 0
+    _, ref, ref_accumulators = load(mirrored_reference)
+    _, got, accumulators = load(tmp_path / "out.npz")
+    for key in ref:
+        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+    assert min(accumulators) == "acc-0005"  # it resumed from the stripped checkpoint 4
+    totals = {k: v.sum(axis=1) for k, v in accumulators.items()}  # summed over replicas
+    for key, total in totals.items():
+        np.testing.assert_allclose(total, ref_accumulators[key].sum(axis=1), rtol=1e-6)
+
+
+def test_a_run_on_one_replica_saves_its_variables_as_before():
+    """Only a variable that keeps several replicas' values gets ``replicas/...`` arrays: the
+    checkpoints of a run on one replica (no strategy, or mirrored on one device) are unchanged."""
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    from colabkit.training.state import capture_variables
+
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0"])):
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+        model.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, verbose=0)
+        keys = capture_variables(model).arrays
+        assert sum(k.startswith("metrics/") for k in keys) == 4  # loss and mae: total, count
+        assert not [k for k in keys if k.startswith("replicas/")]
+
+
 def test_jax_data_parallel_on_two_devices_killed_twice_and_resumed_ends_bitwise_equal(tmp_path):
     """The JAX path: colabkit.distribute.strategy() gives keras.distribution.DataParallel over
     two CPU devices; the batch is split across them, and the run resumes exactly."""

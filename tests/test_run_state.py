@@ -62,10 +62,20 @@ def test_a_callback_checkpoint_counts_its_own_steps():
     assert RunState.read({"step": 9}).global_step == 9  # the manager's step, nothing else
 
 
-def test_keys_it_does_not_own_are_kept_and_old_versions_are_read():
-    back = RunState.read({"frozen": {"object": "frozen-ab.ckpt"}, "keras": {"version": "3.8.0"}})
-    assert back.to_json()["frozen"] == {"object": "frozen-ab.ckpt"}
-    assert back.versions == {"keras": "3.8.0", "backend": None}  # colabkit 0.1's shape
+def test_a_newer_colabkits_keys_are_kept_the_files_own_are_not_carried_on():
+    back = RunState.read(
+        {"frozen": {"name": "frozen-ab.ckpt"}, "format_version": 2, "future": [1], "epoch": 1}
+    )
+    written = back.to_json()
+    assert written["future"] == [1]
+    # a resumed run's next checkpoint says its own frozen record, never the restored one's
+    assert "frozen" not in written and "format_version" not in written
+
+
+def test_old_versions_are_read():
+    back = RunState.read({"keras": {"version": "3.8.0", "backend": "jax"}})
+    assert back.versions == {"keras": "3.8.0", "backend": "jax"}  # colabkit 0.1's shape
+    assert "keras" not in back.to_json()
 
 
 def test_the_catalogue_reads_through_it():

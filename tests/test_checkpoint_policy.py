@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import pytest
 
 from colabkit.checkpoint.policy import (
@@ -12,10 +14,12 @@ from colabkit.checkpoint.policy import (
     KeepBest,
     KeepEvery,
     KeepLast,
+    KeepPolicy,
     SaveAny,
     SaveEveryEpoch,
     SaveEverySeconds,
     SaveEverySteps,
+    as_lineage,
     parse_keep,
     parse_save_every,
 )
@@ -141,3 +145,96 @@ def test_keep_policies_combine_as_a_union():
     records = [rec(1, loss=0.1), rec(2, loss=0.9), rec(3, loss=0.8), rec(4, loss=0.7)]
     assert (KeepLast(2) | KeepBest(1, "loss")).select(records, now=0) == {"c4", "c3", "c1"}
     assert parse_keep([KeepLast(1), KeepBest(1, "loss")]).select(records, now=0) == {"c4", "c1"}
+
+
+def test_policies_combine_with_or():
+    policy = SaveEveryEpoch() | SaveEverySteps(10)
+    assert policy == SaveAny((SaveEveryEpoch(), SaveEverySteps(10)))
+    assert ask(policy, step=10) and ask(policy, step=3, epoch_end=True) and not ask(policy, step=9)
+
+
+def test_the_smallest_values_are_accepted():
+    assert parse_save_every(1) == parse_save_every("1steps") == SaveEverySteps(1)
+    assert parse_keep(1) == KeepLast(1)
+    records = [rec(1, created=0.0), rec(2, created=HOUR)]
+    assert KeepEvery(hours=0.25).select(records, now=HOUR) == {"c1", "c2"}
+
+
+@pytest.mark.parametrize(
+    ("build", "argument", "value", "expected"),
+    [
+        (lambda: KeepLast(0), "k", 0, "an integer >= 1"),
+        (lambda: KeepBest(0, "val_loss"), "k", 0, "an integer >= 1"),
+        (lambda: KeepBest(1, ""), "monitor", "", "a metric name such as 'val_loss'"),
+        (lambda: KeepBest(1, 5), "monitor", 5, "a metric name such as 'val_loss'"),
+        (lambda: KeepBest(1, "loss", mode="lowest"), "mode", "lowest", "'min' or 'max'"),
+        (lambda: KeepEvery(hours=0), "hours", 0, "a positive number of hours"),
+        (lambda: KeepEvery(hours=-2), "hours", -2, "a positive number of hours"),
+        (lambda: KeepEvery(hours=True), "hours", True, "a positive number of hours"),
+        (lambda: KeepEvery(hours="2"), "hours", "2", "a positive number of hours"),
+        (lambda: KeepEvery(hours=math.inf), "hours", math.inf, "a positive number of hours"),
+        (lambda: KeepEvery(hours=math.nan), "hours", math.nan, "a positive number of hours"),
+    ],
+)
+def test_a_bad_policy_is_refused_when_built_naming_its_argument(build, argument, value, expected):
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert (e.value.argument, repr(e.value.value), e.value.expected) == (
+        argument,
+        repr(value),
+        expected,
+    )
+    assert str(e.value) == (
+        f"Invalid value for argument `{argument}`. Received: {argument}={value!r}. "
+        f"Expected {expected}."
+    )
+
+
+def test_a_numpy_integer_is_kept_as_a_python_int():
+    """As every validator returns it (JSON and Keras take an int, not a numpy integer)."""
+    assert type(KeepLast(np.int64(3)).k) is int and KeepLast(np.int64(3)) == KeepLast(3)
+    assert type(KeepBest(np.int32(2), "loss").k) is int
+
+
+def test_keep_best_ties_go_to_the_newer():
+    records = [rec(1, loss=0.3, acc=0.9), rec(2, loss=0.3, acc=0.9), rec(3, loss=0.5, acc=0.1)]
+    assert KeepBest(1, "loss").select(records, now=0) == {"c2"}
+    assert KeepBest(1, "acc", mode="max").select(records, now=0) == {"c2"}
+
+
+@pytest.mark.parametrize("bad", [[], [3], [KeepLast(1), 3], "3"])
+def test_keep_given_a_list_takes_policies_only(bad):
+    with pytest.raises(ConfigError, match=re.escape(f"Received: keep={bad!r}.")):
+        parse_keep(bad)
+
+
+def test_a_keep_policy_of_yours_is_given_the_time_also_inside_a_union():
+    class KeepTheLastHour(KeepPolicy):
+        def select(self, checkpoints, now):
+            return {r.name for r in checkpoints if r.created >= now - HOUR}
+
+    records = [rec(1, created=0.0), rec(2, created=2 * HOUR), rec(3, created=2.5 * HOUR)]
+    assert (KeepLast(1) | KeepTheLastHour()).select(records, now=3 * HOUR) == {"c2", "c3"}
+
+
+@pytest.mark.parametrize(
+    ("written", "lineage"),
+    [
+        ([["b", 30], ["a", 12], [None, None]], (("b", 30), ("a", 12), (None, None))),
+        ((("b", 30),), (("b", 30),)),
+        (["a", 12], (("a", 12),)),  # one pair: how earlier checkpoints wrote it
+        ([None, None], ((None, None),)),
+        ([], None),
+        (None, None),
+        (5, None),
+        ([["a", 12, 1]], None),
+        ([["a"]], None),
+        ([["a", 12], "x"], None),
+        ([[3, 12]], None),
+        ([["a", "12"]], None),
+        ([["a", True]], None),
+        ([["a", 1.5]], None),
+    ],
+)
+def test_a_lineage_is_read_from_json_and_anything_else_is_none(written, lineage):
+    assert as_lineage(written) == lineage

@@ -5,10 +5,12 @@ failed notification never fails the run."""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -18,7 +20,7 @@ from fakes import FAKES
 import colabkit
 from colabkit import ending
 from colabkit.clock import FakeClock
-from colabkit.errors import ConfigError
+from colabkit.errors import ConfigError, DriveError, RunSupersededError
 from colabkit.storage import LocalStore
 from colabkit.storage.faults import FaultyStore
 from colabkit.training.deadline import SessionDeadline
@@ -210,3 +212,200 @@ def test_the_cli_notifies_too_and_refuses_a_bad_url_in_one_line(webhook, tmp_pat
     (body,) = webhook.received
     assert body["event"] == "finished" and body["epochs"] == 1
     assert SECRET not in "".join(capsys.readouterr())
+
+
+# -- the parts, with plain values ----------------------------------------------------------------
+
+HOST = "127.0.0.1"
+
+
+def ending_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "colabkit.ending"]
+
+
+def test_a_notify_url_is_http_or_https_and_what_is_refused_is_never_echoed():
+    for url in (f"https://hooks.slack.com/services/{SECRET}", "http://127.0.0.1:8080/hook"):
+        assert ending.check_notify(url) == url
+    assert ending.check_notify(None) is None
+    refused = [
+        (f"ftp://hooks.example/{SECRET}", "ftp://…"),
+        (f"https:///{SECRET}", "https://…"),  # no host
+        (f"hooks.example/{SECRET}", "str"),  # no scheme: nothing of it is shown
+        (12345, "int"),
+    ]
+    for bad, shown in refused:
+        with pytest.raises(ConfigError) as e:
+            ending.check_notify(bad)
+        assert str(e.value) == (
+            f"Invalid value for argument `notify`. Received: notify={shown!r}. Expected an "
+            "http:// or https:// URL (a webhook)."
+        )
+
+
+@pytest.mark.parametrize(
+    ("event", "epoch", "durable", "said"),
+    [
+        ("finished", 3, True, "finished: epoch 3 of 3, saved"),
+        ("finished", None, None, "finished: before its first checkpoint, not saved"),
+        ("stopped", 2, True, "stopped: epoch 2 of 3, saved; run it again to resume"),
+        ("deadline", 1, False, "stopped at the session limit: epoch 1 of 3, NOT durable (see "
+         "the log); run it again to resume"),
+        ("failed", 1, True, "failed at epoch 1 of 3 (checkpoint saved); see the notebook"),
+    ],
+)  # fmt: skip
+def test_the_message_says_in_one_line_what_happened(event, epoch, durable, said):
+    run = "gdrive://runs/mnist"
+    assert ending.message(event, run, epoch, 3, durable) == {
+        "event": event,
+        "run": run,
+        "epoch": epoch,
+        "epochs": 3,
+        "durable": durable,
+        "text": f"colabkit run {run} {said}.",
+    }
+
+
+def test_notify_says_whether_the_webhook_took_it_and_never_logs_its_path(webhook, caplog):
+    body = ending.message("finished", "run", 3, 3, True)
+    caplog.set_level("DEBUG", logger="urllib3")  # which logs each request's path at DEBUG
+    with caplog.at_level("DEBUG", logger="colabkit"):
+        assert ending.notify(webhook.url, body) is True
+        webhook.status = 204  # Discord's answer
+        assert ending.notify(webhook.url, body) is True
+    assert ending_lines(caplog) == [f"Notified {HOST}: finished"] * 2
+    assert SECRET not in caplog.text
+    for status in (300, 404, 500):
+        webhook.status = status
+        caplog.clear()
+        assert ending.notify(webhook.url, body) is False
+        assert ending_lines(caplog) == [f"The notification to {HOST} was refused (HTTP {status})."]
+    down = Webhook()
+    down.server.shutdown()
+    down.server.server_close()
+    caplog.clear()
+    assert ending.notify(down.url, body) is False
+    assert ending_lines(caplog) == [f"Could not send the notification to {HOST} (ConnectionError)."]
+    assert SECRET not in caplog.text
+
+
+class Console(io.StringIO):
+    """Standard output that remembers what had been flushed (what the user saw) when."""
+
+    flushed = ""
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+def test_release_runtime_says_why_not_and_whether_it_released(
+    colab_runtime, caplog, capsys, monkeypatch
+):
+    from colabkit import drive
+
+    with caplog.at_level("WARNING", logger="colabkit"):
+        assert ending.release_runtime(durable=False) is False
+        flush = drive.flush_drive
+
+        def flush_fails():
+            raise DriveError("gone")
+
+        monkeypatch.setattr(drive, "flush_drive", flush_fails)
+        assert ending.release_runtime(durable=True) is False
+        monkeypatch.setattr(drive, "flush_drive", flush)
+        colab_runtime.fail_with = colab_runtime.RuntimeManagementError("no TBE_RUNTIME_ADDR")
+        assert ending.release_runtime(durable=True) is False
+    assert ending_lines(caplog) == [
+        "Not releasing the runtime: the newest checkpoint is not durable.",
+        "Not releasing the runtime: flushing Google Drive failed (gone).",
+        "Could not release the Colab runtime (no TBE_RUNTIME_ADDR): release it from the menu.",
+    ]
+    assert colab_runtime.calls == []
+    console = Console()
+    monkeypatch.setattr(sys, "stdout", console)
+    colab_runtime.on_unassign = lambda: console.flushed  # what was on screen as the VM went
+    assert ending.release_runtime(durable=True) is True
+    assert colab_runtime.calls == [
+        "colabkit: run saved and durable; releasing this Colab runtime.\n"
+    ]
+    monkeypatch.delenv("COLAB_RELEASE_TAG")
+    assert ending.release_runtime(durable=True) is False
+    assert capsys.readouterr().err == (
+        "colabkit: release_runtime: not in Colab, nothing to release.\n"
+    )
+
+
+class Ended:
+    """``end_of_run``'s surroundings: the session log, the webhook's transport and the
+    release, each recording what it was given."""
+
+    def __init__(self, monkeypatch) -> None:
+        import requests
+
+        self.ends: list[dict] = []
+        self.posts: list[tuple[dict, float]] = []
+        self.releases: list[bool] = []
+        self.budget = 300.0
+        answer = type("Answer", (), {"status_code": 200})
+        monkeypatch.setattr(
+            requests,
+            "post",
+            lambda url, json, timeout: self.posts.append((json, timeout)) or answer,
+        )
+        monkeypatch.setattr(
+            ending, "release_runtime", lambda durable: self.releases.append(durable)
+        )
+
+    def __call__(self, history=None, failure=None, *, closed=True, release=True, url=SECRET):
+        ending.end_of_run(
+            history, failure, closed, SimpleNamespace(epoch=2, global_step=20), 3, "run",
+            notify_url=url and f"https://hooks.example/{url}", release=release,
+            deadline=SimpleNamespace(store_wait_budget=lambda: self.budget),
+            sessions=SimpleNamespace(end=lambda **fields: self.ends.append(fields)),
+        )  # fmt: skip
+        return self
+
+
+def history(completed=True, stop_reason=None, durable=True):
+    return SimpleNamespace(completed=completed, stop_reason=stop_reason, durable=durable)
+
+
+def test_the_end_of_a_run_is_recorded_told_and_released_by_how_it_ended(monkeypatch):
+    end = Ended(monkeypatch)
+    end(history())
+    assert end.ends == [{"reason": "finished", "epoch": 2, "global_step": 20, "durable": True}]
+    assert [(body["event"], timeout) for body, timeout in end.posts] == [("finished", 10.0)]
+    assert end.releases == [True]
+
+    end = Ended(monkeypatch)(history(completed=False, stop_reason="stopped by a callback"))
+    assert (
+        end.ends[0]["reason"] == "stopped by a callback" and end.posts[0][0]["event"] == "stopped"
+    )
+    assert end.releases == []  # only a finished run, or one at the session limit, is released
+    end = Ended(monkeypatch)(history(completed=False))
+    assert end.ends[0]["reason"] == "stopped" and end.posts[0][0]["event"] == "stopped"
+
+    end = Ended(monkeypatch)(failure=KeyboardInterrupt(), closed=True)
+    assert end.ends == [{"reason": "SIGINT", "epoch": 2, "global_step": 20, "durable": True}]
+    assert end.posts[0][0]["event"] == "stopped" and end.releases == []
+    end = Ended(monkeypatch)(failure=RuntimeError("out of memory"), closed=False)
+    assert end.ends == [
+        {"reason": "failed: RuntimeError", "epoch": 2, "global_step": 20, "durable": False}
+    ]
+    assert end.posts[0][0]["event"] == "failed" and end.posts[0][0]["durable"] is False
+
+    end = Ended(monkeypatch)(history(), release=False, url=None)
+    assert end.ends and end.posts == [] and end.releases == []
+    end = Ended(monkeypatch)(failure=RunSupersededError("taken over"))
+    assert (end.ends, end.posts, end.releases) == ([], [], [])  # the new session owns the run
+
+
+@pytest.mark.parametrize(("budget", "timeout"), [(300.0, 10.0), (3.0, 3.0), (0.0, 1.0)])
+def test_at_the_session_limit_the_notification_waits_no_longer_than_the_session_has(
+    monkeypatch, budget, timeout
+):
+    end = Ended(monkeypatch)
+    end.budget = budget
+    end(history(completed=False, stop_reason="deadline", durable=False))
+    assert end.ends[0]["reason"] == "deadline" and end.ends[0]["durable"] is False
+    assert [(body["event"], t) for body, t in end.posts] == [("deadline", timeout)]
+    assert end.releases == [False]  # release_runtime itself refuses what is not durable

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from colabkit.clock import FakeClock
-from colabkit.duration import format_duration, parse_duration
+from colabkit.duration import format_duration, format_size, parse_duration
 from colabkit.env import (
     SystemView,
     cache_dir_for,
@@ -163,7 +163,8 @@ def test_detect_on_this_machine_is_local_with_a_readable_clock():
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("12h", 43200), ("90m", 5400), ("15m", 900), ("30s", 30), ("1h30m", 5400), ("2.5h", 9000),
-     (" 24H ", 86400), ("1d", 86400), ("45", 45), (45, 45), (0.5, 0.5)],
+     (" 24H ", 86400), ("1d", 86400), ("45", 45), (45, 45), (0.5, 0.5), ("1h 30m", 5400),
+     ("2 h", 7200)],
 )  # fmt: skip
 def test_parse_duration(text, seconds):
     assert parse_duration(text, "every") == seconds
@@ -173,6 +174,26 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects_with_the_argument_name(bad):
     with pytest.raises(ConfigError, match=r"Invalid value for argument `save_every`"):
         parse_duration(bad, "save_every")
+
+
+def test_a_bad_duration_is_echoed_and_named_by_default_as_a_duration():
+    with pytest.raises(ConfigError) as refused:
+        parse_duration("soon")
+    assert (refused.value.argument, refused.value.value) == ("duration", "soon")
+    assert str(refused.value) == (
+        "Invalid value for argument `duration`. Received: duration='soon'. Expected a positive "
+        "duration such as '12h', '90m', '1h30m', '30s', or a number of seconds."
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "said"),
+    [(0, "0 B"), (512, "512 B"), (999, "999 B"), (1000, "1.0 KB"), (1_234_567, "1.2 MB"),
+     (999_949, "999.9 KB"), (15_000_000_000, "15.0 GB"), (2 * 10**13, "20000.0 GB"),
+     (-2048, "-2.0 KB")],
+)  # fmt: skip
+def test_format_size_says_bytes_in_powers_of_1000_up_to_gigabytes(size, said):
+    assert format_size(size) == said
 
 
 def test_format_duration_is_said_as_a_person_says_it_at_every_scale():

@@ -56,6 +56,36 @@ def test_without_a_limit_or_a_pace_the_plan_says_what_it_knows():
     assert Forecast(500, 100, 5, seconds_per_step=0.1).seconds_left == 0.0
 
 
+def test_a_run_of_unknown_length_says_where_it_is_without_a_total():
+    """A checkpoint of an older colabkit does not record the run's epochs."""
+    assert Forecast(300, 100, None).where() == "epoch 3 done"
+    assert Forecast(350, 100, None, seconds_per_step=0.5).line() == (
+        "epoch 4 at step 50/100; 50 s an epoch here"
+    )
+
+
+def test_under_a_second_left_is_said_as_such_not_about():
+    assert Forecast(900, 100, 10, seconds_per_step=0.001).line() == (
+        "epoch 9/10 done; < 1 s an epoch here; 1 epoch left, < 1 s; no session limit here"
+    )
+
+
+def test_the_plan_as_status_json_shows_it():
+    plan = Forecast(
+        250, 100, 15, seconds_per_step=36.0, measured="earlier sessions",
+        session_left=4 * HOUR, session_length=11.75 * HOUR, now=1_000.0,
+    )  # fmt: skip
+    assert plan.to_json() == {
+        "seconds_per_epoch": 3600.0,
+        "measured": "earlier sessions",
+        "seconds_left": 12.5 * HOUR,
+        "more_sessions": 1,
+        "finish": 1_000.0 + 12.5 * HOUR,
+    }
+    away = Forecast(250, 100, 15, seconds_per_step=36.0, limits_known=False)
+    assert away.to_json()["more_sessions"] is None and away.to_json()["finish"] is None
+
+
 def shown(text: str) -> str:
     """Console text as a user sees it: colours gone, each progress-bar redraw on its own line."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\r", "\n").replace("\b", "")

@@ -15,6 +15,7 @@ import pytest
 from colabkit.checkpoint.chain import Chain
 from colabkit.checkpoint.format import checkpoint_name, read_state, step_of, write_checkpoint
 from colabkit.checkpoint.manager import CheckpointManager
+from colabkit.checkpoint.policy import CheckpointRecord
 from colabkit.checkpoint.sessions import Claim
 from colabkit.clock import FakeClock
 from colabkit.errors import RunSupersededError
@@ -145,11 +146,14 @@ def test_checkpoints_from_before_claims_existed_are_followed(vm, store, tmp_path
     assert (None, 6) in Chain(b.sessions.read()) and (None, 9) not in Chain(b.sessions.read())
 
 
-def test_the_chain_follows_each_session_back_to_where_it_resumed():
-    def claim(seq, session, step=None, parent=None):
-        name = f"sessions/{seq:06d}-20261201T000000Z-{session}.json"
-        return Claim(name, session, 0.0, resumed_step=step, parent=parent, resumed_from="x")
+def claim(seq, session, step=None, parent=None, lineage=None):
+    """A claim as the store holds it: ``seq`` orders them (the newest is the highest)."""
+    name = f"sessions/{seq:06d}-20261201T000000Z-{session}.json"
+    return Claim(name, session, 0.0, resumed_step=step, parent=parent, resumed_from="x",
+                 parent_lineage=lineage)  # fmt: skip
 
+
+def test_the_chain_follows_each_session_back_to_where_it_resumed():
     claims = [
         claim(1, "aaaaaaaa"),
         claim(2, "bbbbbbbb", 8, "aaaaaaaa"),
@@ -162,6 +166,74 @@ def test_the_chain_follows_each_session_back_to_where_it_resumed():
     assert (None, 1) not in chain  # the first session started afresh
     assert ("dddddddd", 1) not in chain  # unknown session, nothing before the first claim
     assert (None, 5) in Chain([])  # no claims at all: every checkpoint belongs
+
+
+A, B, C, D = "aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd"
+ON_CHAIN = [claim(1, A), claim(2, B, 8, A), claim(3, D, 8, A), claim(4, C, 12, B)]  # D: superseded
+
+
+def test_where_a_checkpoint_stands_on_the_chain():
+    chain = Chain(ON_CHAIN)
+    assert chain.place((C, 20)) is True and chain.place((A, 8)) is True
+    assert chain.place((A, 9)) is None and chain.place((D, 9)) is None
+    # a session that never claimed branches off where its lineage meets the chain
+    assert chain.place(("eeeeeeee", 14, [[B, 10]])) == 10
+    assert chain.place(("eeeeeeee", 14, [["ffffffff", 13], [B, 10]])) == 10  # through another
+    assert chain.place(("eeeeeeee", 3, [[None, None]])) == -1  # a fresh start: the run's start
+    assert chain.place(("eeeeeeee", 14, [[A, 9]])) is None  # off the chain: past A's last step
+    assert chain.place(("eeeeeeee", 14, [[D, 9]])) is None  # from the superseded session
+    # the superseded session's own checkpoints are off the chain, lineage or not
+    assert chain.place((D, 10, [[A, 8]])) is None
+    assert Chain([]).place((None, 5)) is True  # no claims: everything is on it
+
+
+def test_checkpoints_of_no_known_session_count_up_to_where_the_record_ends():
+    """The newest claim resumed from a session that never claimed and recorded no lineage (or
+    from a checkpoint older than claims): checkpoints of no known session count up to there."""
+    chain = Chain([claim(1, D, 6), claim(2, A, 4, "xxxxxxxx")])
+    assert chain.place(("xxxxxxxx", 4)) is True and chain.place(("xxxxxxxx", 5)) is None
+    assert chain.place((None, 4)) is True and chain.place((None, 5)) is None
+    assert chain.place(("zzzzzzzz", 3)) is True  # an unknown session without lineage: the same
+    assert chain.place((D, 3)) is None  # but a claimed one off the chain: never
+    older = Chain([claim(1, D, 6), claim(2, A, 6)])  # resumed from a checkpoint of before claims
+    assert older.place((None, 6)) is True and older.place((D, 5)) is None
+
+
+def test_claims_that_point_at_each_other_end_the_chain_instead_of_looping():
+    """A store holding claims that resumed from each other (edited, or corrupt) is read."""
+    import threading
+
+    built = []
+    thread = threading.Thread(
+        target=lambda: built.append(Chain([claim(1, A, 5, B), claim(2, B, 8, A)])), daemon=True
+    )
+    thread.start()
+    thread.join(10)
+    assert built, "Chain() did not return"
+    assert built[0].place((B, 100)) is True and built[0].place((A, 8)) is True
+    assert built[0].place((A, 9)) is None
+
+
+def record(session, step, lineage=None):
+    return CheckpointRecord(f"c{step}", step, 0.0, session=session, lineage=lineage)
+
+
+def test_select_keeps_a_branch_only_while_the_chain_holds_nothing_newer():
+    chain, outside = Chain(ON_CHAIN), []
+
+    def select(newest_first):
+        outside.clear()
+        return list(chain.select(newest_first, outside=outside.append))
+
+    # E resumed from C's step 14 and never claimed; C went on to 16 and 17: E's 15 is left out
+    went_on = [record(C, 17), record(C, 16), record("eeeeeeee", 15, [[C, 14]]), record(C, 14)]
+    assert select(went_on) == [went_on[0], went_on[1], went_on[3]] and outside == [went_on[2]]
+    # C's 17 died with its VM; E resumed from C's 16: E's 17 continues the newest the run has
+    lost = [record("eeeeeeee", 17, [[C, 16]]), record(C, 16), record(B, 12), record(D, 10)]
+    assert select(lost) == lost[:3] and outside == [lost[3]]
+    # a session that started afresh and never claimed is not the run's, once the run has any
+    fresh = [record("eeeeeeee", 3, [[None, None]]), record(A, 1)]
+    assert select(fresh) == fresh[1:] and outside == fresh[:1]
 
 
 def test_a_store_that_cannot_take_the_claim_stops_the_start_with_one_line(vm, store):

@@ -9,7 +9,15 @@ import colabkit
 from colabkit.cli import main
 from colabkit.errors import ConfigError
 from colabkit.mnist import MnistConfig, command_line_options
-from colabkit.validate import flag, fraction, natural_int, one_of, optional, positive_int
+from colabkit.validate import (
+    flag,
+    fraction,
+    natural_int,
+    one_of,
+    optional,
+    positive_int,
+    renamed_attribute,
+)
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.0, "3", None])
@@ -31,6 +39,39 @@ def test_numpy_integers_pass_as_ints_and_none_passes_where_optional():
     for check, bad in [(fraction, 1.0), (flag, 1), (one_of(("a",)), "b"), (natural_int, -1)]:
         with pytest.raises(ConfigError):
             check("x", bad)
+
+
+@pytest.mark.parametrize(
+    ("make", "bad", "expected"),
+    [
+        (lambda: natural_int, -1, "an integer >= 0"),
+        (lambda: natural_int, 2.0, "an integer >= 0"),
+        (lambda: fraction, 1.0, "a float in [0, 1)"),
+        (lambda: fraction, False, "a float in [0, 1)"),
+        (lambda: fraction, "0.1", "a float in [0, 1)"),
+        (lambda: flag, 1, "True or False"),
+        (lambda: flag, "yes", "True or False"),
+        (lambda: one_of(("tensorflow", "jax")), "torch", "one of tensorflow, jax"),
+        (lambda: optional(positive_int), 0, "an integer >= 1"),
+    ],
+)
+def test_each_validator_names_the_argument_echoes_the_value_and_says_what_it_expects(
+    make, bad, expected
+):
+    with pytest.raises(ConfigError) as refused:
+        make()("option", bad)  # made here, not when the module is read
+    error = refused.value
+    assert (error.argument, error.value, error.expected) == ("option", bad, expected)
+    assert type(error.value) is type(bad)
+    assert str(error) == (
+        f"Invalid value for argument `option`. Received: option={bad!r}. Expected {expected}."
+    )
+
+
+def test_optional_checks_and_converts_what_is_not_none():
+    assert optional(positive_int)("epochs", np.int64(3)) == 3
+    assert type(optional(positive_int)("epochs", np.int64(3))) is int
+    assert optional(flag)("fresh", False) is False
 
 
 def test_fit_the_config_and_the_policies_refuse_alike(tmp_path):
@@ -110,3 +151,65 @@ def test_the_renamed_staging_dir_still_works_for_a_release_with_a_warning(tmp_pa
     with pytest.warns(DeprecationWarning):
         assert manager.staging == manager.cache == tmp_path / "b"
     manager.close()
+
+
+def test_both_names_at_once_are_refused_naming_the_old_one(tmp_path):
+    from colabkit.checkpoint import CheckpointManager
+
+    old = tmp_path / "b"
+    with pytest.raises(ConfigError) as refused:
+        CheckpointManager(tmp_path / "s", cache_dir=tmp_path / "a", staging_dir=old)
+    error = refused.value
+    expected = "None: it is the old name of `cache_dir`, given too"
+    assert (error.argument, error.value, error.expected) == ("staging_dir", old, expected)
+    assert str(error) == (
+        f"Invalid value for argument `staging_dir`. Received: staging_dir={old!r}. "
+        f"Expected {expected}."
+    )
+
+
+def test_the_deprecation_warnings_point_at_the_line_that_uses_the_old_name(tmp_path):
+    """Python shows the file and line a DeprecationWarning names: the user's, not colabkit's.
+
+    Not run under mutmut (bench/mutation.py): its trampolines add stack frames to every function
+    of the module they mutate, so a stacklevel cannot hold there (docs/mutants.md)."""
+    from colabkit.checkpoint import CheckpointManager
+
+    class Run:
+        cache = "/content/cache"
+        staging = renamed_attribute("staging", "cache")
+
+    with pytest.warns(DeprecationWarning) as argument:
+        manager = CheckpointManager(tmp_path / "s", staging_dir=tmp_path / "b")
+    with pytest.warns(DeprecationWarning) as attribute:
+        assert manager.staging == tmp_path / "b"
+    manager.close()
+    with pytest.warns(DeprecationWarning) as yours:
+        assert Run().staging == "/content/cache"
+    for warned in (argument, attribute, yours):
+        assert [w.filename for w in warned] == [__file__]
+
+
+def test_a_renamed_name_warns_in_one_line_and_reads_the_new_one(tmp_path):
+    from colabkit.checkpoint import CheckpointManager
+
+    class Run:
+        cache = "/content/cache"
+        staging = renamed_attribute("staging", "cache")
+
+    with pytest.warns(DeprecationWarning) as argument:
+        manager = CheckpointManager(tmp_path / "s", staging_dir=tmp_path / "b")
+    with pytest.warns(DeprecationWarning) as attribute:
+        assert manager.staging == tmp_path / "b"
+    manager.close()
+    with pytest.warns(DeprecationWarning) as yours:
+        assert Run().staging == "/content/cache"
+    for warned, old, new in [
+        (argument, "staging_dir", "cache_dir"),
+        (attribute, "staging", "cache"),
+        (yours, "staging", "cache"),
+    ]:
+        assert [str(w.message) for w in warned] == [
+            f"`{old}` is now called `{new}`; `{old}` stops working in colabkit 0.3."
+        ]
+    assert Run.staging.__doc__ == "Deprecated: the old name of ``cache`` (gone in colabkit 0.3)."

@@ -7,6 +7,7 @@ tests/test_drive_space.py checks the same lines through ``colabkit.fit`` on a fa
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -189,3 +190,23 @@ def test_check_run_counts_what_the_run_holds_already_frozen_weights_included(dis
     assert "needs 4.0 MB more there" in line and "2.0 MB of frozen weights stored once" in line
     store.room = OSError(5, "Input/output error")  # a listing that fails counts nothing held
     assert check_run(store, cache, MB, None, 3) == []  # nor can it tell its room
+
+
+def test_files_pruned_while_the_check_runs_count_nothing(disk, tmp_path, monkeypatch):
+    """The check runs in its own thread while the run commits and prunes: a checkpoint listed and
+    then pruned, or the whole cache folder gone, is not held and is no error."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / FROZEN).write_bytes(b"f" * MB)
+    listed = ["ckpt-000000000010.ckpt", "ckpt-000000000011.ckpt"]  # listed, pruned since
+    monkeypatch.setattr(space, "cache_names", lambda folder: listed)
+    real_listdir = os.listdir
+    stale = "frozen-fedcba9876543210.ckpt"  # an old frozen object, listed and then deleted
+    monkeypatch.setattr(os, "listdir", lambda folder: [*real_listdir(folder), stale])
+    disk.free = MB
+    (line,) = check_run(Store("/mnt/disk/run"), cache, MB, None, 3)
+    assert "needs 2.0 MB more there" in line  # 2 checkpoints + 1 MB frozen, of which 1 MB held
+    (cache / FROZEN).unlink()
+    cache.rmdir()
+    (line,) = check_run(Store("/mnt/disk/run"), cache, MB, None, 3)
+    assert "needs 2.0 MB more there" in line  # 2 checkpoints, nothing frozen, nothing held

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import threading
 import zipfile
@@ -43,6 +44,13 @@ class Usage:
     def __init__(self, monkeypatch, free: int) -> None:
         self.free, self.total, self.used = free, 10**12, 10**12 - free
         monkeypatch.setattr(job.shutil, "disk_usage", lambda path: self)
+
+
+@pytest.fixture(autouse=True)
+def not_a_notebook(monkeypatch):
+    """Progress is a plain line outside a notebook; a notebook test on the same worker may have
+    imported ipykernel, which would turn it into a tqdm bar."""
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
 
 
 @pytest.fixture

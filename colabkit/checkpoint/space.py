@@ -10,6 +10,7 @@ the fixes; training goes on either way (a full store only stops uploads, see ``p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -145,10 +146,13 @@ def check_run(
     """``shortfalls`` for a run whose checkpoints are ``checkpoint_bytes`` each, counting what
     of the run the store and ``cache`` hold already; ``frozen_bytes`` None: the frozen
     objects in ``cache``."""
-    frozen = [cache / n for n in os.listdir(cache) if is_frozen_object(n)]
+    try:
+        frozen = [cache / n for n in os.listdir(cache) if is_frozen_object(n)]
+    except FileNotFoundError:
+        frozen = []
     need = Need(
         checkpoint=checkpoint_bytes,
-        frozen=sum(p.stat().st_size for p in frozen) if frozen_bytes is None else frozen_bytes,
+        frozen=_bytes_in(frozen) if frozen_bytes is None else frozen_bytes,
         kept=kept,
     )
     try:
@@ -165,8 +169,18 @@ def check_run(
         store,
         cache,
         held_in_store=sum(held),
-        held_in_cache=sum(p.stat().st_size for p in in_cache if p.exists()),
+        held_in_cache=_bytes_in(in_cache),
     )
+
+
+def _bytes_in(paths: list[Path]) -> int:
+    """The bytes of ``paths``; one pruned since it was listed (the check runs in its own thread,
+    beside the run's commits) counts nothing."""
+    total = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def _where(store: Any) -> str:

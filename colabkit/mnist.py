@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,7 +86,11 @@ class Option:
 def command_line_options() -> dict[str, tuple[Option, Any, Validator]]:
     """``MnistConfig``'s options, by field name: the option, its default, its validator."""
     return {
-        each.name: (each.metadata["option"], each.default, each.metadata["check"])
+        each.name: (
+            each.metadata["option"],
+            None if each.default is MISSING else each.default,  # run_dir: chosen by the command
+            each.metadata["check"],
+        )
         for each in fields(MnistConfig)
         if each.metadata.get("option") is not None
     }

@@ -75,3 +75,15 @@ def not_signed_in(monkeypatch):
     for variable in ("COLABKIT_DRIVE_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(google.auth, "default", no_credentials)
+
+
+@pytest.fixture
+def staging_mydrive(tmp_path, monkeypatch):
+    """A folder that ``colabkit.stage`` reads as the Drive mount's ``MyDrive`` (md5 checks, a
+    second read, retries)."""
+    from colabkit.staging import sources
+
+    folder = tmp_path / "drive" / "MyDrive"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(sources, "MOUNTPOINTS", (tmp_path / "drive",))
+    return folder

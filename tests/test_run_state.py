@@ -64,7 +64,9 @@ def test_what_the_manager_adds_reads_back(tmp_path):
     assert back.session == manager.sessions.id != first.sessions.id
     assert back.lineage == [[first.sessions.id, 12]]
     assert back.created == clock.time()
-    assert set(back.other) == {"colabkit_version", "format_version"}  # the format's own
+    assert (
+        back.other == {}
+    )  # the format's own keys (colabkit_version, format_version) are not carried
     facts = dict(checkpoint_step=None, checkpoint_metrics={}, session=None, lineage=[])
     rest = dataclasses.replace(back, **facts, created=None, other={}, counted_steps=None)
     assert rest == state
@@ -111,12 +113,20 @@ def test_a_callback_checkpoint_counts_its_own_steps():
     assert RunState.read({"step": 9}).global_step == 9  # the manager's step, nothing else
 
 
-def test_keys_it_does_not_own_are_kept_and_old_versions_are_read():
-    back = RunState.read({"frozen": {"object": "frozen-ab.ckpt"}, "keras": {"version": "3.8.0"}})
-    assert back.to_json()["frozen"] == {"object": "frozen-ab.ckpt"}
-    assert back.versions == {"keras": "3.8.0", "backend": None}  # colabkit 0.1's shape
-    old = RunState.read({"keras": {"version": "3.8.0", "backend": "jax"}})
-    assert old.versions == {"keras": "3.8.0", "backend": "jax"}
+def test_a_newer_colabkits_keys_are_kept_the_files_own_are_not_carried_on():
+    back = RunState.read(
+        {"frozen": {"name": "frozen-ab.ckpt"}, "format_version": 2, "future": [1], "epoch": 1}
+    )
+    written = back.to_json()
+    assert written["future"] == [1]
+    # a resumed run's next checkpoint says its own frozen record, never the restored one's
+    assert "frozen" not in written and "format_version" not in written
+
+
+def test_old_versions_are_read():
+    back = RunState.read({"keras": {"version": "3.8.0", "backend": "jax"}})
+    assert back.versions == {"keras": "3.8.0", "backend": "jax"}  # colabkit 0.1's shape
+    assert "keras" not in back.to_json()
 
 
 def test_the_catalogue_reads_through_it():

@@ -135,12 +135,9 @@ def test_a_file_is_staged_as_a_file(tmp_path):
 
 
 @pytest.fixture
-def mount(tmp_path, monkeypatch):
-    """A folder that colabkit reads as the Drive mount (second read, retries)."""
-    folder = tmp_path / "drive" / "MyDrive"
-    folder.mkdir(parents=True)
-    monkeypatch.setattr(sources, "MOUNTPOINTS", (tmp_path / "drive",))
-    return folder
+def mount(staging_mydrive):
+    """The Drive mount as stage sees it (conftest's ``mount`` is DriveFS for the stores)."""
+    return staging_mydrive
 
 
 def test_errno_107_midway_is_retried_on_the_clock_and_the_copy_continues(

@@ -24,12 +24,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def on_mount(tmp_path, monkeypatch):
-    """A folder that colabkit reads as the Drive mount's ``MyDrive`` (md5 and a second read)."""
-    folder = tmp_path / "drive" / "MyDrive"
-    folder.mkdir(parents=True)
-    monkeypatch.setattr(sources, "MOUNTPOINTS", (tmp_path / "drive",))
-    return folder
+def on_mount(staging_mydrive):
+    return staging_mydrive
 
 
 @pytest.fixture(params=["local", "mount"])

@@ -98,7 +98,29 @@ def test_every_config_option_is_declared_once_and_reaches_the_command_line():
     assert {"epochs", "keep", "store", "fresh", "run_dir"} <= set(options)
     for name, (option, default, _check) in options.items():
         assert option.flag == "--" + name.replace("_", "-")
-        assert MnistConfig.__dataclass_fields__[name].default is default
+        declared = MnistConfig.__dataclass_fields__[name].default
+        assert declared is default or (name == "run_dir" and default is None)
+
+
+def test_the_command_builds_the_config_from_its_options_and_the_default_run_dir(
+    tmp_path, monkeypatch
+):
+    """What `colabkit train mnist` passes on: each option's value, and without --run-dir the
+    default run directory (not a placeholder)."""
+    from colabkit import mnist
+
+    built = []
+
+    def train(config):
+        built.append(config)
+        raise mnist.TrainingStopped("stopped for the test")
+
+    monkeypatch.setattr(mnist, "train", train)
+    monkeypatch.setattr(mnist, "default_run_dir", lambda: str(tmp_path / "default-run"))
+    assert main(["train", "mnist", "--epochs", "2", "--keep", "1", "--fresh"]) == 75
+    (config,) = built
+    assert config.run_dir == str(tmp_path / "default-run")
+    assert (config.epochs, config.keep, config.fresh, config.batch_size) == (2, 1, True, 128)
 
 
 def test_the_command_line_names_its_option_from_the_error_fields(capsys, tmp_path):

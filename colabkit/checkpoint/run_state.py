@@ -7,8 +7,9 @@ manager adds the checkpoint's own facts (``with_checkpoint_facts``), and every r
 
 ``read`` never trusts a value's type: a checkpoint written by an older colabkit (keys missing), by
 the callbacks (no ``steps_per_epoch``), or edited by hand reads with each odd value at its default,
-so a listing or a status report never fails on one. Keys it does not know are kept in ``other``
-and written back unchanged (the frozen-variables record, the manager's ``colabkit_version``).
+so a listing or a status report never fails on one. Keys it does not know (a newer colabkit's)
+are kept in ``other`` and written back unchanged; the file's own keys (the frozen-variables
+record, the format's versions) are the format's, never carried into the next checkpoint.
 Keras-free: ``colabkit status`` and ``ckpt`` read it without importing Keras.
 """
 
@@ -26,6 +27,11 @@ _WRITTEN = (
     "finished", "stop_reason", "train_seconds", "epoch_fingerprint", "total_epochs", "callbacks",
     "versions", "step", "created", "checkpoint_metrics", "session", "lineage",
 )  # fmt: skip
+
+#: Keys of the checkpoint's own (``format.py``: the frozen-variables record, the versions of the
+#: file), and colabkit 0.1's versions: never carried from one checkpoint into the next, where
+#: a stale frozen record would name variables the new checkpoint holds in full.
+_NOT_CARRIED = ("frozen", "colabkit_version", "format_version", "keras")
 
 
 @dataclass
@@ -53,7 +59,7 @@ class RunState:
         checkpoint_step, created, checkpoint_metrics, session, lineage.
 
     Read only:
-        other: Keys this module does not own (the frozen-variables record, the format's own),
+        other: Keys neither this module nor the file format owns (a newer colabkit's),
             written back as they were.
         has_epoch: The state said its epoch (a checkpoint saved through the bare
             ``CheckpointManager.save`` need not; then ``epoch`` reads 0).
@@ -110,7 +116,7 @@ class RunState:
             history={
                 str(k): list(v)
                 for k, v in _of(history, Mapping, {}).items()
-                if isinstance(v, list) and all(_is_number(x) for x in v)
+                if isinstance(v, list) and all(x is None or _is_number(x) for x in v)
             },
             resumes=[
                 dict(r) for r in _of(state.get("resumes"), list, []) if isinstance(r, Mapping)
@@ -131,7 +137,7 @@ class RunState:
             },
             session=_of(state.get("session"), str, None),
             lineage=list(_of(state.get("lineage"), list, [])),
-            other={k: v for k, v in state.items() if k not in _WRITTEN},
+            other={k: v for k, v in state.items() if k not in _WRITTEN + _NOT_CARRIED},
             has_epoch=_natural(state.get("epoch")) is not None,
         )
 

@@ -67,6 +67,38 @@ def host_view(variable: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
+def replica_parts(variable: Any) -> tuple[Any, ...] | None:
+    """The per-replica parts of a variable that keeps one value per replica, else None.
+
+    Under a tf.distribute strategy with several replicas, a variable made with
+    ``synchronization="on_read"`` (every Keras metric accumulator, the loss tracker's included)
+    keeps one partial value per replica and adds them up (or averages them) when read. Such a
+    variable holds more than a read returns: how its value is split between the replicas decides
+    the order of the float additions still to come, hence the last bits of the epoch's metrics.
+    Assigning the read value back splits it evenly, whatever the split was.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None  # JAX's distribution keeps one global value (sharded or replicated)
+    import tensorflow as tf
+
+    value = getattr(variable, "value", variable)
+    if getattr(value, "synchronization", None) != tf.VariableSynchronization.ON_READ:
+        return None
+    parts = getattr(value, "values", None)  # only a distributed variable has parts
+    return tuple(parts) if parts is not None and len(parts) > 1 else None
+
+
+def replica_copies(variable: Any) -> np.ndarray | None:
+    """Host copies of each replica's value of a variable that keeps one per replica (stacked,
+    replicas first), else None (see :func:`replica_parts`)."""
+    parts = replica_parts(variable)
+    if parts is None:
+        return None
+    import tensorflow as tf
+
+    return np.stack([np.asarray(tf.convert_to_tensor(part)) for part in parts])
+
+
 def on_host(variable: Any) -> bool:
     """Whether ``variable`` lives in host memory (a CPU device), where reading it as numpy
     gives a view of its buffer rather than a copy."""

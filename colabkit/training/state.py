@@ -10,6 +10,8 @@ snapshot is a flat ``{name: numpy array}`` dict plus a JSON-able dict:
   once are left to its frozen object (see :mod:`colabkit.training.frozen`).
 - ``optimizer/NNNN``: the optimizer variables (iteration count, learning rate, slots).
 - ``metrics/NNNN``: the metric accumulators (restored only when resuming inside an epoch).
+- ``replicas/<key>``: beside ``<key>``'s total, each replica's own value of a variable that keeps
+  one per replica (metric accumulators under tf.distribute; see ``host.replica_parts``).
 - ``callbacks/<i>/...``: arrays inside callback states (e.g. EarlyStopping's best weights).
 """
 
@@ -29,12 +31,15 @@ import numpy as np
 
 from colabkit.checkpoint import FROZEN_KEY, RunState, dtype_from_name
 from colabkit.errors import ResumeMismatchError
-from colabkit.training.host import check_storable, host_copies
+from colabkit.training.host import check_storable, host_copies, replica_copies, replica_parts
 
 if TYPE_CHECKING:
     from colabkit.training.frozen import FrozenVariables
 
 log = logging.getLogger(__name__)
+
+#: Prefix of the per-replica values saved beside a variable's total (see the module docstring).
+REPLICAS = "replicas"
 
 #: Attributes that hold the state of Keras' own stateful callbacks.
 KERAS_CALLBACK_STATE: dict[type, tuple[str, ...]] = {
@@ -170,9 +175,18 @@ def capture_variables(model: keras.Model, frozen: FrozenVariables | None = None)
     values = host_copies(variables)
     check_storable(variables, values)
     arrays = dict(zip((name for name, _ in named), values, strict=True))
+    arrays.update(_replica_arrays(named))
     if frozen is None:
         return Capture(arrays)
     return Capture(arrays, frozen.state(unchanged), frozen.finisher(deferred))
+
+
+def _replica_arrays(named: Sequence[tuple[str, Any]]) -> dict[str, np.ndarray]:
+    """``replicas/<key>``: the total under ``<key>``, assigned back, would be split evenly across
+    the replicas, and the epoch's remaining additions would round otherwise than the
+    uninterrupted run's (its logged loss off in the last bits)."""
+    copies = ((key, replica_copies(variable)) for key, variable in named)
+    return {f"{REPLICAS}/{key}": values for key, values in copies if values is not None}
 
 
 def _assign_group(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
@@ -201,6 +215,9 @@ def _check_group(
     for variable, key in zip(variables, keys, strict=True):
         if key in present:
             check_shape(variable, arrays[key], key)
+        replicas = arrays.get(f"{REPLICAS}/{key}")
+        if replicas is not None:
+            check_shape(variable, replicas[0], f"{REPLICAS}/{key}")
 
 
 def check_shape(variable: Any, value: np.ndarray, key: str) -> None:
@@ -216,8 +233,23 @@ def check_shape(variable: Any, value: np.ndarray, key: str) -> None:
 def _assign(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np.ndarray]) -> None:
     for i, variable in enumerate(variables):
         key = f"{prefix}/{i:04d}"
-        if key in arrays:
+        if key in arrays and not _assign_replicas(variable, arrays.get(f"{REPLICAS}/{key}")):
             assign(variable, arrays[key])
+
+
+def _assign_replicas(variable: Any, values: np.ndarray | None) -> bool:
+    """Gives each replica of ``variable`` its saved value; False where the checkpoint has none
+    (one replica, or saved before colabkit kept them) or the run now has another number of
+    replicas (its numbers change anyway): the caller then assigns the total."""
+    if values is None:
+        return False
+    parts = replica_parts(variable)
+    if parts is None or len(parts) != len(values):
+        return False
+    dtype = numpy_dtype(variable.dtype)
+    for part, value in zip(parts, values, strict=True):
+        part.assign(_as_dtype(value, dtype))
+    return True
 
 
 def assign(variable: Any, value: np.ndarray) -> None:

@@ -54,11 +54,9 @@ def not_a_notebook(monkeypatch):
 
 
 @pytest.fixture
-def mount(tmp_path, monkeypatch):
-    folder = tmp_path / "drive" / "MyDrive"
-    folder.mkdir(parents=True)
-    monkeypatch.setattr(sources, "MOUNTPOINTS", (tmp_path / "drive",))
-    return folder
+def mount(staging_mydrive):
+    """The Drive mount as stage sees it (conftest's ``mount`` is DriveFS for the stores)."""
+    return staging_mydrive
 
 
 # -- what it says ----------------------------------------------------------------------------

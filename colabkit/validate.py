@@ -12,7 +12,6 @@ A bool is never an integer here, although Python says it is: ``epochs=True`` is 
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
@@ -63,8 +62,6 @@ def fraction(name: str, value: Any) -> float:
     """A number in [0, 1) (``validation_split``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise invalid_argument(name, value, "a float in [0, 1)")
-    if not math.isfinite(value):  # pragma: no cover - [0, 1) holds no inf or nan
-        raise invalid_argument(name, value, "a float in [0, 1)")
     return float(value)
 
 
@@ -83,7 +80,6 @@ def one_of(choices: Sequence[str]) -> Validator:
             raise invalid_argument(name, value, f"one of {', '.join(choices)}")
         return value
 
-    check.__name__ = "choice"
     return check
 
 
@@ -93,7 +89,6 @@ def optional(validator: Callable[[str, Any], T]) -> Callable[[str, Any], T | Non
     def check(name: str, value: Any) -> T | None:
         return None if value is None else validator(name, value)
 
-    check.__name__ = getattr(validator, "__name__", "value")
     return check
 
 

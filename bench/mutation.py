@@ -90,6 +90,21 @@ SCOPES = (
     Scope("duration", "colabkit/duration.py", ("tests/test_env.py",)),
     Scope("ending", "colabkit/ending.py", ENDING),
     Scope(
+        "run_status",
+        "colabkit/run_status.py",
+        ("tests/test_status.py", "tests/test_status_behaviour.py"),
+    ),
+    Scope(
+        "drive_mount",
+        "colabkit/storage/drive_mount.py",
+        (
+            "tests/test_drive_mount.py",
+            "tests/test_mount_confirm.py",
+            "tests/test_drive_full.py",
+            "tests/test_drive_space.py",
+        ),
+    ),
+    Scope(
         "staging_job",
         "colabkit/staging/job.py",
         STAGE,

@@ -15,6 +15,7 @@ import pytest
 from colabkit.checkpoint import space
 from colabkit.checkpoint.policy import KeepAll, KeepBest, KeepEvery, KeepLast
 from colabkit.checkpoint.space import Need, check_run, kept_at_most, on_drive, shortfalls
+from colabkit.duration import format_size
 from colabkit.storage.base import ObjectInfo, Space
 from colabkit.storage.drive_mount import SIGN_IN
 
@@ -210,3 +211,19 @@ def test_files_pruned_while_the_check_runs_count_nothing(disk, tmp_path, monkeyp
     cache.rmdir()
     (line,) = check_run(Store("/mnt/disk/run"), cache, MB, None, 3)
     assert "needs 2.0 MB more there" in line  # 2 checkpoints, nothing frozen, nothing held
+
+
+def test_what_the_cache_holds_is_counted_to_the_byte(disk, tmp_path):
+    """A VM whose disk has exactly what the run still needs is not warned; a byte less is."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "ckpt-000000000010.ckpt").write_bytes(b"x" * 1234)
+    (cache / FROZEN).write_bytes(b"f" * 567)
+    store = Store("/mnt/disk/run")
+    disk.free = 2 * MB + 567 - (1234 + 567)  # two checkpoints and the frozen, less what is held
+    for frozen_bytes in (None, 567):  # counted in the cache, or as the caller counts them
+        assert check_run(store, cache, MB, frozen_bytes, 3) == []
+        disk.free -= 1
+        (line,) = check_run(store, cache, MB, frozen_bytes, 3)
+        assert f"the run needs {format_size(disk.free + 1)} more there" in line
+        disk.free += 1

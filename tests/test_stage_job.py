@@ -278,6 +278,24 @@ def test_a_kill_during_extraction_is_continued_without_copying_again(tmp_path, m
     assert tree(stage(path, tmp_path / "local")) == files and reads.opens == []
 
 
+def test_a_kill_after_extracting_needs_no_more_room_to_finish(tmp_path, monkeypatch):
+    """Extracted whole, then killed before its commit: what is left takes no more disk, so a
+    disk now full to the reserve (the contents are on it) does not refuse the rerun."""
+    files = make_folder(tmp_path / "content")
+    path = archive(tmp_path / "content", tmp_path / "data.zip")
+
+    def killed(self, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job.Job, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stage(path, tmp_path / "local")
+    monkeypatch.undo()
+    Usage(monkeypatch, job.RESERVE)
+    reads = Reads(monkeypatch)
+    assert tree(stage(path, tmp_path / "local")) == files and reads.opens == []
+
+
 def test_folders_nested_deeper_are_copied_whole(tmp_path):
     files = {"a/b/c/0.png": b"0", "a/b/1.png": b"1", "d/e/f/g/2.png": os.urandom(5000)}
     for name, data in files.items():

@@ -90,9 +90,11 @@ class Job:
                 log.info("%s changed since its copy began: copying it again.", self.src.url)
             _remove(self.partial)
             _remove(self.done_log)
-        copied = self._copied_bytes(entries)
         total = sum(e.size for e in entries)
-        needed = total - copied + (total if extracted else 0)
+        if extracted and self.partial.is_dir():  # extracted whole before a kill: on disk already
+            needed = 0
+        else:
+            needed = total - self._copied_bytes(entries) + (total if extracted else 0)
         free = shutil.disk_usage(_existing_parent(self.root)).free
         if needed + RESERVE > free:
             raise StageError(
@@ -365,8 +367,9 @@ def _unpackedsize(archive: Path, suffix: str) -> int | None:
 
 
 def _size_of(path: Path) -> int:
+    """The bytes of the file ``path``; 0 where there is none yet."""
     try:
-        return path.stat().st_size if path.is_file() else 0
+        return path.stat().st_size
     except OSError:
         return 0
 

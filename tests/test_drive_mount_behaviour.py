@@ -167,9 +167,10 @@ def test_an_upload_drive_refuses_for_lack_of_room_says_drive_is_full_with_its_fi
 def test_an_upload_still_pending_on_a_drive_with_room_is_not_said_full(
     mount, drive, tmp_path, free
 ):
-    clock = DriveFS(mount, drive)
-    clock.holds = holding_checkpoints  # held back for another reason (a slow line)
+    clock = DriveFS(mount, drive, lag=0)
     store = store_on(mount, clock, confirm_delays=(30,))
+    store.put(checkpoint(tmp_path, SECOND), SECOND)  # the run's folder is on Drive
+    clock.holds = holding_checkpoints  # the next is held back for another reason (a slow line)
     full_drive(drive, free)
     with pytest.raises(StoreError, match="Drive does not hold it yet after 30 s") as caught:
         store.put(checkpoint(tmp_path, FIRST, size=4096), FIRST)
@@ -397,9 +398,10 @@ def test_not_signed_in_a_pruned_checkpoint_saved_again_within_the_grace_is_kept(
     store.put(checkpoint(tmp_path, FIRST), FIRST)
     store.put(checkpoint(tmp_path, SECOND), SECOND)
     store.delete(FIRST)
+    store.delete(SECOND)
     again = checkpoint(tmp_path, "again")
     store.put(again, FIRST)
-    (mount / RUN / SECOND).unlink()  # and one emptied file the user deleted by hand meanwhile
+    (mount / RUN / SECOND).unlink()  # and the user deleted the other emptied one by hand
     clock.sleep(EMPTIED_GRACE)
     store.delete_emptied()
     assert (mount / RUN / FIRST).read_bytes() == again.read_bytes()
@@ -435,16 +437,24 @@ def test_leftovers_are_the_emptied_checkpoints_of_a_process_that_died(mount, tmp
     assert store.remove_leftovers(older_than=60) == [checkpoint_name(30)]
 
 
-def test_a_leftover_is_one_untouched_for_longer_than_older_than(mount, tmp_path, monkeypatch):
+def test_a_leftover_is_one_untouched_for_longer_than_an_hour_or_older_than(
+    mount, tmp_path, monkeypatch
+):
     now = 1_800_000_000.0
     monkeypatch.setattr(time, "time", lambda: now)
     store = store_on(mount, FakeClock(), signed_in=False)
     (mount / RUN).mkdir(parents=True)
-    for name, age in ((FIRST, 600.0), (SECOND, 600.5)):
+
+    def emptied(name: str, age: float) -> None:
         (mount / RUN / name).write_bytes(b"")
         os.utime(mount / RUN / name, (now - age, now - age))
-    assert store.remove_leftovers(older_than=600) == [SECOND]  # exactly 600 s old: not yet
-    assert (mount / RUN / FIRST).exists()
+
+    emptied(FIRST, 3600.0)
+    emptied(SECOND, 3600.5)
+    assert store.remove_leftovers() == [SECOND]  # exactly an hour old: not yet
+    emptied(SECOND, 600.0)
+    assert store.remove_leftovers(older_than=600) == [FIRST]
+    assert (mount / RUN / SECOND).exists()
 
 
 def test_a_leftover_another_process_deletes_meanwhile_is_not_reported(mount, tmp_path, monkeypatch):

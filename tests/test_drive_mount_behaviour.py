@@ -4,7 +4,7 @@ user reads, what a prune deletes and when, and the room Drive has.
 
 The mount is a folder in a fake mount table; Drive's client is ``fake_drivefs.DriveFS`` (also the
 clock), which uploads what the mount holds after a lag; the Drive API is the real client over
-``responses`` (``fake_drive``). No Keras: these run in a fraction of a second each.
+``responses`` (``fake_drive``). No training: each runs in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from fake_drive import fake_credentials
 from fake_drivefs import DriveFS
 from test_drive_space import Disks
-from test_mount_confirm import ApiFailsMidConfirm
+from test_mount_confirm import ApiFailsMidConfirm, holding_checkpoints
 
 from colabkit.checkpoint.format import checkpoint_name
 from colabkit.clock import FakeClock
@@ -60,11 +60,6 @@ def said(caplog, level: int = logging.WARNING) -> list[str]:
         for r in caplog.records
         if r.name == "colabkit.storage.drive_mount" and r.levelno == level
     ]
-
-
-def holding_checkpoints(relative: str) -> bool:
-    """DriveFS keeps checkpoint uploads back (a stuck upload, a slow line)."""
-    return relative.endswith(".ckpt")
 
 
 # -- signed in: confirmed on Drive, or said why not -----------------------------------------------

@@ -97,6 +97,10 @@ class DriveMountStore(LocalStore):
                     return account_space(self._credentials, clock=self._clock)
             except (OSError, ColabkitError) as e:
                 log.debug("Drive quota not readable through the API (%s): the mount's figures", e)
+        return self._mount_space()
+
+    def _mount_space(self) -> Space:
+        """What ``df /content/drive`` shows: the quota as Drive's client reports it."""
         return disk_space(self.root, "the Drive mount's figures")
 
     def delete(self, name: str) -> None:
@@ -119,13 +123,13 @@ class DriveMountStore(LocalStore):
                 pass  # never reached Drive: the mount's delete below is all there is
             except (StoreError, ColabkitError) as e:
                 self._stop_confirming(e)
-                return self._empty_and_delete_later(path, name, size)
+                return self._empty_and_delete_later(path, size)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return None
-        return self._empty_and_delete_later(path, name, size)
+        return self._empty_and_delete_later(path, size)
 
-    def _empty_and_delete_later(self, path: Path, name: str, size: int) -> None:
+    def _empty_and_delete_later(self, path: Path, size: int) -> None:
         if not self._warned_trash:
             self._warned_trash = True
             log.warning(
@@ -193,15 +197,15 @@ class DriveMountStore(LocalStore):
             self._confirm(name, info)
         else:
             self._say_unconfirmed()
-            self._check_room(name, info)
+            self._check_room(name)
         return info
 
-    def _check_room(self, name: str, info: ObjectInfo) -> None:
+    def _check_room(self, name: str) -> None:
         """Not signed in, the mount's figures are all there is: a Drive they show full cannot
         take the checkpoint just written to the VM's Drive cache (room they show is no proof
         that it was uploaded, nor is anything else without the API)."""
         try:
-            space = disk_space(self.root, "the Drive mount's figures")
+            space = self._mount_space()
         except OSError:
             return
         if space.total and space.free == 0:
@@ -216,14 +220,15 @@ class DriveMountStore(LocalStore):
         again would restart Drive's upload of the file."""
         path = self.path(name)
         try:
-            if path.stat().st_size != os.path.getsize(local_path):
+            held = path.stat()
+            if held.st_size != os.path.getsize(local_path):
                 return None
             md5 = md5_file(path)
         except FileNotFoundError:
             return None
         if md5 != md5_file(local_path):
             return None
-        return ObjectInfo(name=name, size=path.stat().st_size, md5=md5, modified=0.0)
+        return ObjectInfo(name=name, size=held.st_size, md5=md5, modified=held.st_mtime)
 
     def _decide(self) -> None:
         if self._credentials == "auto":

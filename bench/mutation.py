@@ -92,7 +92,7 @@ SCOPES = (
     Scope(
         "run_status",
         "colabkit/run_status.py",
-        ("tests/test_status.py", "tests/test_status_behaviour.py"),
+        ("tests/test_status.py", "tests/test_status_behaviour.py", "tests/test_status_report.py"),
     ),
     Scope(
         "drive_mount",

@@ -364,6 +364,17 @@ def test_a_run_not_started_line_by_line_and_as_a_notebook_table(tmp_path):
     )
 
 
+def test_a_run_whose_first_session_failed_before_its_first_checkpoint(tmp_path, clock, capsys):
+    """Not started, but ``--json`` keeps the session that claimed it and how it ended."""
+    run = Run(tmp_path, clock)
+    run.end(run.session(), RunState(steps_per_epoch=SPE), "failed: ValueError")
+    report = status_json(run.dir, capsys)
+    assert report["state"] == "not started"
+    assert [(e["session"], e["reason"]) for e in report["session_log"]] == [
+        (run.ids[0], "failed: ValueError")
+    ]
+
+
 def test_a_folder_that_does_not_exist_is_said_with_what_to_pass(tmp_path, capsys):
     assert main(["status", str(tmp_path / "typo")]) == 1
     assert capsys.readouterr().err == (

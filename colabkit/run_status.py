@@ -37,7 +37,7 @@ from colabkit.checkpoint import (
     step_of,
     store_call,
 )
-from colabkit.clock import SYSTEM_CLOCK, Clock
+from colabkit.clock import SYSTEM_CLOCK
 from colabkit.duration import format_duration, format_size
 from colabkit.errors import ColabkitError, CorruptCheckpointError
 from colabkit.forecast import Forecast
@@ -160,7 +160,7 @@ class RunStatus:
         return self.text()
 
 
-def status(run_dir: str | os.PathLike[str], *, clock: Clock | None = None) -> RunStatus:
+def status(run_dir: str | os.PathLike[str]) -> RunStatus:
     """Where the run in ``run_dir`` (a run directory or a store URL) is.
 
     Raises:
@@ -173,19 +173,18 @@ def status(run_dir: str | os.PathLike[str], *, clock: Clock | None = None) -> Ru
             f"No run at {os.fspath(run_dir)}: the folder does not exist. Pass the run directory "
             "(the folder that holds checkpoints/), or a store URL such as gdrive://colabkit/run."
         )
-    return status_of(store, clock=clock)
+    return status_of(store)
 
 
-def status_of(store: Store, *, clock: Clock | None = None) -> RunStatus:
+def status_of(store: Store) -> RunStatus:
     """``status()`` for a store already opened."""
-    clock = clock or SYSTEM_CLOCK
     listed = store_call(store.list)
     room = _space(store, listed)
     infos = [i for i in listed if step_of(i.name) is not None]
     infos.sort(key=lambda info: step_of(info.name), reverse=True)
     sizes = {i.name: i.size for i in listed if is_frozen_object(i.name)}
     with tempfile.TemporaryDirectory(prefix="colabkit-status-") as folder:
-        sessions = Sessions(store, Path(folder), clock)
+        sessions = Sessions(store, Path(folder), SYSTEM_CLOCK)  # read only: never asks the time
         chain = Chain(sessions.read_or_fail())
         log_entries = [_session_entry(claim, end) for claim, end in store_call(sessions.history)]
         readable = _readable(store, infos)

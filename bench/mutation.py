@@ -1,6 +1,6 @@
 """Mutation testing: each module of the recent features against its own tests (issue 28, item 3).
 
-    python bench/mutation.py                        # every module, 60 minutes at most
+    python bench/mutation.py                        # every module, 90 minutes at most
     python bench/mutation.py forecast ending        # these modules only
     python bench/mutation.py --minutes 20 --jobs 1  # a tighter bound, one test process
 
@@ -325,7 +325,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     names = [scope.name for scope in SCOPES]
     parser.add_argument("modules", nargs="*", help=f"some of {', '.join(names)} (default: all)")
-    parser.add_argument("--minutes", type=float, default=60, help="for the whole run")
+    parser.add_argument("--minutes", type=float, default=90, help="for the whole run")
     parser.add_argument("--jobs", type=int, default=2, help="test processes at once")
     parser.add_argument("--timeout-factor", type=float, default=10)
     parser.add_argument("--timeout-extra", type=float, default=2, help="seconds")

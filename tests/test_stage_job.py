@@ -280,7 +280,7 @@ def test_a_kill_during_extraction_is_continued_without_copying_again(tmp_path, m
 
 def test_a_kill_after_extracting_needs_no_more_room_to_finish(tmp_path, monkeypatch):
     """Extracted whole, then killed before its commit: what is left takes no more disk, so a
-    disk now full to the reserve (the contents are on it) does not refuse the rerun."""
+    disk now full (the contents are on it) does not refuse the rerun."""
     files = make_folder(tmp_path / "content")
     path = archive(tmp_path / "content", tmp_path / "data.zip")
 
@@ -291,7 +291,7 @@ def test_a_kill_after_extracting_needs_no_more_room_to_finish(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         stage(path, tmp_path / "local")
     monkeypatch.undo()
-    Usage(monkeypatch, job.RESERVE)
+    Usage(monkeypatch, 0)
     reads = Reads(monkeypatch)
     assert tree(stage(path, tmp_path / "local")) == files and reads.opens == []
 

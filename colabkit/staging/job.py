@@ -96,7 +96,7 @@ class Job:
         else:
             needed = total - self._copied_bytes(entries) + (total if extracted else 0)
         free = shutil.disk_usage(_existing_parent(self.root)).free
-        if needed + RESERVE > free:
+        if needed and needed + RESERVE > free:  # nothing more to write: no room asked
             raise StageError(
                 f"Not enough local disk to stage {self.src.url}: it needs "
                 f"{format_size(needed)} more, {format_size(free)} is free on "

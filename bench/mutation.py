@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -202,18 +203,39 @@ def mutmut(*words: str) -> list[str]:
 
 
 def run_mutmut(folder: Path, jobs: int, seconds_left: float) -> str:
-    """Runs mutmut in `folder` until it ends or the time is up; "" or why it did not finish."""
-    with open(folder / "mutmut.log", "w") as log:
-        process = subprocess.Popen(
-            mutmut("run", "--max-children", str(jobs)), cwd=folder, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            code = process.wait(timeout=max(seconds_left, 1))
-        except subprocess.TimeoutExpired:
-            stop(process)
-            return "out of time"
+    """Runs mutmut in `folder` until it ends or the time is up; "" or why it did not finish.
+
+    A mutant can turn a copy loop into one that never ends: its test writes until mutmut's
+    timeout stops it (gigabytes), and pytest leaves each test's folder behind. So the tests'
+    folders (and any other temporary file) go under `folder/tmp`, removed after the run, and
+    no file may grow past FILE_LIMIT (a write beyond it fails with EFBIG, Python ignoring
+    SIGXFSZ: the test fails).
+    """
+    temp = folder / "tmp"
+    temp.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTEST_DEBUG_TEMPROOT": str(temp), "TMPDIR": str(temp)}
+    try:
+        with open(folder / "mutmut.log", "w") as log:
+            process = subprocess.Popen(
+                mutmut("run", "--max-children", str(jobs)), cwd=folder, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                preexec_fn=_limit_file_size,
+            )  # fmt: skip
+            try:
+                code = process.wait(timeout=max(seconds_left, 1))
+            except subprocess.TimeoutExpired:
+                stop(process)
+                return "out of time"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     return "" if code == 0 else f"mutmut exited {code} (see {folder / 'mutmut.log'})"
+
+
+FILE_LIMIT = 1 << 30  # the scopes' tests write 50 MB at most
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
 
 
 def stop(process: subprocess.Popen) -> None:

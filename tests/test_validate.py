@@ -175,7 +175,11 @@ def test_the_deprecation_warnings_point_at_the_line_that_uses_the_old_name(tmp_p
     """Python shows the file and line a DeprecationWarning names: the user's, not colabkit's.
 
     Not run under mutmut (bench/mutation.py): its trampolines add stack frames to every function
-    of the module they mutate, so a stacklevel cannot hold there (docs/mutants.md)."""
+    of the module they mutate, so a stacklevel cannot hold there (docs/mutants.md).
+
+    The old names are used here, in the test's own body, not through a helper shared with the
+    next test: a helper in this file adds a frame of this file, and a stacklevel one too deep
+    would still name this file and pass."""
     from colabkit.checkpoint import CheckpointManager
 
     class Run:
